@@ -1,0 +1,54 @@
+# lmfs build and test entry points. See README.md.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin/lmfs
+STORE ?= /var/lib/lmfs-demo
+MNT ?= /mnt/lmfs
+FUZZTIME ?= 10s
+
+.PHONY: all build deps run test test-short vet fmt-check fuzz bench clean
+
+all: build
+
+# deps installs what building and mounting need on Debian (run as root).
+deps:
+	@command -v fusermount3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; }
+	@command -v $(GO) >/dev/null || { echo "Go 1.26 is needed: install it to /usr/local/go (https://go.dev/doc/install)"; exit 1; }
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/lmfs
+
+# run installs what is missing, builds, and mounts a demo store at $(MNT) in
+# the foreground (Ctrl-C unmounts).
+run: deps build
+	mkdir -p $(MNT) $(STORE)
+	./$(BIN) mount --store $(STORE) $(MNT)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# fuzz runs every fuzz target for $(FUZZTIME).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+# test is what CI runs: vet, gofmt, every test with the race detector, then
+# the fuzz targets for a short while.
+test: deps vet fmt-check
+	$(GO) test -race -timeout 45m ./...
+	$(MAKE) fuzz
+
+test-short:
+	$(GO) test -short ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin
