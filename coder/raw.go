@@ -19,7 +19,9 @@ func (Raw) Name() string { return "raw" }
 func (Raw) Model() (ModelID, bool) { return ModelID{}, false }
 
 // Encode implements Codec.
-func (Raw) Encode(_ context.Context, dst, src []byte) ([]byte, error) { return append(dst, src...), nil }
+func (Raw) Encode(_ context.Context, dst, src []byte) ([]byte, error) {
+	return append(dst, src...), nil
+}
 
 // Decode implements Codec.
 func (Raw) Decode(_ context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
