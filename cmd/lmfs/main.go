@@ -73,6 +73,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		a.newConfigCmd(),
 		a.newCompressCmd(),
 		a.newDecompressCmd(),
+		a.newBenchCmd(),
 	)
 	return root
 }
