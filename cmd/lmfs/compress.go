@@ -111,6 +111,7 @@ type output struct {
 	w    io.Writer
 	f    *os.File
 	name string
+	mode os.FileMode
 }
 
 func (a *app) createOutput(in, name string, force, binary bool) (*output, error) {
@@ -133,11 +134,18 @@ func (a *app) createOutput(in, name string, force, binary bool) (*output, error)
 			return nil, fmt.Errorf("%s exists and is not a regular file", name)
 		}
 	}
+	// OUT gets IN's permission bits, as gzip does, or 0644 for stdin.
+	mode := os.FileMode(0o644)
+	if in != "-" {
+		if ii, err := os.Stat(in); err == nil && ii.Mode().IsRegular() {
+			mode = ii.Mode().Perm()
+		}
+	}
 	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
 	if err != nil {
 		return nil, fmt.Errorf("create output: %w", err)
 	}
-	return &output{w: f, f: f, name: name}, nil
+	return &output{w: f, f: f, name: name, mode: mode}, nil
 }
 
 // finish renames the temporary file over OUT if err is nil, or removes it.
@@ -152,7 +160,7 @@ func (o *output) finish(err error) error {
 		err = cerr
 	}
 	if err == nil {
-		_ = os.Chmod(o.f.Name(), 0o644)
+		_ = os.Chmod(o.f.Name(), o.mode)
 		err = os.Rename(o.f.Name(), o.name)
 	}
 	if err != nil {

@@ -169,3 +169,25 @@ func TestDecompressCorrupt(t *testing.T) {
 		t.Fatalf("truncated: exit %d, stderr %q", code, errs)
 	}
 }
+
+func TestOutputKeepsInputMode(t *testing.T) {
+	dir := t.TempDir()
+	in, z, out := filepath.Join(dir, "in"), filepath.Join(dir, "z"), filepath.Join(dir, "out")
+	os.WriteFile(in, sample(1000), 0o600)
+	os.Chmod(in, 0o640)
+	if code, _, errs := runCLI(t, "", "compress", in, z); code != 0 {
+		t.Fatal(errs)
+	}
+	if code, _, errs := runCLI(t, "", "decompress", z, out); code != 0 {
+		t.Fatal(errs)
+	}
+	for _, p := range []string{z, out} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o640 {
+			t.Errorf("%s has mode %v, want the input's 0640", filepath.Base(p), fi.Mode().Perm())
+		}
+	}
+}
