@@ -237,7 +237,7 @@ codec for every block (a block it would enlarge is stored raw). Use - for stdin 
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&codecName, "codec", "", "code every block with this codec (see `lmfs bench` for the list); default: the policy's choice")
+	f.StringVar(&codecName, "codec", "", "code every block with this codec: raw, zstd or a prediction codec of this build (an unknown name lists them); default: the policy's choice")
 	f.String("policy", "", "codec policy when --codec is not given: fast, balanced or max (default codec.policy)")
 	f.StringVar(&bsFlag, "block-size", "", "raw block size, 1 byte .. 16MiB, e.g. 64KiB (default fs.block_size)")
 	f.Int("workers", 0, "blocks coded in parallel (default codec.workers; 0: one per core)")
