@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -88,7 +89,7 @@ func Policy(reg *coder.Registry, p coder.Policy) (Method, error) {
 // klauspost/compress: one frame per block, no frame checksum.
 func Zstd(level int) (Method, error) {
 	el := zstd.EncoderLevelFromZstd(level)
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(el), zstd.WithEncoderConcurrency(1),
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(el), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return Method{}, err
