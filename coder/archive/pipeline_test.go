@@ -103,3 +103,27 @@ func TestCompressMemoryIsBounded(t *testing.T) {
 		t.Fatalf("reading never ran ahead (max lead %d): no pipelining", src.maxLead.Load())
 	}
 }
+
+// TestOutputIndependentOfParallelism checks that the file is the same bytes
+// whatever the number of workers and the window: blocks are written in order.
+func TestOutputIndependentOfParallelism(t *testing.T) {
+	reg := testRegistry(t)
+	raw := testData(300*1000+7, 12)
+	ch, err := coder.NewChooser(reg, coder.PolicyMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for _, o := range []Options{{Workers: 1, Window: 1}, {Workers: 2, Window: 1}, {Workers: 5, Window: 3}, {Workers: 3, Window: 64}} {
+		o.BlockSize = 1000
+		var out bytes.Buffer
+		if _, err := Compress(context.Background(), &out, bytes.NewReader(raw), ch, o); err != nil {
+			t.Fatal(err)
+		}
+		if want == nil {
+			want = out.Bytes()
+		} else if !bytes.Equal(out.Bytes(), want) {
+			t.Fatalf("workers %d window %d: different output", o.Workers, o.Window)
+		}
+	}
+}
