@@ -62,10 +62,12 @@ type job struct {
 	done  chan struct{}
 }
 
-// ordered runs produce on the calling goroutine's helper, work on workers
-// goroutines, and consume in production order, with at most window jobs
+// ordered runs produce on a helper goroutine, work on workers goroutines, and
+// consume on the caller's, in production order, with at most window jobs
 // between produce and consume. produce returns io.EOF at the end. The first
-// error in block order wins.
+// error in block order wins. On success every goroutine has ended when it
+// returns; on error or cancellation the workers have, but a produce call
+// blocked in a read is not waited for: it ends when its read returns.
 func ordered(ctx context.Context, workers, window int, produce func() (*job, error), work func(context.Context, *job), consume func(*job) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -74,15 +76,25 @@ func ordered(ctx context.Context, workers, window int, produce func() (*job, err
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			for j := range workCh {
-				if ctx.Err() == nil {
-					work(ctx, j)
+			for {
+				select {
+				case j, ok := <-workCh:
+					if !ok {
+						return
+					}
+					if ctx.Err() == nil {
+						work(ctx, j)
+					}
+					close(j.done)
+				case <-ctx.Done():
+					return
 				}
-				close(j.done)
 			}
 		})
 	}
-	wg.Go(func() {
+	producerDone := make(chan struct{})
+	go func() {
+		defer close(producerDone)
 		defer close(workCh)
 		defer close(order)
 		for ctx.Err() == nil {
@@ -110,9 +122,19 @@ func ordered(ctx context.Context, workers, window int, produce func() (*job, err
 				return
 			}
 		}
-	})
+	}()
 	err := func() error {
-		for j := range order {
+		for {
+			var j *job
+			select {
+			case next, ok := <-order:
+				if !ok {
+					return ctx.Err()
+				}
+				j = next
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
 			select {
 			case <-j.done:
 			case <-ctx.Done():
@@ -125,16 +147,16 @@ func ordered(ctx context.Context, workers, window int, produce func() (*job, err
 				return err
 			}
 		}
-		return ctx.Err()
 	}()
-	cancel(err)
-	// Drain so the producer is not left blocked on a full order channel.
-	go func() {
-		for range order {
-		}
-	}()
+	if err != nil {
+		cancel(err)
+		wg.Wait()
+		return err
+	}
+	// order was closed and drained: the producer is done.
+	<-producerDone
 	wg.Wait()
-	return err
+	return nil
 }
 
 type bufPool struct{ p sync.Pool }
@@ -153,7 +175,9 @@ func (b *bufPool) put(s []byte) {
 
 // Compress reads src to its end, cuts it into blocks of o.BlockSize, codes
 // them with enc on o.Workers goroutines and writes an lmfs compressed file to
-// dst. Memory is bounded by o.Window blocks whatever the input size.
+// dst. Memory is bounded by o.Window blocks whatever the input size. On
+// cancellation it returns at once, even while a read of src is blocked (that
+// read's goroutine ends when the read returns, and drops its data).
 func Compress(ctx context.Context, dst io.Writer, src io.Reader, enc coder.BlockEncoder, o Options) (Stats, error) {
 	st := Stats{ByCodec: map[coder.ID]int{}}
 	w, err := NewWriter(dst, o.BlockSize)
@@ -248,7 +272,9 @@ func Decompress(ctx context.Context, dst io.Writer, src io.Reader, reg *coder.Re
 		raws.put(j.out)
 		return nil
 	}
-	err = ordered(ctx, o.workers(), o.window(), produce, work, consume)
+	if err := ordered(ctx, o.workers(), o.window(), produce, work, consume); err != nil {
+		return st, err
+	}
 	st.FileBytes = rd.Offset()
-	return st, err
+	return st, nil
 }

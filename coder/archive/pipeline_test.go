@@ -127,3 +127,40 @@ func TestOutputIndependentOfParallelism(t *testing.T) {
 		}
 	}
 }
+
+// stuckReader gives some data, then blocks until released.
+type stuckReader struct {
+	data    *bytes.Reader
+	release chan struct{}
+}
+
+func (s *stuckReader) Read(p []byte) (int, error) {
+	if s.data.Len() > 0 {
+		return s.data.Read(p)
+	}
+	<-s.release
+	return 0, errors.New("released")
+}
+
+func TestCancelWhileReadBlocks(t *testing.T) {
+	reg := testRegistry(t)
+	src := &stuckReader{data: bytes.NewReader(testData(5000, 1)), release: make(chan struct{})}
+	defer close(src.release)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		_, err := Compress(ctx, &out, src, encoders(t, reg)["zstd"], Options{BlockSize: 1000})
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("error %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Compress did not return after cancellation while its input read was blocked")
+	}
+}
