@@ -68,6 +68,17 @@ func TestMeasure(t *testing.T) {
 	if u := byName["policy:fast"].CodecUse; u["zstd"] != 6 {
 		t.Errorf("policy:fast codec use %v, want zstd on all 6 blocks", u)
 	}
+	// Starting from another method changes the order, not whose result is
+	// whose.
+	res2, err := Measure(context.Background(), bytes.NewReader(raw), ms, Options{BlockSize: 1000, Workers: 1, FirstMethod: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res2 {
+		if r.Method != res[i].Method || r.CompBytes != res[i].CompBytes {
+			t.Errorf("with FirstMethod 4, result %d is %s with %d bytes, want %s with %d", i, r.Method, r.CompBytes, res[i].Method, res[i].CompBytes)
+		}
+	}
 }
 
 func TestMeasureCatchesWrongDecode(t *testing.T) {

@@ -41,10 +41,11 @@ func Run(ctx context.Context, ins []Input, methods []Method, o Options, progress
 	if err := warm(ctx, ins, methods, o); err != nil {
 		return nil, err
 	}
-	for _, in := range ins {
+	for k, in := range ins {
 		if progress != nil {
 			progress(in)
 		}
+		o.FirstMethod = k % max(len(methods), 1)
 		f, err := os.Open(in.Path)
 		if err != nil {
 			return nil, err
