@@ -7,7 +7,7 @@ STORE ?= /var/lib/lmfs-demo
 MNT ?= /mnt/lmfs
 FUZZTIME ?= 10s
 
-.PHONY: all build deps run test test-short vet fmt-check fuzz bench clean
+.PHONY: all build deps run test test-short vet fmt-check fuzz bench bench-corpus clean
 
 all: build
 
@@ -49,6 +49,17 @@ test-short:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# bench-corpus runs `lmfs bench` over the public benchmark corpus (read in
+# place, never copied) at $(BENCH_BLOCK) blocks, as a table and as JSON in
+# $(BENCH_JSON). BENCH_FLAGS adds flags, e.g. BENCH_FLAGS='--codecs zstd,cm'.
+CORPUS ?= ../shared/eval/corpus
+BENCH_BLOCK ?= 64KiB
+BENCH_JSON ?= bin/bench-corpus.json
+BENCH_FLAGS ?=
+bench-corpus: build
+	@test -d $(CORPUS) || { echo "no corpus at $(CORPUS): set CORPUS=/path/to/corpus"; exit 1; }
+	./$(BIN) bench --block-size $(BENCH_BLOCK) --json-out $(BENCH_JSON) $(BENCH_FLAGS) $(CORPUS)
 
 clean:
 	rm -rf bin

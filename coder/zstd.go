@@ -3,6 +3,7 @@ package coder
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -22,7 +23,7 @@ func NewZstd(level int) (*Zstd, error) {
 	}
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
-		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithZeroFrames(true),
 		zstd.WithEncoderCRC(false))
 	if err != nil {
