@@ -1,0 +1,5 @@
+package mount
+
+import "syscall"
+
+func unmountSyscall(dir string) error { return syscall.Unmount(dir, 0) }
