@@ -126,6 +126,12 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	return s, nil
 }
 
+// Exists reports whether dir holds a store (without opening it).
+func Exists(dir string) bool {
+	st, err := os.Stat(filepath.Join(dir, "badger"))
+	return err == nil && st.IsDir()
+}
+
 // lockStore takes the store's pid file lock, or says which process holds it.
 func lockStore(dir string) (*os.File, error) {
 	p := filepath.Join(dir, "lmfs.lock")
@@ -205,6 +211,7 @@ func (s *Store) Close() error {
 		close(s.stop)
 		s.wg.Wait()
 		err = s.db.Close()
+		_ = s.lock.Truncate(0) // no process holds the store any more
 		s.lock.Close()
 	})
 	return err

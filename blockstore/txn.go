@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -447,9 +450,26 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		}
 		return nil
 	})
-	lsm, vlog := s.db.Size()
-	st.DiskBytes = lsm + vlog
+	st.DiskBytes = dirSize(filepath.Join(s.dir, "badger"))
 	return st, err
+}
+
+// dirSize sums the allocated sizes of the regular files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					n += st.Blocks * 512 // allocated, not apparent: Badger preallocates sparse files
+				} else {
+					n += fi.Size()
+				}
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 // ForEachBlock calls fn for every stored block of every inode, in key order;

@@ -10,6 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -177,18 +181,96 @@ func (m *Mounted) Close() error {
 	return errors.Join(errs...)
 }
 
-// Unmount unmounts the lmfs filesystem at mountpoint from another process:
-// umount(2) as root, fusermount3 -u otherwise.
-func Unmount(mountpoint string) error {
+// Unmount unmounts the lmfs filesystem at mountpoint from another process
+// (umount(2) as root, fusermount3 -u otherwise) and waits up to wait for the
+// daemon serving it to flush, close its store and exit.
+func Unmount(mountpoint string, wait time.Duration) error {
+	mountpoint, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return err
+	}
+	store, ok := storeOf(mountpoint)
+	if !ok {
+		return fmt.Errorf("%s is not an lmfs mount (see /proc/self/mountinfo)", mountpoint)
+	}
+	pid := lockPid(store)
 	if os.Geteuid() == 0 {
 		if err := unmountSyscall(mountpoint); err != nil {
-			return fmt.Errorf("unmount %s: %w", mountpoint, err)
+			return fmt.Errorf("unmount %s: %w (is a process still using it? see fuser -m %s)", mountpoint, err, mountpoint)
 		}
+	} else {
+		out, err := exec.Command("fusermount3", "-u", mountpoint).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("fusermount3 -u %s: %v: %s", mountpoint, err, out)
+		}
+	}
+	if pid <= 0 {
 		return nil
 	}
-	out, err := exec.Command("fusermount3", "-u", mountpoint).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("fusermount3 -u %s: %v: %s", mountpoint, err, out)
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return nil
+		}
+		if p := lockPid(store); p != pid {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return nil
+	return fmt.Errorf("unmounted %s, but lmfs process %d is still flushing after %v", mountpoint, pid, wait)
+}
+
+// storeOf finds the store of the lmfs mount at mountpoint in mountinfo.
+func storeOf(mountpoint string) (string, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		// id parent maj:min root mountpoint opts ... - fstype source superopts
+		sep := -1
+		for i, x := range f {
+			if x == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || len(f) < sep+3 || len(f) < 5 {
+			continue
+		}
+		if unescapeMount(f[4]) == mountpoint && f[sep+1] == "fuse.lmfs" {
+			return strings.TrimPrefix(unescapeMount(f[sep+2]), "lmfs:"), true
+		}
+	}
+	return "", false
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// lockPid reads the pid in a store's lock file (0 if none).
+func lockPid(store string) int {
+	b, err := os.ReadFile(filepath.Join(store, "lmfs.lock"))
+	if err != nil {
+		return 0
+	}
+	p, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return p
 }

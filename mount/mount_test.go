@@ -214,7 +214,7 @@ func TestTruncateByPath(t *testing.T) {
 func TestRMWRace(t *testing.T) {
 	_, mnt := mountT(t, "")
 	p := filepath.Join(mnt, "f")
-	const writers, per, size = 8, 200, 64 << 10
+	const writers, per, size = 8, 200, 16 << 10
 	if err := os.WriteFile(p, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

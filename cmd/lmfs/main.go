@@ -71,6 +71,9 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().String("log-level", "", "log level: debug, info, warn, error")
 	root.AddCommand(
 		a.newConfigCmd(),
+		a.newMountCmd(),
+		a.newUmountCmd(),
+		a.newStatsCmd(),
 	)
 	return root
 }
