@@ -119,9 +119,12 @@ func (f *FS) dirtyBlock(ctx context.Context, n *node, blk uint64, load bool) ([]
 	}
 	buf := make([]byte, f.bs)
 	if load && blk*uint64(f.bs) < s.attr.Size {
-		old, err := f.readBlock(ctx, n, blk)
-		if err != nil {
-			return nil, err
+		old, ok := s.inflight[blk]
+		if !ok {
+			var err error
+			if old, err = f.readBlock(ctx, n, blk); err != nil {
+				return nil, err
+			}
 		}
 		copy(buf, old)
 	}
@@ -149,7 +152,7 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	end := min(uint64(off)+uint64(len(dest)), size)
 	pos := 0
 	for _, sp := range Spans(uint64(off), int(end-uint64(off)), f.bs) {
-		src, ok := s.dirty[sp.Block]
+		src, ok := s.block(sp.Block)
 		if !ok {
 			var err error
 			if src, err = f.readBlock(ctx, n, sp.Block); err != nil {
@@ -192,10 +195,8 @@ func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off i
 	ts := now()
 	s.attr.Mtime, s.attr.Ctime = ts, ts
 	s.mu.Unlock()
-	if f.dirtyBytes.Load() > f.dirtyLimit {
-		if err := f.overLimit(ctx); err != nil {
-			return 0, f.errno("write", n.ino, err)
-		}
+	if err := f.noteWrite(ctx); err != nil {
+		return 0, f.errno("write", n.ino, err)
 	}
 	return uint32(len(data)), 0
 }
@@ -206,6 +207,7 @@ func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off i
 // The caller holds s.mu for writing.
 func (f *FS) truncateLocked(ctx context.Context, n *node, size uint64) error {
 	s := n.s
+	s.waitFlush()
 	old := s.attr.Size
 	if size >= old {
 		s.attr.Size = size
@@ -287,9 +289,11 @@ func (n *node) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence
 		if len(stored) > 0 {
 			best = stored[0]
 		}
-		for b := range s.dirty {
-			if b >= first && b < best {
-				best = b
+		for _, m := range []map[uint64][]byte{s.dirty, s.inflight} {
+			for b := range m {
+				if b >= first && b < best {
+					best = b
+				}
 			}
 		}
 		if best >= nblk {
@@ -302,7 +306,7 @@ func (n *node) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence
 		isData[b] = true
 	}
 	b := first
-	for b < nblk && (isData[b] || s.dirty[b] != nil) {
+	for b < nblk && (isData[b] || s.dirty[b] != nil || s.inflight[b] != nil) {
 		b++
 	}
 	return max(off, min(b*bs, size)), 0

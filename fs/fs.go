@@ -70,6 +70,10 @@ type FS struct {
 	dirtyNodes map[*inodeState]struct{}
 	dirtyBytes atomic.Int64
 	dirtyLimit int64
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 // New returns the filesystem over o.Store.
@@ -90,14 +94,64 @@ func New(o Options) (*FS, error) {
 	if o.Workers <= 0 {
 		o.Workers = runtime.NumCPU()
 	}
-	return &FS{
+	f := &FS{
 		st: o.Store, reg: o.Registry, ch: o.Chooser, bs: bs, log: o.Logger,
 		cache:      newBlockCache(o.CacheSize),
 		sem:        make(chan struct{}, o.Workers),
 		states:     map[uint64]*inodeState{},
 		dirtyNodes: map[*inodeState]struct{}{},
 		dirtyLimit: o.WriteBuffer,
-	}, nil
+		kick:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+	}
+	f.wg.Add(1)
+	go f.flusher()
+	return f, nil
+}
+
+// Close flushes everything and stops the background flusher.
+func (f *FS) Close(ctx context.Context) error {
+	err := f.FlushAll(ctx)
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	f.wg.Wait()
+	return err
+}
+
+// flusher writes dirty blocks in the background once half the write buffer
+// is used, so that writers rarely wait for coding; writers flush themselves
+// only when the whole buffer is full.
+func (f *FS) flusher() {
+	defer f.wg.Done()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-f.kick:
+		}
+		if err := f.flushDownTo(context.Background(), f.dirtyLimit/4); err != nil {
+			f.log.Error("background flush failed; the data stays in memory and is retried", "err", err)
+		}
+	}
+}
+
+// noteWrite is called after a write: it wakes the background flusher or,
+// above the bound, flushes in the writer. The caller holds no inode lock.
+func (f *FS) noteWrite(ctx context.Context) error {
+	d := f.dirtyBytes.Load()
+	if d > f.dirtyLimit/2 {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
+	if d > f.dirtyLimit {
+		return f.flushDownTo(ctx, f.dirtyLimit)
+	}
+	return nil
 }
 
 // Root returns the root directory node, to pass to go-fuse's fs.Mount.
@@ -120,9 +174,31 @@ type inodeState struct {
 	mu    sync.RWMutex
 	attr  blockstore.Inode // authoritative; Size includes dirty data
 	dirty map[uint64][]byte
-	opens int
-	refs  int // go-fuse nodes pointing here; guarded by FS.statesMu
-	path  string
+	// inflight holds the blocks a flush is coding, readable meanwhile;
+	// flushing is set while it runs, and flushDone (on mu) wakes waiters.
+	inflight  map[uint64][]byte
+	flushing  bool
+	flushDone *sync.Cond
+	opens     int
+	refs      int // go-fuse nodes pointing here; guarded by FS.statesMu
+	path      string
+}
+
+// waitFlush waits until no flush of s is in progress. The caller holds
+// s.mu for writing.
+func (s *inodeState) waitFlush() {
+	for s.flushing {
+		s.flushDone.Wait()
+	}
+}
+
+// block returns the newest unstored contents of block blk, if any.
+func (s *inodeState) block(blk uint64) ([]byte, bool) {
+	if b, ok := s.dirty[blk]; ok {
+		return b, true
+	}
+	b, ok := s.inflight[blk]
+	return b, ok
 }
 
 // state returns the shared state of in.Ino, creating it from in if absent,
@@ -133,6 +209,7 @@ func (f *FS) state(in blockstore.Inode) *inodeState {
 	s := f.states[in.Ino]
 	if s == nil {
 		s = &inodeState{attr: in}
+		s.flushDone = sync.NewCond(&s.mu)
 		f.states[in.Ino] = s
 	}
 	s.refs++
@@ -169,10 +246,10 @@ func (f *FS) markDirty(s *inodeState, added int64) {
 	f.dirtyMu.Unlock()
 }
 
-// overLimit flushes other files' dirty blocks while the global write buffer
-// bound is exceeded. The caller must hold no inode lock.
-func (f *FS) overLimit(ctx context.Context) error {
-	for f.dirtyBytes.Load() > f.dirtyLimit {
+// flushDownTo flushes files' dirty blocks until at most target bytes are
+// dirty. The caller must hold no inode lock.
+func (f *FS) flushDownTo(ctx context.Context, target int64) error {
+	for f.dirtyBytes.Load() > target {
 		f.dirtyMu.Lock()
 		var victim *inodeState
 		for s := range f.dirtyNodes {
@@ -215,9 +292,15 @@ func (f *FS) FlushAll(ctx context.Context) error {
 // DirtyBytes reports the dirty data held in memory.
 func (f *FS) DirtyBytes() int64 { return f.dirtyBytes.Load() }
 
-// flushLocked codes and stores s's dirty blocks with its inode record. The
-// blocks are coded in parallel by up to Options.Workers goroutines.
+// flushLocked codes and stores s's dirty blocks with its inode record.
+// The caller holds s.mu for writing. While the blocks are coded (in
+// parallel, by up to Options.Workers goroutines) s.mu is released, so reads
+// and writes of the file go on; the blocks being coded stay readable in
+// s.inflight. One flush per inode runs at a time; a flush first waits for
+// the one in progress, so when it returns everything dirty at its call is
+// stored.
 func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
+	s.waitFlush()
 	if len(s.dirty) == 0 {
 		f.dirtyMu.Lock()
 		delete(f.dirtyNodes, s)
@@ -226,17 +309,26 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	}
 	ino := s.attr.Ino
 	size := s.attr.Size
-	idx := make([]uint64, 0, len(s.dirty))
-	for b := range s.dirty {
+	snap := s.dirty
+	s.dirty = nil
+	s.inflight = snap
+	s.flushing = true
+	f.dirtyMu.Lock()
+	delete(f.dirtyNodes, s)
+	f.dirtyMu.Unlock()
+
+	idx := make([]uint64, 0, len(snap))
+	for b := range snap {
 		idx = append(idx, b)
 	}
 	sort.Slice(idx, func(i, j int) bool { return idx[i] < idx[j] })
 	recs := make([][]byte, len(idx))
 	errs := make([]error, len(idx))
+	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for i, b := range idx {
 		n := blockLen(size, b, f.bs)
-		data := s.dirty[b][:n]
+		data := snap[b][:n]
 		if n == 0 || allZero(data) {
 			continue // hole: delete
 		}
@@ -248,13 +340,16 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("code blocks of inode %d: %w", ino, err)
+	s.mu.Lock()
+	err := errors.Join(errs...)
+	if err != nil {
+		err = fmt.Errorf("code blocks of inode %d: %w", ino, err)
 	}
 	const perTxn = 256
-	for lo := 0; lo < len(idx); lo += perTxn {
+	done := 0
+	for lo := 0; lo < len(idx) && err == nil; lo += perTxn {
 		hi := min(lo+perTxn, len(idx))
-		err := f.st.Update(func(t *blockstore.Txn) error {
+		err = f.st.Update(func(t *blockstore.Txn) error {
 			for i := lo; i < hi; i++ {
 				if recs[i] == nil {
 					if err := t.DeleteBlock(ino, idx[i]); err != nil {
@@ -269,13 +364,14 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 			return t.PutInode(s.attr)
 		})
 		if err != nil {
-			return fmt.Errorf("store blocks of inode %d: %w", ino, err)
+			err = fmt.Errorf("store blocks of inode %d: %w", ino, err)
+			break
 		}
 		for i := lo; i < hi; i++ {
 			b := idx[i]
 			n := blockLen(size, b, f.bs)
-			buf := s.dirty[b]
-			delete(s.dirty, b)
+			buf := snap[b]
+			delete(snap, b)
 			f.dirtyBytes.Add(-int64(cap(buf)))
 			if recs[i] == nil {
 				f.cache.put(ino, b, nil) // a hole
@@ -283,11 +379,30 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 				f.cache.put(ino, b, buf[:n:n])
 			}
 		}
+		done = hi
 	}
-	f.dirtyMu.Lock()
-	delete(f.dirtyNodes, s)
-	f.dirtyMu.Unlock()
-	return nil
+	if done < len(idx) {
+		// Keep what was not stored dirty, unless written again meanwhile.
+		for b, buf := range snap {
+			if _, newer := s.dirty[b]; newer {
+				f.dirtyBytes.Add(-int64(cap(buf)))
+				continue
+			}
+			if s.dirty == nil {
+				s.dirty = map[uint64][]byte{}
+			}
+			s.dirty[b] = buf
+		}
+	}
+	s.inflight = nil
+	s.flushing = false
+	s.flushDone.Broadcast()
+	if len(s.dirty) > 0 {
+		f.dirtyMu.Lock()
+		f.dirtyNodes[s] = struct{}{}
+		f.dirtyMu.Unlock()
+	}
+	return err
 }
 
 // statsJSON computes the store statistics for StatsXattr.

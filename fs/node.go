@@ -617,6 +617,7 @@ func (f *FS) purgeIfClosed(ino uint64) {
 func (f *FS) purge(ino uint64) {
 	if s := f.loaded(ino); s != nil {
 		s.mu.Lock()
+		s.waitFlush()
 		for b, buf := range s.dirty {
 			f.dirtyBytes.Add(-int64(cap(buf)))
 			delete(s.dirty, b)

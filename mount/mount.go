@@ -108,6 +108,11 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 	if err != nil {
 		return fail(err)
 	}
+	fail = func(err error) (*Mounted, error) {
+		fsys.Close(context.Background())
+		st.Close()
+		return nil, err
+	}
 	root, err := fsys.Root()
 	if err != nil {
 		return fail(err)
@@ -176,7 +181,7 @@ func (m *Mounted) Close() error {
 		errs = append(errs, fmt.Errorf("unmount %s: %w (is a process still using it? see fuser -m %s)", m.Mountpoint, uerr, m.Mountpoint))
 	}
 	m.server.Wait()
-	errs = append(errs, m.FS.FlushAll(context.Background()))
+	errs = append(errs, m.FS.Close(context.Background()))
 	errs = append(errs, m.Store.Close())
 	return errors.Join(errs...)
 }
