@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lmfs/lmfs/blockstore"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a poller.
@@ -80,6 +82,35 @@ func TestMountStatsUnmount(t *testing.T) {
 	code, so, se = runCLI(t, "", "stats", "--store", store)
 	if code != 0 || !strings.Contains(so, "files            1") {
 		t.Fatalf("stats of the unmounted store: exit %d\n%s%s", code, so, se)
+	}
+	code, so, se = runCLI(t, "", "fsck", "--store", store)
+	if code != 0 || !strings.Contains(so, ": 0 problems") {
+		t.Fatalf("fsck of the clean store: exit %d\n%s%s", code, so, se)
+	}
+	// Damage block 2 of /f: fsck names the file and offset and exits 4.
+	st, err := blockstore.Open(context.Background(), blockstore.Options{Dir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(func(tx *blockstore.Txn) error {
+		d, err := tx.Lookup(blockstore.RootIno, "f")
+		if err != nil {
+			return err
+		}
+		rec, err := tx.GetBlock(d.Ino, 2)
+		if err != nil {
+			return err
+		}
+		rec[len(rec)-1] ^= 1
+		return tx.PutBlock(d.Ino, 2, rec, rec[1])
+	})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, so, se = runCLI(t, "", "fsck", "--store", store)
+	if code != exitDamage || !strings.Contains(so, "/f (inode 2) block 2 at offset 8192: ") {
+		t.Fatalf("fsck of the damaged store: exit %d\n%s%s", code, so, se)
 	}
 }
 
