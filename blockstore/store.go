@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,9 @@ type Options struct {
 	SyncWrites bool
 	// GCInterval is how often value-log GC runs; 0 disables it.
 	GCInterval time.Duration
+	// ValueLogFileSize is the size of Badger's value-log files (default
+	// 128 MiB); space is given back a whole file at a time.
+	ValueLogFileSize int64
 	// Logger receives the store's and Badger's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -59,6 +63,10 @@ type Store struct {
 	lock      *os.File
 	blockSize int
 	log       *slog.Logger
+
+	// garbage counts value bytes deleted (or replaced) since the last
+	// compaction, to decide when value-log GC needs one first.
+	garbage atomic.Int64
 
 	inoMu    sync.Mutex
 	inoNext  uint64
@@ -77,6 +85,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	if o.BlockSize == 0 {
 		o.BlockSize = 64 << 10
+	}
+	if o.ValueLogFileSize == 0 {
+		o.ValueLogFileSize = 128 << 20
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = 16 << 20
@@ -99,7 +110,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(o.MemTableSize / 2).
 		WithValueThreshold(512).
-		WithValueLogFileSize(128 << 20).
+		WithValueLogFileSize(o.ValueLogFileSize).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithNumCompactors(2).
@@ -231,9 +242,23 @@ func (s *Store) gcLoop(every time.Duration) {
 	}
 }
 
+// gcCompactAfter is how many deleted value bytes make RunGC compact the LSM
+// tree first: Badger learns which value-log bytes are garbage only when
+// compaction drops the deleted keys, so without this a deleted file's space
+// could wait for unrelated write activity.
+const gcCompactAfter = 64 << 20
+
 // RunGC runs Badger's value-log GC until it finds nothing more to rewrite,
-// returning the number of value-log files rewritten.
+// returning the number of value-log files rewritten. When much was deleted
+// since the last run it first flushes the memtable and compacts the LSM tree
+// so that the garbage is known.
 func (s *Store) RunGC() int {
+	if g := s.garbage.Load(); g >= gcCompactAfter {
+		s.garbage.Add(-g)
+		if err := s.compact(); err != nil {
+			s.log.Warn("compaction before value-log GC failed", "err", err)
+		}
+	}
 	n := 0
 	for {
 		select {
@@ -252,14 +277,36 @@ func (s *Store) RunGC() int {
 	}
 }
 
+// compact flushes the memtable (DropPrefix of a marker key does that) and
+// compacts every level into the last, recording value-log garbage.
+func (s *Store) compact() error {
+	marker := []byte{pGCMarker}
+	if err := s.db.Update(func(t *badger.Txn) error { return t.Set(marker, nil) }); err != nil {
+		return err
+	}
+	if err := s.db.DropPrefix(marker); err != nil {
+		return err
+	}
+	return s.db.Flatten(1)
+}
+
 // Update runs fn in a read-write transaction and commits it, retrying on
 // conflicts with concurrent transactions. fn may run more than once.
 func (s *Store) Update(fn func(*Txn) error) error {
 	for attempt := 0; ; attempt++ {
-		err := s.db.Update(func(bt *badger.Txn) error { return fn(&Txn{t: bt, s: s}) })
+		var deleted int64
+		err := s.db.Update(func(bt *badger.Txn) error {
+			t := &Txn{t: bt, s: s}
+			err := fn(t)
+			deleted = t.deleted
+			return err
+		})
 		if errors.Is(err, badger.ErrConflict) && attempt < 100 {
 			time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
 			continue
+		}
+		if err == nil && deleted > 0 {
+			s.garbage.Add(deleted)
 		}
 		return mapErr(err)
 	}

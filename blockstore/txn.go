@@ -22,6 +22,8 @@ const (
 	pXattr   = 'X'
 	pLink    = 'L'
 	pOrphan  = 'O'
+	// pGCMarker is a scratch key RunGC writes and drops to flush the memtable.
+	pGCMarker = 'Z'
 )
 
 func be64(v uint64) []byte {
@@ -116,8 +118,9 @@ type Dirent struct {
 
 // Txn is a Badger transaction with lmfs's record accessors.
 type Txn struct {
-	t *badger.Txn
-	s *Store
+	t       *badger.Txn
+	s       *Store
+	deleted int64 // value bytes deleted, for value-log GC
 }
 
 func (t *Txn) get(k []byte) ([]byte, error) {
@@ -281,9 +284,13 @@ func (t *Txn) AddOrphan(ino uint64) error { return t.t.Set(inoKey(pOrphan, ino),
 // them, and reports whether any remain.
 func (t *Txn) deleteRange(pre, from []byte, max int) (bool, error) {
 	var keys [][]byte
+	var bytes int64
 	it := t.t.NewIterator(badger.IteratorOptions{Prefix: pre})
 	for it.Seek(from); it.Valid() && len(keys) < max+1; it.Next() {
 		keys = append(keys, it.Item().KeyCopy(nil))
+		if len(keys) <= max {
+			bytes += it.Item().ValueSize()
+		}
 	}
 	it.Close()
 	more := len(keys) > max
@@ -295,6 +302,7 @@ func (t *Txn) deleteRange(pre, from []byte, max int) (bool, error) {
 			return false, err
 		}
 	}
+	t.deleted += bytes
 	return more, nil
 }
 

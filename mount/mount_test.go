@@ -37,7 +37,7 @@ func cfgFor(store string) *config.Config {
 	}
 }
 
-func needFuse(t *testing.T) {
+func needFuse(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
@@ -51,14 +51,14 @@ func needFuse(t *testing.T) {
 
 // mountT mounts a store (a new one unless store is given) and unmounts it
 // when the test ends.
-func mountT(t *testing.T, store string) (*Mounted, string) {
+func mountT(t testing.TB, store string) (*Mounted, string) {
 	t.Helper()
 	needFuse(t)
 	if store == "" {
 		store = t.TempDir()
 	}
 	mnt := t.TempDir()
-	m, err := Mount(context.Background(), testConfig(t, store), mnt, nil)
+	m, err := Mount(context.Background(), cfgFor(store), mnt, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
