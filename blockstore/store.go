@@ -62,6 +62,7 @@ type Store struct {
 	db        *badger.DB
 	lock      *os.File
 	blockSize int
+	memTable  int64
 	log       *slog.Logger
 
 	// garbage counts value bytes deleted (or replaced) since the last
@@ -99,7 +100,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: o.Dir, lock: lock, log: o.Logger.With("store", o.Dir), stop: make(chan struct{})}
+	s := &Store{dir: o.Dir, lock: lock, memTable: o.MemTableSize, log: o.Logger.With("store", o.Dir), stop: make(chan struct{})}
 	bo := badger.DefaultOptions(filepath.Join(o.Dir, "badger")).
 		WithLogger(badgerLogger{s.log}).
 		WithSyncWrites(o.SyncWrites).
@@ -199,6 +200,29 @@ func (s *Store) initSuper(blockSize int) error {
 			return nil
 		})
 	})
+}
+
+// Reserve is the free space kept on the store's filesystem: Badger writes
+// its memtable log, value log and tables through mmap, where a full disk is
+// a SIGBUS instead of an error, so lmfs refuses new data (ENOSPC) while
+// Badger still has room for a memtable flush and a compaction.
+func (s *Store) Reserve() int64 {
+	lsm, _ := s.db.Size()
+	return 2*s.memTable + 16<<20 + lsm
+}
+
+// SpaceFor returns an error wrapping syscall.ENOSPC when storing need more
+// bytes would eat into Reserve.
+func (s *Store) SpaceFor(need int64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return fmt.Errorf("statfs of the store directory: %w", err)
+	}
+	avail := int64(st.Bavail) * int64(st.Bsize)
+	if avail < need+s.Reserve() {
+		return fmt.Errorf("%w: the store's filesystem has %d bytes free, %d more are needed plus %d kept free for the store's own work; delete files or give the store more space", syscall.ENOSPC, avail, need, s.Reserve())
+	}
+	return nil
 }
 
 // Dir returns the store directory.

@@ -345,6 +345,13 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	if err != nil {
 		err = fmt.Errorf("code blocks of inode %d: %w", ino, err)
 	}
+	if err == nil {
+		var need int64
+		for _, r := range recs {
+			need += int64(len(r)) + 64
+		}
+		err = f.st.SpaceFor(need)
+	}
 	const perTxn = 256
 	done := 0
 	for lo := 0; lo < len(idx) && err == nil; lo += perTxn {
