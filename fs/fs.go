@@ -282,7 +282,9 @@ func (f *FS) FlushAll(ctx context.Context) error {
 	var errs []error
 	for _, s := range all {
 		s.mu.Lock()
-		errs = append(errs, f.flushLocked(ctx, s))
+		if s.attr.Nlink > 0 { // an unlinked file's data is purged, not kept
+			errs = append(errs, f.flushLocked(ctx, s))
+		}
 		s.mu.Unlock()
 	}
 	errs = append(errs, f.st.Sync())
@@ -350,7 +352,9 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 		for _, r := range recs {
 			need += int64(len(r)) + 64
 		}
-		err = f.st.SpaceFor(need)
+		if err = f.st.SpaceFor(need); err != nil {
+			err = fmt.Errorf("store %d blocks of inode %d: %w", len(idx), ino, err)
+		}
 	}
 	const perTxn = 256
 	done := 0

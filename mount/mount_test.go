@@ -74,10 +74,11 @@ func mountT(t testing.TB, store string) (*Mounted, string) {
 
 func closeT(t *testing.T, m *Mounted) {
 	t.Helper()
-	if err := m.Close(); err != nil {
+	err := m.Close()
+	m.Store = nil
+	if err != nil {
 		t.Fatal(err)
 	}
-	m.Store = nil
 }
 
 func TestPosix(t *testing.T) {
