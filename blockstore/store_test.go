@@ -365,3 +365,18 @@ func TestGCGivesSpaceBackAfterDelete(t *testing.T) {
 		t.Fatalf("store uses %d bytes after delete and GC, %d before", after, before)
 	}
 }
+
+func FuzzDecodeInode(f *testing.F) {
+	f.Add(Inode{Ino: 1, Mode: 0o40755, Nlink: 2, Size: 4096, Mtime: 1}.encode())
+	f.Add([]byte{})
+	f.Add(make([]byte, inodeRecLen))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in, err := decodeInode(7, b)
+		if err != nil {
+			return
+		}
+		if got := in.encode(); string(got) != string(b) {
+			t.Fatalf("decode/encode changed the record: %x -> %x", b, got)
+		}
+	})
+}
