@@ -27,6 +27,11 @@ const FormatVersion = 1
 // RootIno is the inode number of the root directory.
 const RootIno = 1
 
+// ValueThreshold is the largest value Badger keeps in its LSM tree; larger
+// ones (most block records) go to the value log, and count in a
+// transaction's size only by a small pointer.
+const ValueThreshold = 512
+
 // inoBatch is how many inode numbers are reserved per counter update.
 const inoBatch = 256
 
@@ -110,7 +115,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(o.MemTableSize / 2).
-		WithValueThreshold(512).
+		WithValueThreshold(ValueThreshold).
 		WithValueLogFileSize(o.ValueLogFileSize).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
@@ -223,6 +228,12 @@ func (s *Store) SpaceFor(need int64) error {
 		return fmt.Errorf("%w: the store's filesystem has %d bytes free, %d more are needed plus %d kept free for the store's own work; delete files or give the store more space", syscall.ENOSPC, avail, need, s.Reserve())
 	}
 	return nil
+}
+
+// TxnLimits returns how many entries and bytes one transaction may safely
+// hold (half of Badger's limits, which scale with the memtable size).
+func (s *Store) TxnLimits() (count int, bytes int64) {
+	return int(s.db.MaxBatchCount() / 2), s.db.MaxBatchSize() / 2
 }
 
 // Dir returns the store directory.

@@ -307,7 +307,10 @@ func (t *Txn) deleteRange(pre, from []byte, max int) (bool, error) {
 }
 
 // deleteBatch bounds the deletes in one transaction.
-const deleteBatch = 4096
+func (s *Store) deleteBatch() int {
+	n, _ := s.TxnLimits()
+	return max(1, min(4096, n))
+}
 
 // DeleteBlocksFrom removes every stored block of ino numbered from or more,
 // in as many transactions as it takes.
@@ -316,7 +319,7 @@ func (s *Store) DeleteBlocksFrom(ino, from uint64) error {
 		var more bool
 		err := s.Update(func(t *Txn) error {
 			var err error
-			more, err = t.deleteRange(inoKey(pBlock, ino), blockKey(ino, from), deleteBatch)
+			more, err = t.deleteRange(inoKey(pBlock, ino), blockKey(ino, from), s.deleteBatch())
 			return err
 		})
 		if err != nil {
@@ -339,7 +342,7 @@ func (s *Store) Purge(ino uint64) error {
 		var more bool
 		err := s.Update(func(t *Txn) error {
 			var err error
-			more, err = t.deleteRange(inoKey(pXattr, ino), inoKey(pXattr, ino), deleteBatch)
+			more, err = t.deleteRange(inoKey(pXattr, ino), inoKey(pXattr, ino), s.deleteBatch())
 			return err
 		})
 		if err != nil {

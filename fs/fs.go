@@ -356,10 +356,15 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 			err = fmt.Errorf("store %d blocks of inode %d: %w", len(idx), ino, err)
 		}
 	}
-	const perTxn = 256
+	maxCount, maxBytes := f.st.TxnLimits()
 	done := 0
-	for lo := 0; lo < len(idx) && err == nil; lo += perTxn {
-		hi := min(lo+perTxn, len(idx))
+	for lo := 0; lo < len(idx) && err == nil; lo = done {
+		// As many blocks as fit one transaction (at least one).
+		hi, bytes := lo, int64(0)
+		for hi < len(idx) && (hi == lo || (hi-lo < maxCount-2 && bytes+txnCost(recs[hi]) < maxBytes)) {
+			bytes += txnCost(recs[hi])
+			hi++
+		}
 		err = f.st.Update(func(t *blockstore.Txn) error {
 			for i := lo; i < hi; i++ {
 				if recs[i] == nil {
@@ -414,6 +419,14 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 		f.dirtyMu.Unlock()
 	}
 	return err
+}
+
+// txnCost estimates what storing rec adds to a transaction's size.
+func txnCost(rec []byte) int64 {
+	if len(rec) > blockstore.ValueThreshold {
+		return 64
+	}
+	return int64(len(rec)) + 64
 }
 
 // statsJSON computes the store statistics for StatsXattr.
