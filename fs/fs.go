@@ -1,0 +1,461 @@
+// Package fs is the lmfs filesystem: go-fuse nodes for directories, files and
+// symlinks whose namespace, attributes and data live in a blockstore.Store.
+// File data is a sequence of fixed-size blocks, each coded on its own through
+// a coder.Chooser and decoded through a coder.Registry.
+//
+// Locking: FS.ns serializes namespace changes (create, link, unlink, rename,
+// ...); each inode has one inodeState whose mutex is shared by every handle
+// and every node of that inode, and guards its attributes and dirty blocks.
+// Lock order: FS.ns, then inodeState.mu; at most one inodeState.mu at a time,
+// except that namespace changes may lock the states of the inodes they touch
+// in increasing inode order.
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/lmfs/lmfs/blockstore"
+	"github.com/lmfs/lmfs/coder"
+)
+
+// StatsXattr is the extended attribute of the root directory that returns the
+// store's statistics as JSON (blockstore.Stats), so that `lmfs stats` works
+// while the store is mounted.
+const StatsXattr = "user.lmfs.stats"
+
+// Options configures New.
+type Options struct {
+	// Store holds the filesystem.
+	Store *blockstore.Store
+	// Registry decodes blocks; Chooser codes them.
+	Registry *coder.Registry
+	Chooser  *coder.Chooser
+	// WriteBuffer bounds the dirty data held in memory, in bytes.
+	WriteBuffer int64
+	// CacheSize bounds the decoded-block cache, in bytes.
+	CacheSize int64
+	// Workers is how many blocks are coded in parallel (0: one per core).
+	Workers int
+	// Logger gets the filesystem's log lines; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// FS is a mounted (or mountable) lmfs filesystem.
+type FS struct {
+	st    *blockstore.Store
+	reg   *coder.Registry
+	ch    *coder.Chooser
+	bs    int
+	log   *slog.Logger
+	cache *blockCache
+	sem   chan struct{}
+
+	ns sync.RWMutex
+
+	statesMu sync.Mutex
+	states   map[uint64]*inodeState
+
+	dirtyMu    sync.Mutex
+	dirtyNodes map[*inodeState]struct{}
+	dirtyBytes atomic.Int64
+	dirtyLimit int64
+
+	kick chan struct{}
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New returns the filesystem over o.Store.
+func New(o Options) (*FS, error) {
+	if o.Store == nil || o.Registry == nil || o.Chooser == nil {
+		return nil, errors.New("fs.New needs a store, a codec registry and a chooser")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	bs := o.Store.BlockSize()
+	if o.WriteBuffer < int64(2*bs) {
+		o.WriteBuffer = int64(2 * bs)
+	}
+	if o.CacheSize < int64(bs) {
+		o.CacheSize = int64(bs)
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	f := &FS{
+		st: o.Store, reg: o.Registry, ch: o.Chooser, bs: bs, log: o.Logger,
+		cache:      newBlockCache(o.CacheSize),
+		sem:        make(chan struct{}, o.Workers),
+		states:     map[uint64]*inodeState{},
+		dirtyNodes: map[*inodeState]struct{}{},
+		dirtyLimit: o.WriteBuffer,
+		kick:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+	}
+	f.wg.Add(1)
+	go f.flusher()
+	return f, nil
+}
+
+// Close flushes everything and stops the background flusher.
+func (f *FS) Close(ctx context.Context) error {
+	err := f.FlushAll(ctx)
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	f.wg.Wait()
+	return err
+}
+
+// flusher writes dirty blocks in the background once half the write buffer
+// is used, so that writers rarely wait for coding; writers flush themselves
+// only when the whole buffer is full.
+func (f *FS) flusher() {
+	defer f.wg.Done()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-f.kick:
+		}
+		if err := f.flushDownTo(context.Background(), f.dirtyLimit/4); err != nil {
+			f.log.Error("background flush failed; the data stays in memory and is retried", "err", err)
+		}
+	}
+}
+
+// noteWrite is called after a write: it wakes the background flusher or,
+// above the bound, flushes in the writer. The caller holds no inode lock.
+func (f *FS) noteWrite(ctx context.Context) error {
+	d := f.dirtyBytes.Load()
+	if d > f.dirtyLimit/2 {
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
+	if d > f.dirtyLimit {
+		return f.flushDownTo(ctx, f.dirtyLimit)
+	}
+	return nil
+}
+
+// Root returns the root directory node, to pass to go-fuse's fs.Mount.
+func (f *FS) Root() (gofs.InodeEmbedder, error) {
+	var in blockstore.Inode
+	err := f.st.View(func(t *blockstore.Txn) error {
+		var err error
+		in, err = t.GetInode(blockstore.RootIno)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read root directory: %w", err)
+	}
+	return f.newNode(in), nil
+}
+
+// inodeState is the in-memory state of one inode, shared by all its nodes
+// and open handles.
+type inodeState struct {
+	mu    sync.RWMutex
+	attr  blockstore.Inode // authoritative; Size includes dirty data
+	dirty map[uint64][]byte
+	// inflight holds the blocks a flush is coding, readable meanwhile;
+	// flushing is set while it runs, and flushDone (on mu) wakes waiters.
+	inflight  map[uint64][]byte
+	flushing  bool
+	flushDone *sync.Cond
+	opens     int
+	refs      int // go-fuse nodes pointing here; guarded by FS.statesMu
+	path      string
+}
+
+// waitFlush waits until no flush of s is in progress. The caller holds
+// s.mu for writing.
+func (s *inodeState) waitFlush() {
+	for s.flushing {
+		s.flushDone.Wait()
+	}
+}
+
+// block returns the newest unstored contents of block blk, if any.
+func (s *inodeState) block(blk uint64) ([]byte, bool) {
+	if b, ok := s.dirty[blk]; ok {
+		return b, true
+	}
+	b, ok := s.inflight[blk]
+	return b, ok
+}
+
+// state returns the shared state of in.Ino, creating it from in if absent,
+// and takes a reference for a new node.
+func (f *FS) state(in blockstore.Inode) *inodeState {
+	f.statesMu.Lock()
+	defer f.statesMu.Unlock()
+	s := f.states[in.Ino]
+	if s == nil {
+		s = &inodeState{attr: in}
+		s.flushDone = sync.NewCond(&s.mu)
+		f.states[in.Ino] = s
+	}
+	s.refs++
+	return s
+}
+
+// loaded returns the state of ino if it is in memory.
+func (f *FS) loaded(ino uint64) *inodeState {
+	f.statesMu.Lock()
+	defer f.statesMu.Unlock()
+	return f.states[ino]
+}
+
+// release drops a node's reference; clean, closed states are forgotten.
+func (f *FS) release(ino uint64, s *inodeState) {
+	f.statesMu.Lock()
+	defer f.statesMu.Unlock()
+	s.refs--
+	if s.refs > 0 {
+		return
+	}
+	s.mu.RLock()
+	busy := s.opens > 0 || len(s.dirty) > 0 || s.flushing
+	s.mu.RUnlock()
+	if !busy && f.states[ino] == s {
+		delete(f.states, ino)
+	}
+}
+
+func (f *FS) markDirty(s *inodeState, added int64) {
+	f.dirtyBytes.Add(added)
+	f.dirtyMu.Lock()
+	f.dirtyNodes[s] = struct{}{}
+	f.dirtyMu.Unlock()
+}
+
+// flushDownTo flushes files' dirty blocks until at most target bytes are
+// dirty. The caller must hold no inode lock.
+func (f *FS) flushDownTo(ctx context.Context, target int64) error {
+	for f.dirtyBytes.Load() > target {
+		f.dirtyMu.Lock()
+		var victim *inodeState
+		for s := range f.dirtyNodes {
+			victim = s
+			break
+		}
+		f.dirtyMu.Unlock()
+		if victim == nil {
+			return nil
+		}
+		victim.mu.Lock()
+		err := f.flushLocked(ctx, victim)
+		victim.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FlushAll writes every dirty block to the store and syncs it; the daemon
+// calls it before unmounting.
+func (f *FS) FlushAll(ctx context.Context) error {
+	f.dirtyMu.Lock()
+	var all []*inodeState
+	for s := range f.dirtyNodes {
+		all = append(all, s)
+	}
+	f.dirtyMu.Unlock()
+	var errs []error
+	for _, s := range all {
+		s.mu.Lock()
+		if s.attr.Nlink > 0 { // an unlinked file's data is purged, not kept
+			errs = append(errs, f.flushLocked(ctx, s))
+		}
+		s.mu.Unlock()
+	}
+	errs = append(errs, f.st.Sync())
+	return errors.Join(errs...)
+}
+
+// DirtyBytes reports the dirty data held in memory.
+func (f *FS) DirtyBytes() int64 { return f.dirtyBytes.Load() }
+
+// flushLocked codes and stores s's dirty blocks with its inode record.
+// The caller holds s.mu for writing. While the blocks are coded (in
+// parallel, by up to Options.Workers goroutines) s.mu is released, so reads
+// and writes of the file go on; the blocks being coded stay readable in
+// s.inflight. One flush per inode runs at a time; a flush first waits for
+// the one in progress, so when it returns everything dirty at its call is
+// stored.
+func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
+	s.waitFlush()
+	if len(s.dirty) == 0 {
+		f.dirtyMu.Lock()
+		delete(f.dirtyNodes, s)
+		f.dirtyMu.Unlock()
+		return nil
+	}
+	ino := s.attr.Ino
+	size := s.attr.Size
+	snap := s.dirty
+	s.dirty = nil
+	s.inflight = snap
+	s.flushing = true
+	f.dirtyMu.Lock()
+	delete(f.dirtyNodes, s)
+	f.dirtyMu.Unlock()
+
+	idx := make([]uint64, 0, len(snap))
+	for b := range snap {
+		idx = append(idx, b)
+	}
+	sort.Slice(idx, func(i, j int) bool { return idx[i] < idx[j] })
+	recs := make([][]byte, len(idx))
+	errs := make([]error, len(idx))
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for i, b := range idx {
+		n := blockLen(size, b, f.bs)
+		data := snap[b][:n]
+		if n == 0 || allZero(data) {
+			continue // hole: delete
+		}
+		f.sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-f.sem; wg.Done() }()
+			recs[i], errs[i] = f.ch.Encode(ctx, nil, data)
+		}()
+	}
+	wg.Wait()
+	s.mu.Lock()
+	err := errors.Join(errs...)
+	if err != nil {
+		err = fmt.Errorf("code blocks of inode %d: %w", ino, err)
+	}
+	if err == nil {
+		var need int64
+		for _, r := range recs {
+			need += int64(len(r)) + 64
+		}
+		if err = f.st.SpaceFor(need); err != nil {
+			err = fmt.Errorf("store %d blocks of inode %d: %w", len(idx), ino, err)
+		}
+	}
+	maxCount, maxBytes := f.st.TxnLimits()
+	done := 0
+	for lo := 0; lo < len(idx) && err == nil; lo = done {
+		// As many blocks as fit one transaction (at least one).
+		hi, bytes := lo, int64(0)
+		for hi < len(idx) && (hi == lo || (hi-lo < maxCount-2 && bytes+txnCost(recs[hi]) < maxBytes)) {
+			bytes += txnCost(recs[hi])
+			hi++
+		}
+		err = f.st.Update(func(t *blockstore.Txn) error {
+			for i := lo; i < hi; i++ {
+				if recs[i] == nil {
+					if err := t.DeleteBlock(ino, idx[i]); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := t.PutBlock(ino, idx[i], recs[i], recs[i][1]); err != nil {
+					return err
+				}
+			}
+			return t.PutInode(s.attr)
+		})
+		if err != nil {
+			err = fmt.Errorf("store blocks of inode %d: %w", ino, err)
+			break
+		}
+		for i := lo; i < hi; i++ {
+			b := idx[i]
+			n := blockLen(size, b, f.bs)
+			buf := snap[b]
+			delete(snap, b)
+			f.dirtyBytes.Add(-int64(cap(buf)))
+			if recs[i] == nil {
+				f.cache.put(ino, b, nil) // a hole
+			} else {
+				f.cache.put(ino, b, buf[:n:n])
+			}
+		}
+		done = hi
+	}
+	if done < len(idx) {
+		// Keep what was not stored dirty, unless written again meanwhile.
+		for b, buf := range snap {
+			if _, newer := s.dirty[b]; newer {
+				f.dirtyBytes.Add(-int64(cap(buf)))
+				continue
+			}
+			if s.dirty == nil {
+				s.dirty = map[uint64][]byte{}
+			}
+			s.dirty[b] = buf
+		}
+	}
+	s.inflight = nil
+	s.flushing = false
+	s.flushDone.Broadcast()
+	if len(s.dirty) > 0 {
+		f.dirtyMu.Lock()
+		f.dirtyNodes[s] = struct{}{}
+		f.dirtyMu.Unlock()
+	}
+	return err
+}
+
+// txnCost estimates what storing rec adds to a transaction's size.
+func txnCost(rec []byte) int64 {
+	if len(rec) > blockstore.ValueThreshold {
+		return 64
+	}
+	return int64(len(rec)) + 64
+}
+
+// statsJSON computes the store statistics for StatsXattr.
+func (f *FS) statsJSON(ctx context.Context) ([]byte, error) {
+	if err := f.FlushAll(ctx); err != nil {
+		return nil, err
+	}
+	st, err := f.st.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(st)
+}
+
+// errno maps an error to the errno FUSE returns, logging unexpected ones.
+func (f *FS) errno(op string, ino uint64, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, blockstore.ErrNotFound) {
+		return syscall.ENOENT
+	}
+	if errors.Is(err, context.Canceled) {
+		return syscall.EINTR
+	}
+	f.log.Error(op+" failed", "ino", ino, "err", err)
+	return syscall.EIO
+}
