@@ -2,6 +2,7 @@ package coder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -10,8 +11,8 @@ import (
 )
 
 // BitCodec codes a block bit by bit with a bit predictor and the binary
-// arithmetic coder: the payload is the coder's stream (empty for an empty
-// block). It is safe for concurrent use when its predictor is.
+// arithmetic coder: the payload is the predictor's parameter byte followed by
+// the coder's stream (and empty for an empty block). It is safe for concurrent use when its predictor is.
 type BitCodec struct {
 	id   ID
 	name string
@@ -24,6 +25,9 @@ type BitCodec struct {
 func NewBitCodec(id ID, name string, pred predictor.BitPredictor) *BitCodec {
 	return &BitCodec{id: id, name: name, pred: pred}
 }
+
+// MinCMMemory is the smallest memory bound a cm model accepts.
+const MinCMMemory = cm.MinMemory
 
 // NewCM returns the context-mixing codec (id 3) with models bounded by
 // memory bytes each.
@@ -49,10 +53,14 @@ func (c *BitCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error) 
 	if len(src) == 0 {
 		return dst, nil
 	}
-	m := c.pred.New(len(src))
+	params := c.pred.Params(len(src))
+	m, err := c.pred.New(len(src), params)
+	if err != nil {
+		return dst, err
+	}
 	defer c.pred.Release(m)
 	e := Encoder{}
-	e.Reset(dst)
+	e.Reset(append(dst, params))
 	for i, b := range src {
 		if i%ctxEvery == 0 {
 			if err := ctx.Err(); err != nil {
@@ -83,10 +91,16 @@ func (c *BitCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) 
 		return dst, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
 	}
 	start := len(dst)
-	m := c.pred.New(rawLen)
+	m, err := c.pred.New(rawLen, payload[0])
+	if errors.Is(err, predictor.ErrBadParams) {
+		return dst, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err != nil {
+		return dst, err
+	}
 	defer c.pred.Release(m)
 	d := Decoder{}
-	d.Reset(payload)
+	d.Reset(payload[1:])
 	dst = append(dst, make([]byte, rawLen)...)
 	out := dst[start:]
 	for i := range out {

@@ -25,6 +25,7 @@
 package cm
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -34,21 +35,26 @@ import (
 // 16*n*slotsPerByte bytes plus fixed tables of about 1 MiB, capped by the
 // configured memory.
 const (
-	minSlots     = 1 << 10
+	minSlotsLog  = 10
+	maxSlotsLog  = 24
 	slotsPerByte = 4
 	fixedMemory  = 1 << 20
 	// MinMemory is the smallest memory bound New accepts.
-	MinMemory = fixedMemory + 16*minSlots
+	MinMemory = fixedMemory + 16<<minSlotsLog
 )
 
 const (
 	nHashed  = 5           // orders 2, 3, 4, 6 and word, in the hash table
 	nCtx     = 2 + nHashed // plus order 0 and 1 in direct tables
 	nInputs  = nCtx + 2    // plus match model and bias
-	nSets    = 3           // mixers in the first layer
+	nSets    = 2           // mixers in the first layer
 	matchMin = 6           // bytes of context the match model hashes
 	setSize  = nInputs     // weights per weight set
+	t0Base   = 0
+	t1Base   = 256
+	htBase   = t1Base + 1<<16
 	apmBins  = 33
+	apm2Log  = 14
 )
 
 // Predictor makes cold cm models and pools their tables. It implements
@@ -69,26 +75,33 @@ func New(memory int64) *Predictor {
 
 var _ predictor.BitPredictor = (*Predictor)(nil)
 
-// slotsFor returns the hash-table size (in 16-byte slots) for a block: a
-// power of two, a function of the block length and memory bound only, so that
-// encoder and decoder agree.
-func (p *Predictor) slotsFor(blockLen int) int {
+// Params implements predictor.BitPredictor: the parameter byte is the log2
+// of the hash-table size in 16-byte slots, chosen from the block length and
+// capped by the memory bound.
+func (p *Predictor) Params(blockLen int) byte {
 	want := blockLen * slotsPerByte
-	n := minSlots
-	for n < want && int64(n*2)*16+fixedMemory <= p.memory {
-		n *= 2
+	lg := minSlotsLog
+	for 1<<lg < want && lg < maxSlotsLog && int64(16)<<(lg+1)+fixedMemory <= p.memory {
+		lg++
 	}
-	return n
+	return byte(lg)
 }
 
 // New implements predictor.BitPredictor.
-func (p *Predictor) New(blockLen int) predictor.BitModel {
+func (p *Predictor) New(blockLen int, params byte) (predictor.BitModel, error) {
+	lg := int(params)
+	if lg < minSlotsLog || lg > maxSlotsLog {
+		return nil, fmt.Errorf("%w: cm hash-table size 2^%d slots is outside 2^%d..2^%d", predictor.ErrBadParams, lg, minSlotsLog, maxSlotsLog)
+	}
+	if need := int64(16)<<lg + fixedMemory; need > p.memory && lg > minSlotsLog {
+		return nil, fmt.Errorf("cm block needs %d MiB of tables, above the configured codec.cm_memory of %d MiB: raise it to read this block", need>>20, p.memory>>20)
+	}
 	m, _ := p.pool.Get().(*Model)
 	if m == nil {
 		m = &Model{}
 	}
-	m.reset(blockLen, p.slotsFor(blockLen))
-	return m
+	m.reset(blockLen, 1<<lg)
+	return m, nil
 }
 
 // Release implements predictor.BitPredictor.
@@ -98,48 +111,44 @@ func (p *Predictor) Release(bm predictor.BitModel) {
 	}
 }
 
-// stateMap maps a context (here a bit-history state) to an adaptive
-// probability: 22 bits of probability and a 10-bit count in one uint32,
-// updated by 1/(count+1.5) until the count reaches its limit.
-type stateMap struct {
-	t     []uint32
-	limit uint32
-}
+// Context maps turn a context (a bit-history state, or a match state) into an
+// adaptive probability: each entry holds 22 bits of probability and a 10-bit
+// count in one uint32, and learns at rate 1/(count+1.5) until the count
+// reaches smLimit.
+const smLimit = 1023
 
-var recip = func() (r [1024]int64) {
+// smRate[n] = 2^16/(n+1.5), the learning rate after n updates.
+var smRate = func() (r [1024]int32) {
 	for n := range r {
-		r[n] = 65536 * 2 / int64(2*n+3)
+		r[n] = 65536 * 2 / int32(2*n+3)
 	}
 	return
 }()
 
-func (s *stateMap) p(cx int) int32 { return int32(s.t[cx] >> 20) }
+// smP returns the 12-bit probability of an entry.
+func smP(v uint32) int32 { return int32(v >> 20) }
 
-func (s *stateMap) update(cx int, y int) {
-	v := s.t[cx]
-	n := v & 1023
-	p := int64(v >> 10)
-	p += ((int64(y)<<22 - p) * recip[n]) >> 16
-	if n < s.limit {
+// smUpdate trains entry v with bit y.
+func smUpdate(v *uint32, y int) {
+	t := *v
+	n := t & 1023
+	p := int32(t >> 10)
+	// (target-p) has 23 bits with sign; scaled down by 2^7 and multiplied by
+	// a rate below 2^16 it fits in 32 bits.
+	p += ((int32(y)<<22 - p) >> 7) * smRate[n] >> 9
+	if n < smLimit {
 		n++
 	}
-	s.t[cx] = uint32(p)<<10 | n
+	*v = uint32(p)<<10 | n
 }
 
-// initStates sets a state map over bit-history states to each state's count
+// smInitStates sets a map over bit-history states to each state's count
 // estimate, (n1+1/2)/(n0+n1+1).
-func (s *stateMap) initStates() {
-	for i := range s.t {
-		n0, n1 := int64(tab.n0[i&255]), int64(tab.n1[i&255])
+func smInitStates(t *[256]uint32) {
+	for i := range t {
+		n0, n1 := int64(tab.n0[i]), int64(tab.n1[i])
 		p := ((2*n1 + 1) << 22) / (2*(n0+n1) + 2)
-		s.t[i] = uint32(p) << 10
-	}
-}
-
-// initFlat sets every context of a state map to probability 1/2.
-func (s *stateMap) initFlat() {
-	for i := range s.t {
-		s.t[i] = 1 << 31
+		t[i] = uint32(p) << 10
 	}
 }
 
@@ -151,21 +160,27 @@ type apm struct {
 	rate uint
 }
 
+var apmRow = func() (r [apmBins]uint16) {
+	for j := range r {
+		r[j] = uint16(squashCalc(int32(j-16)*128) * 16)
+	}
+	return
+}()
+
 func (a *apm) init(n int, rate uint) {
 	if cap(a.t) < n*apmBins {
 		a.t = make([]uint16, n*apmBins)
 	}
 	a.t = a.t[:n*apmBins]
 	for i := 0; i < n; i++ {
-		for j := 0; j < apmBins; j++ {
-			a.t[i*apmBins+j] = uint16(squash(int32(j-16)*128) * 16)
-		}
+		copy(a.t[i*apmBins:], apmRow[:])
 	}
 	a.rate = rate
 }
 
-func (a *apm) pp(pr int32, cx int) int32 {
-	s := stretch(pr) + 2048
+// pp returns the refined probability for a probability whose stretch is st.
+func (a *apm) pp(st int32, cx int) int32 {
+	s := st + 2048
 	lo := int(s >> 7)
 	w := s & 127
 	i := cx*apmBins + lo
@@ -196,14 +211,16 @@ type Model struct {
 	word1  uint32 // hash of the previous word
 
 	// contexts
-	t0   []uint8 // order 0: 256 states
-	t1   []uint8 // order 1: 64K states
-	ht   []uint8 // hashed contexts: slots of 16 bytes
-	mask uint32  // slot index mask
+	// ht holds every bit-history state: order 0 (256 states) at t0Base,
+	// order 1 (64K states) at t1Base, then the hashed contexts in slots of 16
+	// bytes from htBase.
+	ht   []uint8
+	mask uint32 // slot index mask
 	h    [nHashed]uint32
 	slot [nHashed]int // byte offset of each context's current slot
-	cp   [nCtx]int    // index of each context's current state (in t0, t1 or ht)
-	sm   [nCtx]stateMap
+	cp   [nCtx]int    // index in ht of each context's current state
+	st   [nCtx]uint8  // the states predict saw
+	sm   [nCtx][256]uint32
 
 	// match model
 	mt    []int32 // hash of last matchMin bytes -> position after them
@@ -212,7 +229,7 @@ type Model struct {
 	mlen  int
 	mbit  int // expected bit, when mlen > 0
 	mcx   int
-	msm   stateMap
+	msm   [64 * 2]uint32
 
 	// mixers
 	x     [nInputs]int32
@@ -232,7 +249,7 @@ type Model struct {
 
 // Sizes of the first-layer weight-set groups: by partial byte, by match
 // length and expected bit, by order-2 byte class and bit position.
-var setCounts = [nSets]int{256, 64 * 2, 8 * 256}
+var setCounts = [nSets]int{256, 64 * 2}
 
 func (m *Model) reset(blockLen, slots int) {
 	if cap(m.buf) < blockLen {
@@ -240,14 +257,10 @@ func (m *Model) reset(blockLen, slots int) {
 	}
 	m.buf = m.buf[:0]
 	m.c0, m.c4, m.c8, m.bits, m.word, m.word1 = 1, 0, 0, 0, 0, 0
-	m.t0 = resize8(m.t0, 256)
-	m.t1 = resize8(m.t1, 1<<16)
-	m.ht = resize8(m.ht, slots*16)
+	m.ht = resize8(m.ht, htBase+slots*16)
 	m.mask = uint32(slots - 1)
 	for i := range m.sm {
-		m.sm[i].t = resize32(m.sm[i].t, 256)
-		m.sm[i].limit = 1023
-		m.sm[i].initStates()
+		smInitStates(&m.sm[i])
 	}
 	ms := 1 << 10
 	for ms < blockLen && ms < 1<<22 {
@@ -256,9 +269,9 @@ func (m *Model) reset(blockLen, slots int) {
 	m.mt = resize32i(m.mt, ms)
 	m.mmask = uint32(ms - 1)
 	m.mptr, m.mlen, m.mbit = 0, 0, 0
-	m.msm.t = resize32(m.msm.t, 64*2)
-	m.msm.limit = 1023
-	m.msm.initFlat()
+	for i := range m.msm {
+		m.msm[i] = 1 << 31
+	}
 
 	nw := 0
 	for _, c := range setCounts {
@@ -274,7 +287,7 @@ func (m *Model) reset(blockLen, slots int) {
 	}
 	m.nbits = 0
 	m.a1.init(256, 6)
-	m.a2.init(1<<16, 6)
+	m.a2.init(1<<apm2Log, 6)
 	m.h = [nHashed]uint32{}
 	m.byteUpdate()
 	m.nibbleUpdate()
@@ -325,15 +338,15 @@ func (m *Model) find(h uint32) int {
 	chk := uint8(h >> 24)
 	i := h & m.mask
 	t := m.ht
-	b0 := int(i) * 16
+	b0 := htBase + int(i)*16
 	if t[b0] == chk {
 		return b0
 	}
-	b1 := int(i^1) * 16
+	b1 := htBase + int(i^1)*16
 	if t[b1] == chk {
 		return b1
 	}
-	b2 := int(i^2) * 16
+	b2 := htBase + int(i^2)*16
 	if t[b2] == chk {
 		return b2
 	}
@@ -374,14 +387,6 @@ func (m *Model) nibbleUpdate() {
 func (m *Model) Update(bit int) {
 	y := bit & 1
 	m.train(y)
-
-	// bit histories
-	m.t0[m.cp[0]] = tab.next[m.t0[m.cp[0]]][y]
-	m.t1[m.cp[1]] = tab.next[m.t1[m.cp[1]]][y]
-	for i := 2; i < nCtx; i++ {
-		j := m.cp[i]
-		m.ht[j] = tab.next[m.ht[j]][y]
-	}
 
 	m.c0 = m.c0<<1 | uint32(y)
 	m.bits++
@@ -467,17 +472,15 @@ func (m *Model) predict() {
 	} else {
 		node = (1 << uint(m.bits-4)) | (m.c0 & ((1 << uint(m.bits-4)) - 1))
 	}
-	m.cp[0] = int(m.c0)
-	m.cp[1] = int(m.c4&0xFF)<<8 | int(m.c0)
+	m.cp[0] = t0Base + int(m.c0&0xFF)
+	m.cp[1] = t1Base + int((m.c4&0xFF)<<8|m.c0&0xFF)
 	for i := 0; i < nHashed; i++ {
 		m.cp[2+i] = m.slot[i] + int(node)
 	}
-	st := [nCtx]uint8{m.t0[m.cp[0]], m.t1[m.cp[1]]}
-	for i := 2; i < nCtx; i++ {
-		st[i] = m.ht[m.cp[i]]
-	}
 	for i := 0; i < nCtx; i++ {
-		m.x[i] = stretch(m.sm[i].p(int(st[i])))
+		st := m.ht[m.cp[i]]
+		m.st[i] = st
+		m.x[i] = stretch(smP(m.sm[i][st]))
 	}
 
 	// match model
@@ -485,7 +488,7 @@ func (m *Model) predict() {
 		pb := m.buf[m.mptr]
 		m.mbit = int(pb>>(7-uint(m.bits))) & 1
 		m.mcx = matchBucket(m.mlen)*2 + m.mbit
-		m.x[nCtx] = stretch(m.msm.p(m.mcx))
+		m.x[nCtx] = stretch(smP(m.msm[m.mcx&127]))
 	} else {
 		m.mcx = 0
 		m.x[nCtx] = 0
@@ -497,19 +500,11 @@ func (m *Model) predict() {
 	if m.mlen > 0 {
 		mb = m.mcx
 	}
-	c1 := m.c4 & 0xFF
 	m.wsel[0] = int(m.c0) * setSize
 	off := setCounts[0] * setSize
 	m.wsel[1] = off + mb*setSize
-	off += setCounts[1] * setSize
-	m.wsel[2] = off + (int(m.bits)<<8|int(c1))*setSize
 	for j := 0; j < nSets; j++ {
-		w := m.w[m.wsel[j] : m.wsel[j]+setSize]
-		var dot int64
-		for i, x := range m.x {
-			dot += int64(x) * int64(w[i])
-		}
-		d := int32(dot >> 16)
+		d := int32(dot9(&m.x, (*[setSize]int32)(m.w[m.wsel[j]:])) >> 16)
 		if d > 2047 {
 			d = 2047
 		} else if d < -2047 {
@@ -529,8 +524,8 @@ func (m *Model) predict() {
 	m.pmix = pr
 
 	// APM stages
-	p1 := m.a1.pp(pr, int(m.c0))
-	p2 := m.a2.pp(pr, int((hash32(m.c4&0xFFFF)^m.c0*0x9E3779B1)>>16))
+	p1 := m.a1.pp(m.fdot, int(m.c0))
+	p2 := m.a2.pp(m.fdot, int((hash32(m.c4&0xFFFF)^m.c0*0x9E3779B1)>>(32-apm2Log)))
 	pr = (2*pr + p1 + p2 + 2) >> 2
 	if pr < 1 {
 		pr = 1
@@ -552,15 +547,12 @@ func clampSt(d int32) int32 {
 
 // train updates every adaptive part with the coded bit y.
 func (m *Model) train(y int) {
-	st := [nCtx]uint8{m.t0[m.cp[0]], m.t1[m.cp[1]]}
-	for i := 2; i < nCtx; i++ {
-		st[i] = m.ht[m.cp[i]]
-	}
 	for i := 0; i < nCtx; i++ {
-		m.sm[i].update(int(st[i]), y)
+		smUpdate(&m.sm[i][m.st[i]], y)
+		m.ht[m.cp[i]] = nextState[m.st[i]][y&1]
 	}
 	if m.mlen > 0 {
-		m.msm.update(m.mcx, y)
+		smUpdate(&m.msm[m.mcx&127], y)
 	}
 
 	lr := int64(14)
@@ -573,10 +565,8 @@ func (m *Model) train(y int) {
 	// first layer: each mixer learns from its own prediction
 	for j := 0; j < nSets; j++ {
 		err := int64(y<<12) - int64(squash(m.mp[j]))
-		e := err * lr
-		w := m.w[m.wsel[j] : m.wsel[j]+setSize]
-		for i, x := range m.x {
-			w[i] += int32((int64(x)*e + 1<<13) >> 14)
+		if e := err * lr; e != 0 {
+			train9(&m.x, (*[setSize]int32)(m.w[m.wsel[j]:]), e)
 		}
 	}
 	err := int64(y<<12) - int64(m.pmix)
@@ -588,3 +578,26 @@ func (m *Model) train(y int) {
 	m.a1.update(y)
 	m.a2.update(y)
 }
+
+// dot9 returns the dot product of inputs and weights.
+func dot9(x *[nInputs]int32, w *[setSize]int32) int64 {
+	return int64(x[0])*int64(w[0]) + int64(x[1])*int64(w[1]) + int64(x[2])*int64(w[2]) +
+		int64(x[3])*int64(w[3]) + int64(x[4])*int64(w[4]) + int64(x[5])*int64(w[5]) +
+		int64(x[6])*int64(w[6]) + int64(x[7])*int64(w[7]) + int64(x[8])*int64(w[8])
+}
+
+// train9 moves weights w along inputs x by error e (error times rate).
+func train9(x *[nInputs]int32, w *[setSize]int32, e int64) {
+	w[0] += int32((int64(x[0])*e + 1<<13) >> 14)
+	w[1] += int32((int64(x[1])*e + 1<<13) >> 14)
+	w[2] += int32((int64(x[2])*e + 1<<13) >> 14)
+	w[3] += int32((int64(x[3])*e + 1<<13) >> 14)
+	w[4] += int32((int64(x[4])*e + 1<<13) >> 14)
+	w[5] += int32((int64(x[5])*e + 1<<13) >> 14)
+	w[6] += int32((int64(x[6])*e + 1<<13) >> 14)
+	w[7] += int32((int64(x[7])*e + 1<<13) >> 14)
+	w[8] += int32((int64(x[8])*e + 1<<13) >> 14)
+}
+
+// The unrolled mixer code assumes nine inputs.
+var _ = [1]int{}[nInputs-9]
