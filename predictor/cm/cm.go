@@ -47,7 +47,7 @@ const (
 	nHashed  = 5           // orders 2, 3, 4, 6 and word, in the hash table
 	nCtx     = 2 + nHashed // plus order 0 and 1 in direct tables
 	nInputs  = nCtx + 2    // plus match model and bias
-	nSets    = 2           // mixers in the first layer
+	nSets    = 1           // mixers in the first layer
 	matchMin = 6           // bytes of context the match model hashes
 	setSize  = nInputs     // weights per weight set
 	t0Base   = 0
@@ -249,7 +249,7 @@ type Model struct {
 
 // Sizes of the first-layer weight-set groups: by partial byte, by match
 // length and expected bit, by order-2 byte class and bit position.
-var setCounts = [nSets]int{256, 64 * 2}
+var setCounts = [nSets]int{256 * 8 * 3}
 
 func (m *Model) reset(blockLen, slots int) {
 	if cap(m.buf) < blockLen {
@@ -477,10 +477,11 @@ func (m *Model) predict() {
 	for i := 0; i < nHashed; i++ {
 		m.cp[2+i] = m.slot[i] + int(node)
 	}
-	for i := 0; i < nCtx; i++ {
-		st := m.ht[m.cp[i]]
+	ht := m.ht
+	for i := range nCtx {
+		st := ht[m.cp[i]]
 		m.st[i] = st
-		m.x[i] = stretch(smP(m.sm[i][st]))
+		m.x[i] = stretchTab[m.sm[i][st]>>20]
 	}
 
 	// match model
@@ -500,9 +501,11 @@ func (m *Model) predict() {
 	if m.mlen > 0 {
 		mb = m.mcx
 	}
-	m.wsel[0] = int(m.c0) * setSize
-	off := setCounts[0] * setSize
-	m.wsel[1] = off + mb*setSize
+	ms := 0
+	if mb > 0 {
+		ms = 1 + m.mbit
+	}
+	m.wsel[0] = ((int(m.c4&0xFF)<<3|m.bits)*3 + ms) * setSize
 	for j := 0; j < nSets; j++ {
 		d := int32(dot9(&m.x, (*[setSize]int32)(m.w[m.wsel[j]:])) >> 16)
 		if d > 2047 {
@@ -547,19 +550,22 @@ func clampSt(d int32) int32 {
 
 // train updates every adaptive part with the coded bit y.
 func (m *Model) train(y int) {
-	for i := 0; i < nCtx; i++ {
-		smUpdate(&m.sm[i][m.st[i]], y)
-		m.ht[m.cp[i]] = nextState[m.st[i]][y&1]
+	ht := m.ht
+	yb := y & 1
+	for i := range nCtx {
+		st := m.st[i]
+		smUpdate(&m.sm[i][st], yb)
+		ht[m.cp[i]] = nextState[st][yb]
 	}
 	if m.mlen > 0 {
 		smUpdate(&m.msm[m.mcx&127], y)
 	}
 
-	lr := int64(14)
+	lr := int64(7)
 	if m.nbits < 1<<14 {
-		lr = 40
+		lr = 20
 	} else if m.nbits < 1<<16 {
-		lr = 24
+		lr = 12
 	}
 	m.nbits++
 	// first layer: each mixer learns from its own prediction
