@@ -4,20 +4,24 @@
 //
 // For each bit the model looks at:
 //
-//   - order-0 and order-1 contexts in direct tables, and order-2, 3, 4 and 6
-//     contexts and a word context (the hash of the letters of the current
-//     word, case-folded, with the previous word) in one hash table of 16-byte
-//     slots (a checksum byte and the bit histories of the 15 nodes of a
-//     nibble's bit tree), looked up twice per byte;
-//   - a match model: the longest recent repeat of the last MinLen bytes in the
-//     block, predicting the bit that followed it;
+//   - order-0 and order-1 contexts, each with a direct adaptive counter per
+//     context and partial byte;
+//   - order-2, 3, 4 and 6 contexts and a word context (the hash of the
+//     letters of the current word, case-folded, with the previous word) in
+//     one hash table of 16-byte slots (a checksum byte and the bit histories
+//     of the 15 nodes of a nibble's bit tree), looked up twice per byte. A
+//     bit history is a one-byte state standing for recent counts of zeros
+//     and ones; an adaptive map per order turns it into a probability;
+//   - a match model: the most recent earlier occurrence of the last matchMin
+//     bytes in the block predicts the bit that followed it, with a
+//     confidence learned per match length.
 //
-// Each context's bit history (a one-byte state counting recent zeros and
-// ones) is mapped to a probability by an adaptive table per order. The
-// stretched probabilities are combined by gated linear mixers (integer
-// weights, weight sets selected by the partial byte and by match state), a
-// final mixer combines those, and two adaptive probability maps (APM/SSE)
-// refine the result by order-1 and order-2 context.
+// The stretched probabilities (ln(p/(1-p))) are combined by a gated linear
+// mixer whose integer weight set is selected by the previous byte, the bit
+// position and the match state; a final one-input mixer per partial byte
+// rescales the result, and an adaptive probability map (APM/SSE) indexed by
+// the partial byte refines it. Learning rates start high and fall as the
+// block goes on.
 //
 // All arithmetic is integer (see tables.go for the fixed-point conventions),
 // so every GOARCH computes the same probabilities. Any change to it changes
@@ -44,17 +48,14 @@ const (
 )
 
 const (
-	nHashed  = 5           // orders 2, 3, 4, 6 and word, in the hash table
-	nCtx     = 2 + nHashed // plus order 0 and 1 in direct tables
-	nInputs  = nCtx + 2    // plus match model and bias
-	nSets    = 1           // mixers in the first layer
-	matchMin = 6           // bytes of context the match model hashes
-	setSize  = nInputs     // weights per weight set
-	t0Base   = 0
-	t1Base   = 256
-	htBase   = t1Base + 1<<16
+	nHashed  = 5 // orders 2, 3, 4, 6 and word, in the hash table
+	nDirect  = 2 // orders 0 and 1, direct counters
+	nCtx     = nDirect + nHashed
+	nInputs  = nCtx + 2 // plus match model and bias
+	nSets    = 1        // mixers in the first layer
+	matchMin = 8        // bytes of context the match model hashes
+	setSize  = nInputs  // weights per weight set
 	apmBins  = 33
-	apm2Log  = 14
 )
 
 // Predictor makes cold cm models and pools their tables. It implements
@@ -142,6 +143,23 @@ func smUpdate(v *uint32, y int) {
 	*v = uint32(p)<<10 | n
 }
 
+// ctrLimit caps the count of direct context counters, which track a
+// changing context rather than a fixed state.
+const ctrLimit = 60
+
+// ctrUpdate trains a direct counter (same layout as a context-map entry)
+// with bit y.
+func ctrUpdate(v *uint32, y int) {
+	t := *v
+	n := t & 1023
+	p := int32(t >> 10)
+	p += ((int32(y)<<22 - p) >> 7) * smRate[n] >> 9
+	if n < ctrLimit {
+		n++
+	}
+	*v = uint32(p)<<10 | n
+}
+
 // smInitStates sets a map over bit-history states to each state's count
 // estimate, (n1+1/2)/(n0+n1+1).
 func smInitStates(t *[256]uint32) {
@@ -211,16 +229,18 @@ type Model struct {
 	word1  uint32 // hash of the previous word
 
 	// contexts
-	// ht holds every bit-history state: order 0 (256 states) at t0Base,
-	// order 1 (64K states) at t1Base, then the hashed contexts in slots of 16
-	// bytes from htBase.
+	// ht holds the bit-history states of the hashed contexts in slots of
+	// 16 bytes.
 	ht   []uint8
 	mask uint32 // slot index mask
 	h    [nHashed]uint32
-	slot [nHashed]int // byte offset of each context's current slot
-	cp   [nCtx]int    // index in ht of each context's current state
-	st   [nCtx]uint8  // the states predict saw
-	sm   [nCtx][256]uint32
+	slot [nHashed]int   // byte offset of each context's current slot
+	cp   [nHashed]int   // index in ht of each hashed context's current state
+	st   [nHashed]uint8 // the states predict saw
+	sm   [nHashed][256]uint32
+	o0   [256]uint32 // order 0: direct adaptive probabilities
+	o1   []uint32    // order 1: direct adaptive probabilities
+	o1i  int
 
 	// match model
 	mt    []int32 // hash of last matchMin bytes -> position after them
@@ -242,9 +262,9 @@ type Model struct {
 	lr    int64
 	nbits int
 
-	a1, a2 apm
-	pmix   int32
-	pr     int32 // final 12-bit probability of a 1
+	a1   apm
+	pmix int32
+	pr   int32 // final 12-bit probability of a 1
 }
 
 // Sizes of the first-layer weight-set groups: by partial byte, by match
@@ -257,10 +277,17 @@ func (m *Model) reset(blockLen, slots int) {
 	}
 	m.buf = m.buf[:0]
 	m.c0, m.c4, m.c8, m.bits, m.word, m.word1 = 1, 0, 0, 0, 0, 0
-	m.ht = resize8(m.ht, htBase+slots*16)
+	m.ht = resize8(m.ht, slots*16)
 	m.mask = uint32(slots - 1)
 	for i := range m.sm {
 		smInitStates(&m.sm[i])
+	}
+	for i := range m.o0 {
+		m.o0[i] = 1 << 31
+	}
+	m.o1 = resize32(m.o1, 1<<16)
+	for i := range m.o1 {
+		m.o1[i] = 1 << 31
 	}
 	ms := 1 << 10
 	for ms < blockLen && ms < 1<<22 {
@@ -286,8 +313,7 @@ func (m *Model) reset(blockLen, slots int) {
 		m.fw[i] = 65536 / nSets
 	}
 	m.nbits = 0
-	m.a1.init(256, 6)
-	m.a2.init(1<<apm2Log, 6)
+	m.a1.init(256, 7)
 	m.h = [nHashed]uint32{}
 	m.byteUpdate()
 	m.nibbleUpdate()
@@ -338,15 +364,15 @@ func (m *Model) find(h uint32) int {
 	chk := uint8(h >> 24)
 	i := h & m.mask
 	t := m.ht
-	b0 := htBase + int(i)*16
+	b0 := int(i) * 16
 	if t[b0] == chk {
 		return b0
 	}
-	b1 := htBase + int(i^1)*16
+	b1 := int(i^1) * 16
 	if t[b1] == chk {
 		return b1
 	}
-	b2 := htBase + int(i^2)*16
+	b2 := int(i^2) * 16
 	if t[b2] == chk {
 		return b2
 	}
@@ -472,16 +498,17 @@ func (m *Model) predict() {
 	} else {
 		node = (1 << uint(m.bits-4)) | (m.c0 & ((1 << uint(m.bits-4)) - 1))
 	}
-	m.cp[0] = t0Base + int(m.c0&0xFF)
-	m.cp[1] = t1Base + int((m.c4&0xFF)<<8|m.c0&0xFF)
-	for i := 0; i < nHashed; i++ {
-		m.cp[2+i] = m.slot[i] + int(node)
+	for i := range nHashed {
+		m.cp[i] = m.slot[i] + int(node)
 	}
 	ht := m.ht
-	for i := range nCtx {
+	m.x[0] = stretchTab[m.o0[m.c0&0xFF]>>20]
+	m.o1i = int((m.c4&0xFF)<<8 | m.c0&0xFF)
+	m.x[1] = stretchTab[m.o1[m.o1i]>>20]
+	for i := range nHashed {
 		st := ht[m.cp[i]]
 		m.st[i] = st
-		m.x[i] = stretchTab[m.sm[i][st]>>20]
+		m.x[nDirect+i] = stretchTab[m.sm[i][st]>>20]
 	}
 
 	// match model
@@ -528,8 +555,7 @@ func (m *Model) predict() {
 
 	// APM stages
 	p1 := m.a1.pp(m.fdot, int(m.c0))
-	p2 := m.a2.pp(m.fdot, int((hash32(m.c4&0xFFFF)^m.c0*0x9E3779B1)>>(32-apm2Log)))
-	pr = (2*pr + p1 + p2 + 2) >> 2
+	pr = (pr + p1 + 1) >> 1
 	if pr < 1 {
 		pr = 1
 	} else if pr > 4095 {
@@ -552,7 +578,9 @@ func clampSt(d int32) int32 {
 func (m *Model) train(y int) {
 	ht := m.ht
 	yb := y & 1
-	for i := range nCtx {
+	ctrUpdate(&m.o0[m.c0&0xFF], yb)
+	ctrUpdate(&m.o1[m.o1i&0xFFFF], yb)
+	for i := range nHashed {
 		st := m.st[i]
 		smUpdate(&m.sm[i][st], yb)
 		ht[m.cp[i]] = nextState[st][yb]
@@ -582,7 +610,6 @@ func (m *Model) train(y int) {
 		fw[j] += int32((int64(x)*e + 1<<13) >> 14)
 	}
 	m.a1.update(y)
-	m.a2.update(y)
 }
 
 // dot9 returns the dot product of inputs and weights.
