@@ -52,7 +52,6 @@ const (
 	nDirect  = 2 // orders 0 and 1, direct counters
 	nCtx     = nDirect + nHashed
 	nInputs  = nCtx + 2 // plus match model and bias
-	nSets    = 1        // mixers in the first layer
 	matchMin = 8        // bytes of context the match model hashes
 	setSize  = nInputs  // weights per weight set
 	apmBins  = 33
@@ -253,10 +252,10 @@ type Model struct {
 
 	// mixers
 	x     [nInputs]int32
-	w     []int32 // nSets groups of weight sets
-	wsel  [nSets]int
-	mp    [nSets]int32 // each first-layer mixer's stretch output
-	fw    []int32      // final mixer weights, selected by bits
+	w     []int32 // weightSets sets of setSize weights
+	wsel  int     // offset of the selected weight set in w
+	mp    int32   // the mixer's output, stretched
+	fw    []int32 // final weights, selected by partial byte
 	fsel  int
 	fdot  int32
 	lr    int64
@@ -267,9 +266,9 @@ type Model struct {
 	pr   int32 // final 12-bit probability of a 1
 }
 
-// Sizes of the first-layer weight-set groups: by partial byte, by match
-// length and expected bit, by order-2 byte class and bit position.
-var setCounts = [nSets]int{256 * 8 * 3}
+// weightSets is the number of mixer weight sets: previous byte (256) times
+// bit position (8) times match state (none, predicts 0, predicts 1).
+const weightSets = 256 * 8 * 3
 
 func (m *Model) reset(blockLen, slots int) {
 	if cap(m.buf) < blockLen {
@@ -300,17 +299,13 @@ func (m *Model) reset(blockLen, slots int) {
 		m.msm[i] = 1 << 31
 	}
 
-	nw := 0
-	for _, c := range setCounts {
-		nw += c * setSize
-	}
-	m.w = resize32i(m.w, nw)
+	m.w = resize32i(m.w, weightSets*setSize)
 	for i := range m.w {
 		m.w[i] = 1 << 14
 	}
-	m.fw = resize32i(m.fw, 256*nSets)
+	m.fw = resize32i(m.fw, 256)
 	for i := range m.fw {
-		m.fw[i] = 65536 / nSets
+		m.fw[i] = 65536
 	}
 	m.nbits = 0
 	m.a1.init(256, 7)
@@ -523,33 +518,16 @@ func (m *Model) predict() {
 	}
 	m.x[nCtx+1] = 256
 
-	// first layer
-	mb := 0
-	if m.mlen > 0 {
-		mb = m.mcx
-	}
+	// mixer: one weight set per (previous byte, bit position, match state)
 	ms := 0
-	if mb > 0 {
+	if m.mlen > 0 {
 		ms = 1 + m.mbit
 	}
-	m.wsel[0] = ((int(m.c4&0xFF)<<3|m.bits)*3 + ms) * setSize
-	for j := 0; j < nSets; j++ {
-		d := int32(dot9(&m.x, (*[setSize]int32)(m.w[m.wsel[j]:])) >> 16)
-		if d > 2047 {
-			d = 2047
-		} else if d < -2047 {
-			d = -2047
-		}
-		m.mp[j] = d
-	}
-	// final layer
-	m.fsel = int(m.c0) * nSets
-	fw := m.fw[m.fsel : m.fsel+nSets]
-	var dot int64
-	for j, x := range m.mp {
-		dot += int64(x) * int64(fw[j])
-	}
-	m.fdot = clampSt(int32(dot >> 16))
+	m.wsel = ((int(m.c4&0xFF)<<3|m.bits)*3 + ms) * setSize
+	m.mp = clampSt(int32(dot9(&m.x, (*[setSize]int32)(m.w[m.wsel:])) >> 16))
+	// final scaling, one weight per partial byte
+	m.fsel = int(m.c0 & 0xFF)
+	m.fdot = clampSt(int32((int64(m.mp) * int64(m.fw[m.fsel&0xFF])) >> 16))
 	pr := squash(m.fdot)
 	m.pmix = pr
 
@@ -596,19 +574,13 @@ func (m *Model) train(y int) {
 		lr = 12
 	}
 	m.nbits++
-	// first layer: each mixer learns from its own prediction
-	for j := 0; j < nSets; j++ {
-		err := int64(y<<12) - int64(squash(m.mp[j]))
-		if e := err * lr; e != 0 {
-			train9(&m.x, (*[setSize]int32)(m.w[m.wsel[j]:]), e)
-		}
+	// the mixer learns from its own prediction, the final weight from the
+	// final one
+	if e := (int64(y<<12) - int64(squash(m.mp))) * lr; e != 0 {
+		train9(&m.x, (*[setSize]int32)(m.w[m.wsel:]), e)
 	}
-	err := int64(y<<12) - int64(m.pmix)
-	e := err * lr
-	fw := m.fw[m.fsel : m.fsel+nSets]
-	for j, x := range m.mp {
-		fw[j] += int32((int64(x)*e + 1<<13) >> 14)
-	}
+	e := (int64(y<<12) - int64(m.pmix)) * lr
+	m.fw[m.fsel&0xFF] += int32((int64(m.mp)*e + 1<<13) >> 14)
 	m.a1.update(y)
 }
 
