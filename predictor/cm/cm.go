@@ -12,6 +12,7 @@
 //     of the 15 nodes of a nibble's bit tree), looked up twice per byte. A
 //     bit history is a one-byte state standing for recent counts of zeros
 //     and ones; an adaptive map per order turns it into a probability;
+//     the word context is the current word only (empty between words);
 //   - a match model: the most recent earlier occurrence of the last matchMin
 //     bytes in the block predicts the bit that followed it, with a
 //     confidence learned per match length.
@@ -390,10 +391,7 @@ func (m *Model) byteUpdate() {
 	m.h[1] = (c4&0xFFFFFF)*0x7A3F5E93 + 0x3000000
 	m.h[2] = c4*0x3C6EF372 + 0x5000000
 	m.h[3] = hash32(c4*0x9E3779B1+0x7000000) + (c8&0xFFFF)*0x6F4F2A35
-	m.h[4] = hash32(m.word*0x2545F491+m.word1) + 0x9000000
-	if m.word == 0 {
-		m.h[4] += (c4 & 0xFF) * 0x5851F42D
-	}
+	m.h[4] = hash32(m.word*0x2545F491) + 0x9000000
 }
 
 // nibbleUpdate looks up the hashed slots at bit 0 and bit 4 of a byte.
@@ -560,7 +558,10 @@ func (m *Model) train(y int) {
 	ctrUpdate(&m.o1[m.o1i&0xFFFF], yb)
 	for i := range nHashed {
 		st := m.st[i]
-		smUpdate(&m.sm[i][st], yb)
+		// state maps start from the states' count estimates and learn
+		// at a fixed rate of 1/256
+		v := &m.sm[i][st]
+		*v += uint32((int32(yb)<<22 - int32(*v>>10)) >> 8 << 10)
 		ht[m.cp[i]] = nextState[st][yb]
 	}
 	if m.mlen > 0 {
