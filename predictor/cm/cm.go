@@ -226,7 +226,6 @@ type Model struct {
 	c4, c8 uint32 // last 8 bytes
 	bits   int    // bits of the current byte seen
 	word   uint32 // hash of the current word
-	word1  uint32 // hash of the previous word
 
 	// contexts
 	// ht holds the bit-history states of the hashed contexts in slots of
@@ -276,7 +275,7 @@ func (m *Model) reset(blockLen, slots int) {
 		m.buf = make([]byte, 0, blockLen)
 	}
 	m.buf = m.buf[:0]
-	m.c0, m.c4, m.c8, m.bits, m.word, m.word1 = 1, 0, 0, 0, 0, 0
+	m.c0, m.c4, m.c8, m.bits, m.word = 1, 0, 0, 0, 0
 	m.ht = resize8(m.ht, slots*16)
 	m.mask = uint32(slots - 1)
 	for i := range m.sm {
@@ -424,8 +423,7 @@ func (m *Model) Update(bit int) {
 		}
 		if lc >= 'a' && lc <= 'z' || lc >= 0x80 {
 			m.word = (m.word + uint32(lc) + 1) * 0x3D4D51CB
-		} else if m.word != 0 {
-			m.word1 = m.word
+		} else {
 			m.word = 0
 		}
 		m.byteUpdate()
