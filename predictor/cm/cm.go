@@ -573,9 +573,10 @@ func (m *Model) train(y int) {
 		lr = 12
 	}
 	m.nbits++
-	// the mixer learns from its own prediction, the final weight from the
-	// final one
-	if e := (int64(y<<12) - int64(squash(m.mp))) * lr; e != 0 {
+	// the mixer learns from its own prediction (skipping errors below 24/4096,
+	// which change little), the final weight from the final one
+	if err := int64(y<<12) - int64(squash(m.mp)); err > 24 || err < -24 {
+		e := err * lr
 		train9(&m.x, (*[setSize]int32)(m.w[m.wsel:]), e)
 	}
 	e := (int64(y<<12) - int64(m.pmix)) * lr
