@@ -112,10 +112,12 @@ func (p *Predictor) Release(bm predictor.BitModel) {
 	}
 }
 
-// Context maps turn a context (a bit-history state, or a match state) into an
-// adaptive probability: each entry holds 22 bits of probability and a 10-bit
-// count in one uint32, and learns at rate 1/(count+1.5) until the count
-// reaches smLimit.
+// Context maps turn a context (a bit-history state, a match state, or for
+// the direct counters an order-0/1 context) into an adaptive probability:
+// each entry holds 22 bits of probability and a 10-bit count in one uint32.
+// The match map learns at rate 1/(count+1.5) until the count reaches
+// smLimit, the direct counters until ctrLimit; the bit-history maps start
+// from each state's count estimate and learn at a fixed 1/256.
 const smLimit = 1023
 
 // smRate[n] = 2^16/(n+1.5), the learning rate after n updates.
@@ -258,7 +260,6 @@ type Model struct {
 	fw    []int32 // final weights, selected by partial byte
 	fsel  int
 	fdot  int32
-	lr    int64
 	nbits int
 
 	a1   apm
