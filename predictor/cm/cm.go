@@ -448,11 +448,8 @@ func (m *Model) matchUpdate() {
 	if n < matchMin {
 		return
 	}
-	var h uint32
-	for _, c := range m.buf[n-matchMin:] {
-		h = (h + uint32(c) + 1) * 0x2F0B4C75
-	}
-	h = hash32(h) & m.mmask
+	// the last matchMin = 8 bytes are c8:c4
+	h := hash32(m.c4*0x2F0B4C75^hash32(m.c8+0x9E3779B9)) & m.mmask
 	if m.mlen == 0 {
 		p := int(m.mt[h])
 		if p > 0 && p < n {
@@ -604,6 +601,9 @@ func train9(x *[nInputs]int32, w *[setSize]int32, e int64) {
 	w[7] += int32((int64(x[7])*e + 1<<13) >> 14)
 	w[8] += int32((int64(x[8])*e + 1<<13) >> 14)
 }
+
+// The match hash covers c4 and c8, so matchMin must be 8.
+var _ = [1]int{}[matchMin-8]
 
 // The unrolled mixer code assumes nine inputs.
 var _ = [1]int{}[nInputs-9]
