@@ -172,13 +172,11 @@ func smInitStates(t *[256]uint32) {
 	}
 }
 
-// apm refines a probability given a context: 33 bins over the stretch domain
-// per context, interpolated, the nearer bin trained.
-type apm struct {
-	t    []uint16
-	idx  int
-	rate uint
-}
+// The APM refines the mixer's probability given the partial byte: 33 bins
+// over the stretch domain per context, interpolated between the two nearest
+// bins, the nearer one trained at rate 1/2^apmRate. Entries are 16-bit
+// probabilities, starting at squash of the bin's centre.
+const apmRate = 7
 
 var apmRow = func() (r [apmBins]uint16) {
 	for j := range r {
@@ -186,38 +184,6 @@ var apmRow = func() (r [apmBins]uint16) {
 	}
 	return
 }()
-
-func (a *apm) init(n int, rate uint) {
-	if cap(a.t) < n*apmBins {
-		a.t = make([]uint16, n*apmBins)
-	}
-	a.t = a.t[:n*apmBins]
-	for i := 0; i < n; i++ {
-		copy(a.t[i*apmBins:], apmRow[:])
-	}
-	a.rate = rate
-}
-
-// pp returns the refined probability for a probability whose stretch is st.
-func (a *apm) pp(st int32, cx int) int32 {
-	s := st + 2048
-	lo := int(s >> 7)
-	w := s & 127
-	i := cx*apmBins + lo
-	t := a.t[i : i+2]
-	if w >= 64 {
-		a.idx = i + 1
-	} else {
-		a.idx = i
-	}
-	return (int32(t[0])*(128-w) + int32(t[1])*w) >> 11
-}
-
-func (a *apm) update(y int) {
-	g := int32(y<<16) + int32(y<<a.rate) - int32(y) - int32(y)
-	v := int32(a.t[a.idx])
-	a.t[a.idx] = uint16(v + (g-v)>>a.rate)
-}
 
 // Model is the per-block state of the cm predictor. It implements
 // predictor.BitModel.
@@ -262,9 +228,10 @@ type Model struct {
 	fdot  int32
 	nbits int
 
-	a1   apm
-	pmix int32
-	pr   int32 // final 12-bit probability of a 1
+	apm    [256 * apmBins]uint16
+	apmIdx int // the bin to train
+	pmix   int32
+	pr     int32 // final 12-bit probability of a 1
 }
 
 // weightSets is the number of mixer weight sets: previous byte (256) times
@@ -309,7 +276,9 @@ func (m *Model) reset(blockLen, slots int) {
 		m.fw[i] = 65536
 	}
 	m.nbits = 0
-	m.a1.init(256, 7)
+	for i := 0; i < 256; i++ {
+		copy(m.apm[i*apmBins:], apmRow[:])
+	}
 	m.h = [nHashed]uint32{}
 	m.byteUpdate()
 	m.nibbleUpdate()
@@ -487,15 +456,14 @@ func (m *Model) predict() {
 	} else {
 		node = (1 << uint(m.bits-4)) | (m.c0 & ((1 << uint(m.bits-4)) - 1))
 	}
-	for i := range nHashed {
-		m.cp[i] = m.slot[i] + int(node)
-	}
 	ht := m.ht
 	m.x[0] = stretchTab[m.o0[m.c0&0xFF]>>20]
 	m.o1i = int((m.c4&0xFF)<<8 | m.c0&0xFF)
 	m.x[1] = stretchTab[m.o1[m.o1i]>>20]
 	for i := range nHashed {
-		st := ht[m.cp[i]]
+		cp := m.slot[i] + int(node)
+		m.cp[i] = cp
+		st := ht[cp]
 		m.st[i] = st
 		m.x[nDirect+i] = stretchTab[m.sm[i][st]>>20]
 	}
@@ -526,7 +494,11 @@ func (m *Model) predict() {
 	m.pmix = pr
 
 	// APM stages
-	p1 := m.a1.pp(m.fdot, int(m.c0))
+	s := m.fdot + 2048
+	w := s & 127
+	i := int(m.c0&0xFF)*apmBins + int(s>>7)
+	m.apmIdx = i + int(w>>6)
+	p1 := (int32(m.apm[i])*(128-w) + int32(m.apm[i+1])*w) >> 11
 	pr = (pr + p1 + 1) >> 1
 	if pr < 1 {
 		pr = 1
@@ -579,7 +551,9 @@ func (m *Model) train(y int) {
 	}
 	e := (int64(y<<12) - int64(m.pmix)) * lr
 	m.fw[m.fsel&0xFF] += int32((int64(m.mp)*e + 1<<13) >> 14)
-	m.a1.update(y)
+	g := int32(y<<16) + int32(y<<apmRate) - int32(y) - int32(y)
+	v := int32(m.apm[m.apmIdx])
+	m.apm[m.apmIdx] = uint16(v + (g-v)>>apmRate)
 }
 
 // dot9 returns the dot product of inputs and weights.
