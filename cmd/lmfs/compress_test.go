@@ -36,11 +36,11 @@ func TestCompressDecompressFiles(t *testing.T) {
 		flags []string
 		codec string // expected in the -v summary
 	}{
-		{"default policy", nil, "zstd"},
+		{"default policy (balanced picks cm for text)", nil, "cm"},
 		{"policy fast", []string{"--policy", "fast"}, "zstd"},
 		{"codec raw", []string{"--codec", "raw"}, "raw"},
 		{"codec zstd odd block", []string{"--codec", "zstd", "--block-size", "12345"}, "zstd"},
-		{"tiny blocks", []string{"--block-size", "1000", "--workers", "3"}, "zstd"},
+		{"tiny blocks", []string{"--block-size", "1000", "--workers", "3"}, "cm"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,10 +42,12 @@ func TestMountStatsUnmount(t *testing.T) {
 	store, mnt := t.TempDir(), t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Whatever fails below, leave no mount behind.
+	t.Cleanup(func() { cancel(); _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
 	var out, errb syncBuffer
 	done := make(chan int)
 	go func() {
-		done <- run(ctx, []string{"mount", "--store", store, "--block-size", "4KiB", mnt}, strings.NewReader(""), &out, &errb)
+		done <- run(ctx, []string{"mount", "--store", store, "--block-size", "4KiB", "--policy", "fast", mnt}, strings.NewReader(""), &out, &errb)
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(out.String(), "mounted at") {
