@@ -74,6 +74,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		a.newMountCmd(),
 		a.newUmountCmd(),
 		a.newStatsCmd(),
+		a.newFsckCmd(),
 	)
 	return root
 }
