@@ -29,26 +29,23 @@ type Problem struct {
 	Msg string
 }
 
-// String formats the problem for a report line.
+// String formats the problem for a report line:
+// "PATH (inode N) block B at offset O: MSG (bytes O-E)" for blocks,
+// "PATH (inode N): KIND: MSG" for other records of an inode.
 func (p Problem) String() string {
-	var b strings.Builder
-	b.WriteString(p.Kind)
-	b.WriteString(": ")
+	where := p.Path
+	if where == "" {
+		where = "(unreachable)"
+	}
 	switch {
-	case p.Path != "":
-		b.WriteString(p.Path)
-		fmt.Fprintf(&b, " (inode %d)", p.Ino)
+	case p.Offset >= 0 && p.Block >= 0:
+		return fmt.Sprintf("%s (inode %d) block %d at offset %d: %s (bytes %d-%d)", where, p.Ino, p.Block, p.Offset, p.Msg, p.Offset, p.Offset+p.Len-1)
 	case p.Ino != 0:
-		fmt.Fprintf(&b, "inode %d (no path)", p.Ino)
+		return fmt.Sprintf("%s (inode %d): %s: %s", where, p.Ino, p.Kind, p.Msg)
+	case p.Path != "":
+		return fmt.Sprintf("%s: %s: %s", p.Path, p.Kind, p.Msg)
 	}
-	if p.Offset >= 0 {
-		fmt.Fprintf(&b, " bytes %d-%d (block %d)", p.Offset, p.Offset+p.Len-1, p.Block)
-	}
-	if p.Path != "" || p.Ino != 0 {
-		b.WriteString(": ")
-	}
-	b.WriteString(p.Msg)
-	return b.String()
+	return fmt.Sprintf("store: %s: %s", p.Kind, p.Msg)
 }
 
 // CheckOptions configures Check.

@@ -200,11 +200,11 @@ func problemLines(ps []Problem) string {
 
 func TestProblemString(t *testing.T) {
 	p := Problem{Kind: "block", Ino: 7, Path: "/a/b", Block: 2, Offset: 8192, Len: 4096, Msg: "block is damaged"}
-	if got, want := p.String(), "block: /a/b (inode 7) bytes 8192-12287 (block 2): block is damaged"; got != want {
+	if got, want := p.String(), "/a/b (inode 7) block 2 at offset 8192: block is damaged (bytes 8192-12287)"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 	p = Problem{Kind: "key", Offset: -1, Block: -1, Msg: "unknown key"}
-	if got := p.String(); got != "key: unknown key" {
+	if got := p.String(); got != "store: key: unknown key" {
 		t.Errorf("String() = %q", got)
 	}
 }

@@ -493,3 +493,75 @@ func (s *Store) ForEachBlock(ctx context.Context, fn func(ino, blk uint64, rec [
 		return nil
 	})
 }
+
+// ForEachInode calls fn for every inode record, in inode order.
+func (s *Store) ForEachInode(ctx context.Context, fn func(in Inode, err error) error) error {
+	return s.View(func(t *Txn) error {
+		it := t.t.NewIterator(badger.IteratorOptions{Prefix: []byte{pInode}, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			if len(item.Key()) != 9 {
+				if err := fn(Inode{}, fmt.Errorf("inode key %x has a bad length", item.Key())); err != nil {
+					return err
+				}
+				continue
+			}
+			ino := binary.BigEndian.Uint64(item.Key()[1:])
+			v, err := item.ValueCopy(nil)
+			if err == nil {
+				var in Inode
+				in, err = decodeInode(ino, v)
+				if err == nil {
+					err = fn(in, nil)
+					if err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			if err := fn(Inode{Ino: ino}, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ForEachDirent calls fn for every directory entry, by parent then name.
+func (s *Store) ForEachDirent(ctx context.Context, fn func(parent uint64, d Dirent, err error) error) error {
+	return s.View(func(t *Txn) error {
+		it := t.t.NewIterator(badger.IteratorOptions{Prefix: []byte{pDirent}, PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			k := item.Key()
+			if len(k) < 10 {
+				if err := fn(0, Dirent{}, fmt.Errorf("directory entry key %x is too short", k)); err != nil {
+					return err
+				}
+				continue
+			}
+			parent := binary.BigEndian.Uint64(k[1:9])
+			d := Dirent{Name: string(k[9:])}
+			v, err := item.ValueCopy(nil)
+			if err == nil && len(v) != 12 {
+				err = fmt.Errorf("entry value has %d bytes, want 12", len(v))
+			}
+			if err == nil {
+				d.Ino = binary.BigEndian.Uint64(v)
+				d.Type = binary.BigEndian.Uint32(v[8:])
+			}
+			if err := fn(parent, d, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

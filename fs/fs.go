@@ -232,7 +232,7 @@ func (f *FS) release(ino uint64, s *inodeState) {
 		return
 	}
 	s.mu.RLock()
-	busy := s.opens > 0 || len(s.dirty) > 0
+	busy := s.opens > 0 || len(s.dirty) > 0 || s.flushing
 	s.mu.RUnlock()
 	if !busy && f.states[ino] == s {
 		delete(f.states, ino)

@@ -32,6 +32,7 @@ type Mounted struct {
 	FS         *lfs.FS
 	server     *fuse.Server
 	log        *slog.Logger
+	unmounted  bool
 }
 
 // CheckMountpoint says what is wrong with dir as a mountpoint, if anything.
@@ -159,6 +160,7 @@ func (m *Mounted) Serve(ctx context.Context) error {
 	select {
 	case <-done:
 		m.log.Info("unmounted from outside", "mountpoint", m.Mountpoint)
+		m.unmounted = true
 	case <-ctx.Done():
 		m.log.Info("stopping: flushing and unmounting", "mountpoint", m.Mountpoint)
 	}
@@ -171,7 +173,7 @@ func (m *Mounted) Close() error {
 	var errs []error
 	errs = append(errs, m.FS.FlushAll(context.Background()))
 	var uerr error
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 50 && !m.unmounted; i++ {
 		if uerr = m.server.Unmount(); uerr == nil {
 			break
 		}

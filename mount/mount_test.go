@@ -23,6 +23,10 @@ import (
 // directory and a 4 KiB block size so that tests cross many blocks.
 func testConfig(t *testing.T, store string) *config.Config {
 	t.Helper()
+	return cfgFor(store)
+}
+
+func cfgFor(store string) *config.Config {
 	return &config.Config{
 		Store: config.StoreConfig{Path: store, GCInterval: "0s", MemTableSize: 4 << 20},
 		FS:    config.FSConfig{BlockSize: 4096, WriteBuffer: 1 << 20},

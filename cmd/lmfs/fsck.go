@@ -71,13 +71,13 @@ unmounted store finishes removing files deleted while open (as every open does).
 			for _, p := range r.Problems {
 				fmt.Fprintln(a.stdout, p.String())
 			}
-			fmt.Fprintf(a.stdout, "checked %d inodes (%d files, %d directories, %d symlinks), %d entries, %d blocks (%s decoded), %d xattrs: ",
-				r.Inodes, r.Files, r.Dirs, r.Symlinks, r.Dirents, r.Blocks, human(r.BlockBytes), r.Xattrs)
+			fmt.Fprintf(a.stdout, "checked %d inodes (%d files, %d directories, %d symlinks), %d directory entries, %d blocks (%s decoded), %d xattrs: %d problems",
+				r.Inodes, r.Files, r.Dirs, r.Symlinks, r.Dirents, r.Blocks, human(r.BlockBytes), r.Xattrs, len(r.Problems))
 			if len(r.Problems) > 0 {
-				fmt.Fprintf(a.stdout, "%d problems\n", len(r.Problems))
+				fmt.Fprintln(a.stdout)
 				return &exitError{code: exitDamage, err: fmt.Errorf("store %s is damaged: %d problems (listed above)", c.Store.Path, len(r.Problems))}
 			}
-			fmt.Fprintln(a.stdout, "clean")
+			fmt.Fprintln(a.stdout, ", clean")
 			return nil
 		},
 	}
@@ -94,11 +94,11 @@ func (a *app) scrub(ctx context.Context, mnt string) error {
 	for _, p := range r.Problems {
 		fmt.Fprintln(a.stdout, p.String())
 	}
-	fmt.Fprintf(a.stdout, "read %d files (%s), %d directories, %d symlinks: ", r.Files, human(r.Bytes), r.Dirs, r.Symlinks)
+	fmt.Fprintf(a.stdout, "read %d files (%s), %d directories, %d symlinks: %d problems", r.Files, human(r.Bytes), r.Dirs, r.Symlinks, len(r.Problems))
 	if len(r.Problems) > 0 {
-		fmt.Fprintf(a.stdout, "%d problems\n", len(r.Problems))
+		fmt.Fprintln(a.stdout)
 		return &exitError{code: exitDamage, err: fmt.Errorf("%s has unreadable data: %d problems (listed above; the lmfs log names the damaged blocks)", mnt, len(r.Problems))}
 	}
-	fmt.Fprintln(a.stdout, "clean")
+	fmt.Fprintln(a.stdout, ", clean")
 	return nil
 }

@@ -89,8 +89,8 @@ func TestFsckFindsCorruptBlock(t *testing.T) {
 	}
 
 	code, out, errs = runCLI(t, "", "fsck", "--store", store)
-	want := fmt.Sprintf("block: /a/b/text.txt (inode %d) bytes 28672-32767 (block 7): block is damaged", st.Ino)
-	if code != exitDamage || !strings.Contains(out, want) || !strings.Contains(out, "1 problems") {
+	want := fmt.Sprintf("/a/b/text.txt (inode %d) block 7 at offset 28672: block is damaged", st.Ino)
+	if code != exitDamage || !strings.Contains(out, want) || !strings.Contains(out, "(bytes 28672-32767)") || !strings.Contains(out, ": 1 problems") {
 		t.Fatalf("fsck of a damaged store: exit %d, want %d and a line %q\nstdout:\n%s\nstderr:\n%s", code, exitDamage, want, out, errs)
 	}
 

@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/lmfs/lmfs/mount"
 )
@@ -43,7 +44,7 @@ As root it mounts directly; other users need fusermount3 (package fuse3).`,
 				return err
 			}
 			if daemon {
-				return a.daemonize(cmd.Context(), mnt)
+				return a.daemonize(cmd, mnt)
 			}
 			syscall.Umask(0) // the kernel applies the caller's umask; do not apply ours again
 			m, err := mount.Mount(cmd.Context(), c, mnt, nil)
@@ -60,6 +61,7 @@ As root it mounts directly; other users need fusermount3 (package fuse3).`,
 				fmt.Fprintln(ready, "ready")
 				ready.Close()
 			}
+			sdNotify("READY=1")
 			return m.Serve(cmd.Context())
 		},
 	}
@@ -68,6 +70,9 @@ As root it mounts directly; other users need fusermount3 (package fuse3).`,
 	cmd.Flags().Bool("allow-other", false, "let other users access the mount (config mount.allow_other; default on for root)")
 	cmd.Flags().Bool("debug", false, "log every FUSE request (config mount.debug)")
 	cmd.Flags().String("policy", "", "codec policy: fast, balanced or max (config codec.policy)")
+	cmd.Flags().String("block-size", "", "block size of a new store, e.g. 64KiB (config fs.block_size)")
+	cmd.Flags().String("cache-size", "", "decoded-block cache size, e.g. 64MiB (config cache.size)")
+	cmd.Flags().Int("workers", 0, "blocks coded in parallel, 0 for one per core (config codec.workers)")
 	return cmd
 }
 
@@ -87,18 +92,18 @@ func readyFile() *os.File {
 
 // daemonize starts this command again without --daemon, detached in its own
 // session, and waits until the child reports that the mount is ready.
-func (a *app) daemonize(ctx context.Context, mnt string) error {
+func (a *app) daemonize(cmd *cobra.Command, mnt string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own executable: %w", err)
 	}
-	var args []string
-	for _, arg := range os.Args[1:] {
-		if arg == "--daemon" || arg == "--daemon=true" {
-			continue
+	args := []string{"mount"}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if f.Name != "daemon" {
+			args = append(args, "--"+f.Name+"="+f.Value.String())
 		}
-		args = append(args, arg)
-	}
+	})
+	args = append(args, mnt)
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -145,4 +150,59 @@ func (a *app) newUmountCmd() *cobra.Command {
 			return mount.Unmount(args[0], 60*time.Second)
 		},
 	}
+}
+
+// sdNotify tells systemd (Type=notify units) about the daemon's state.
+func sdNotify(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	if addr[0] == '@' {
+		addr = "\x00" + addr[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte(state))
+}
+
+// mountHelperArgs turns the command line mount(8) gives a mount.lmfs helper
+// ("SOURCE DIR [-sfnv] [-o OPTS]", from an /etc/fstab line of type lmfs)
+// into "mount --daemon --store SOURCE DIR" with the options lmfs knows.
+func mountHelperArgs(in []string) []string {
+	var pos, opts []string
+	for i := 0; i < len(in); i++ {
+		switch {
+		case in[i] == "-o" && i+1 < len(in):
+			opts = append(opts, strings.Split(in[i+1], ",")...)
+			i++
+		case strings.HasPrefix(in[i], "-o"):
+			opts = append(opts, strings.Split(in[i][2:], ",")...)
+		case strings.HasPrefix(in[i], "-"):
+			// -s (sloppy), -f (fake), -n (no mtab), -v (verbose): nothing to do
+		default:
+			pos = append(pos, in[i])
+		}
+	}
+	if len(pos) != 2 {
+		return append([]string{"mount"}, in...) // let the mount command report the usage error
+	}
+	out := []string{"mount", "--daemon", "--store", pos[0]}
+	for _, o := range opts {
+		k, v, _ := strings.Cut(o, "=")
+		switch k {
+		case "allow_other":
+			out = append(out, "--allow-other")
+		case "debug":
+			out = append(out, "--debug")
+		case "policy":
+			out = append(out, "--policy", v)
+		case "config":
+			out = append([]string{"--config", v}, out...)
+		}
+	}
+	return append(out, pos[1])
 }
