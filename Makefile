@@ -7,7 +7,7 @@ STORE ?= /var/lib/lmfs-demo
 MNT ?= /mnt/lmfs
 FUZZTIME ?= 10s
 
-.PHONY: all build deps run test test-short vet fmt-check fuzz bench clean
+.PHONY: all build deps run test test-short vet fmt-check fuzz bench bench-fs clean
 
 all: build
 
@@ -49,6 +49,14 @@ test-short:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# bench-fs measures the mounted filesystem against a plain directory on the
+# same disk in the same run (root, /dev/fuse) and prints the ratios.
+BENCHTIME ?= 3x
+bench-fs:
+	mkdir -p bin
+	$(GO) test -run '^$$' -bench '^BenchmarkFS' -benchtime $(BENCHTIME) -timeout 30m ./mount | tee bin/bench-fs.txt
+	@awk -f mount/testdata/benchratio.awk bin/bench-fs.txt
 
 clean:
 	rm -rf bin

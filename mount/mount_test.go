@@ -37,7 +37,7 @@ func cfgFor(store string) *config.Config {
 	}
 }
 
-func needFuse(t *testing.T) {
+func needFuse(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	if err != nil {
