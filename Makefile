@@ -55,7 +55,7 @@ bench:
 BENCHTIME ?= 3x
 bench-fs:
 	mkdir -p bin
-	$(GO) test -run '^$$' -bench '^BenchmarkFS' -benchtime $(BENCHTIME) -timeout 30m ./mount | tee bin/bench-fs.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkFS' -benchtime $(BENCHTIME) -timeout 30m ./mount | tee bin/bench-fs.txt
 	@awk -f mount/testdata/benchratio.awk bin/bench-fs.txt
 
 clean:
