@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,11 @@ const FormatVersion = 1
 
 // RootIno is the inode number of the root directory.
 const RootIno = 1
+
+// ValueThreshold is the largest value Badger keeps in its LSM tree; larger
+// ones (most block records) go to the value log, and count in a
+// transaction's size only by a small pointer.
+const ValueThreshold = 512
 
 // inoBatch is how many inode numbers are reserved per counter update.
 const inoBatch = 256
@@ -48,6 +54,9 @@ type Options struct {
 	SyncWrites bool
 	// GCInterval is how often value-log GC runs; 0 disables it.
 	GCInterval time.Duration
+	// ValueLogFileSize is the size of Badger's value-log files (default
+	// 128 MiB); space is given back a whole file at a time.
+	ValueLogFileSize int64
 	// Logger receives the store's and Badger's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -58,7 +67,12 @@ type Store struct {
 	db        *badger.DB
 	lock      *os.File
 	blockSize int
+	memTable  int64
 	log       *slog.Logger
+
+	// garbage counts value bytes deleted (or replaced) since the last
+	// compaction, to decide when value-log GC needs one first.
+	garbage atomic.Int64
 
 	inoMu    sync.Mutex
 	inoNext  uint64
@@ -78,6 +92,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.BlockSize == 0 {
 		o.BlockSize = 64 << 10
 	}
+	if o.ValueLogFileSize == 0 {
+		o.ValueLogFileSize = 128 << 20
+	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = 16 << 20
 	}
@@ -88,7 +105,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: o.Dir, lock: lock, log: o.Logger.With("store", o.Dir), stop: make(chan struct{})}
+	s := &Store{dir: o.Dir, lock: lock, memTable: o.MemTableSize, log: o.Logger.With("store", o.Dir), stop: make(chan struct{})}
 	bo := badger.DefaultOptions(filepath.Join(o.Dir, "badger")).
 		WithLogger(badgerLogger{s.log}).
 		WithSyncWrites(o.SyncWrites).
@@ -98,8 +115,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(o.MemTableSize / 2).
-		WithValueThreshold(512).
-		WithValueLogFileSize(128 << 20).
+		WithValueThreshold(ValueThreshold).
+		WithValueLogFileSize(o.ValueLogFileSize).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithNumCompactors(2).
@@ -190,6 +207,35 @@ func (s *Store) initSuper(blockSize int) error {
 	})
 }
 
+// Reserve is the free space kept on the store's filesystem: Badger writes
+// its memtable log, value log and tables through mmap, where a full disk is
+// a SIGBUS instead of an error, so lmfs refuses new data (ENOSPC) while
+// Badger still has room for a memtable flush and a compaction.
+func (s *Store) Reserve() int64 {
+	lsm, _ := s.db.Size()
+	return 2*s.memTable + 16<<20 + lsm
+}
+
+// SpaceFor returns an error wrapping syscall.ENOSPC when storing need more
+// bytes would eat into Reserve.
+func (s *Store) SpaceFor(need int64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return fmt.Errorf("statfs of the store directory: %w", err)
+	}
+	avail := int64(st.Bavail) * int64(st.Bsize)
+	if avail < need+s.Reserve() {
+		return fmt.Errorf("%w: the store's filesystem has %d bytes free, %d more are needed plus %d kept free for the store's own work; delete files or give the store more space", syscall.ENOSPC, avail, need, s.Reserve())
+	}
+	return nil
+}
+
+// TxnLimits returns how many entries and bytes one transaction may safely
+// hold (half of Badger's limits, which scale with the memtable size).
+func (s *Store) TxnLimits() (count int, bytes int64) {
+	return int(s.db.MaxBatchCount() / 2), s.db.MaxBatchSize() / 2
+}
+
 // Dir returns the store directory.
 func (s *Store) Dir() string { return s.dir }
 
@@ -231,9 +277,23 @@ func (s *Store) gcLoop(every time.Duration) {
 	}
 }
 
+// gcCompactAfter is how many deleted value bytes make RunGC compact the LSM
+// tree first: Badger learns which value-log bytes are garbage only when
+// compaction drops the deleted keys, so without this a deleted file's space
+// could wait for unrelated write activity.
+const gcCompactAfter = 64 << 20
+
 // RunGC runs Badger's value-log GC until it finds nothing more to rewrite,
-// returning the number of value-log files rewritten.
+// returning the number of value-log files rewritten. When much was deleted
+// since the last run it first flushes the memtable and compacts the LSM tree
+// so that the garbage is known.
 func (s *Store) RunGC() int {
+	if g := s.garbage.Load(); g >= gcCompactAfter {
+		s.garbage.Add(-g)
+		if err := s.compact(); err != nil {
+			s.log.Warn("compaction before value-log GC failed", "err", err)
+		}
+	}
 	n := 0
 	for {
 		select {
@@ -252,14 +312,36 @@ func (s *Store) RunGC() int {
 	}
 }
 
+// compact flushes the memtable (DropPrefix of a marker key does that) and
+// compacts every level into the last, recording value-log garbage.
+func (s *Store) compact() error {
+	marker := []byte{pGCMarker}
+	if err := s.db.Update(func(t *badger.Txn) error { return t.Set(marker, nil) }); err != nil {
+		return err
+	}
+	if err := s.db.DropPrefix(marker); err != nil {
+		return err
+	}
+	return s.db.Flatten(1)
+}
+
 // Update runs fn in a read-write transaction and commits it, retrying on
 // conflicts with concurrent transactions. fn may run more than once.
 func (s *Store) Update(fn func(*Txn) error) error {
 	for attempt := 0; ; attempt++ {
-		err := s.db.Update(func(bt *badger.Txn) error { return fn(&Txn{t: bt, s: s}) })
+		var deleted int64
+		err := s.db.Update(func(bt *badger.Txn) error {
+			t := &Txn{t: bt, s: s}
+			err := fn(t)
+			deleted = t.deleted
+			return err
+		})
 		if errors.Is(err, badger.ErrConflict) && attempt < 100 {
 			time.Sleep(time.Duration(attempt+1) * 100 * time.Microsecond)
 			continue
+		}
+		if err == nil && deleted > 0 {
+			s.garbage.Add(deleted)
 		}
 		return mapErr(err)
 	}

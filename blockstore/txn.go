@@ -22,6 +22,8 @@ const (
 	pXattr   = 'X'
 	pLink    = 'L'
 	pOrphan  = 'O'
+	// pGCMarker is a scratch key RunGC writes and drops to flush the memtable.
+	pGCMarker = 'Z'
 )
 
 func be64(v uint64) []byte {
@@ -116,8 +118,9 @@ type Dirent struct {
 
 // Txn is a Badger transaction with lmfs's record accessors.
 type Txn struct {
-	t *badger.Txn
-	s *Store
+	t       *badger.Txn
+	s       *Store
+	deleted int64 // value bytes deleted, for value-log GC
 }
 
 func (t *Txn) get(k []byte) ([]byte, error) {
@@ -281,9 +284,13 @@ func (t *Txn) AddOrphan(ino uint64) error { return t.t.Set(inoKey(pOrphan, ino),
 // them, and reports whether any remain.
 func (t *Txn) deleteRange(pre, from []byte, max int) (bool, error) {
 	var keys [][]byte
+	var bytes int64
 	it := t.t.NewIterator(badger.IteratorOptions{Prefix: pre})
 	for it.Seek(from); it.Valid() && len(keys) < max+1; it.Next() {
 		keys = append(keys, it.Item().KeyCopy(nil))
+		if len(keys) <= max {
+			bytes += it.Item().ValueSize()
+		}
 	}
 	it.Close()
 	more := len(keys) > max
@@ -295,11 +302,15 @@ func (t *Txn) deleteRange(pre, from []byte, max int) (bool, error) {
 			return false, err
 		}
 	}
+	t.deleted += bytes
 	return more, nil
 }
 
 // deleteBatch bounds the deletes in one transaction.
-const deleteBatch = 4096
+func (s *Store) deleteBatch() int {
+	n, _ := s.TxnLimits()
+	return max(1, min(4096, n))
+}
 
 // DeleteBlocksFrom removes every stored block of ino numbered from or more,
 // in as many transactions as it takes.
@@ -308,7 +319,7 @@ func (s *Store) DeleteBlocksFrom(ino, from uint64) error {
 		var more bool
 		err := s.Update(func(t *Txn) error {
 			var err error
-			more, err = t.deleteRange(inoKey(pBlock, ino), blockKey(ino, from), deleteBatch)
+			more, err = t.deleteRange(inoKey(pBlock, ino), blockKey(ino, from), s.deleteBatch())
 			return err
 		})
 		if err != nil {
@@ -331,7 +342,7 @@ func (s *Store) Purge(ino uint64) error {
 		var more bool
 		err := s.Update(func(t *Txn) error {
 			var err error
-			more, err = t.deleteRange(inoKey(pXattr, ino), inoKey(pXattr, ino), deleteBatch)
+			more, err = t.deleteRange(inoKey(pXattr, ino), inoKey(pXattr, ino), s.deleteBatch())
 			return err
 		})
 		if err != nil {

@@ -282,7 +282,9 @@ func (f *FS) FlushAll(ctx context.Context) error {
 	var errs []error
 	for _, s := range all {
 		s.mu.Lock()
-		errs = append(errs, f.flushLocked(ctx, s))
+		if s.attr.Nlink > 0 { // an unlinked file's data is purged, not kept
+			errs = append(errs, f.flushLocked(ctx, s))
+		}
 		s.mu.Unlock()
 	}
 	errs = append(errs, f.st.Sync())
@@ -345,10 +347,24 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	if err != nil {
 		err = fmt.Errorf("code blocks of inode %d: %w", ino, err)
 	}
-	const perTxn = 256
+	if err == nil {
+		var need int64
+		for _, r := range recs {
+			need += int64(len(r)) + 64
+		}
+		if err = f.st.SpaceFor(need); err != nil {
+			err = fmt.Errorf("store %d blocks of inode %d: %w", len(idx), ino, err)
+		}
+	}
+	maxCount, maxBytes := f.st.TxnLimits()
 	done := 0
-	for lo := 0; lo < len(idx) && err == nil; lo += perTxn {
-		hi := min(lo+perTxn, len(idx))
+	for lo := 0; lo < len(idx) && err == nil; lo = done {
+		// As many blocks as fit one transaction (at least one).
+		hi, bytes := lo, int64(0)
+		for hi < len(idx) && (hi == lo || (hi-lo < maxCount-2 && bytes+txnCost(recs[hi]) < maxBytes)) {
+			bytes += txnCost(recs[hi])
+			hi++
+		}
 		err = f.st.Update(func(t *blockstore.Txn) error {
 			for i := lo; i < hi; i++ {
 				if recs[i] == nil {
@@ -403,6 +419,14 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 		f.dirtyMu.Unlock()
 	}
 	return err
+}
+
+// txnCost estimates what storing rec adds to a transaction's size.
+func txnCost(rec []byte) int64 {
+	if len(rec) > blockstore.ValueThreshold {
+		return 64
+	}
+	return int64(len(rec)) + 64
 }
 
 // statsJSON computes the store statistics for StatsXattr.

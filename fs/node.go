@@ -275,6 +275,9 @@ func (f *FS) putInode(s *inodeState) error {
 
 // newInode allocates an inode for a new entry of n created by the caller.
 func (n *node) newInode(ctx context.Context, mode uint32) (blockstore.Inode, error) {
+	if err := n.fsys.st.SpaceFor(64 << 10); err != nil {
+		return blockstore.Inode{}, err
+	}
 	ino, err := n.fsys.st.AllocIno()
 	if err != nil {
 		return blockstore.Inode{}, err
@@ -691,6 +694,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		// cp -a / tar believe it set the mode (the access ACL carries the
 		// permission bits) and skip chmod. EOPNOTSUPP makes them chmod.
 		return syscall.EOPNOTSUPP
+	}
+	if err := f.st.SpaceFor(int64(len(data)) + 4096); err != nil {
+		return f.errno("setxattr", n.ino, err)
 	}
 	s := n.s
 	s.mu.Lock()

@@ -51,14 +51,14 @@ func needFuse(t testing.TB) {
 
 // mountT mounts a store (a new one unless store is given) and unmounts it
 // when the test ends.
-func mountT(t *testing.T, store string) (*Mounted, string) {
+func mountT(t testing.TB, store string) (*Mounted, string) {
 	t.Helper()
 	needFuse(t)
 	if store == "" {
 		store = t.TempDir()
 	}
 	mnt := t.TempDir()
-	m, err := Mount(context.Background(), testConfig(t, store), mnt, nil)
+	m, err := Mount(context.Background(), cfgFor(store), mnt, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,10 +74,11 @@ func mountT(t *testing.T, store string) (*Mounted, string) {
 
 func closeT(t *testing.T, m *Mounted) {
 	t.Helper()
-	if err := m.Close(); err != nil {
+	err := m.Close()
+	m.Store = nil
+	if err != nil {
 		t.Fatal(err)
 	}
-	m.Store = nil
 }
 
 func TestPosix(t *testing.T) {
@@ -361,6 +362,79 @@ func TestCorruptBlockGivesEIOForItsRangeOnly(t *testing.T) {
 		n, err := f.ReadAt(buf, off)
 		if err != nil || !bytes.Equal(buf[:n], data[off:off+4096]) {
 			t.Errorf("read of intact block at %d: %d bytes, %v", off, n, err)
+		}
+	}
+}
+
+// All-zero and never-written blocks are holes: not stored, reported by
+// SEEK_HOLE, skipped by SEEK_DATA.
+func TestHolesAreNotStored(t *testing.T) {
+	m, mnt := mountT(t, "")
+	p := filepath.Join(mnt, "sparse")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{1}, 4096)
+	f.WriteAt(data, 0)                    // block 0: data
+	f.WriteAt(make([]byte, 4096), 5*4096) // block 5: written, all zero
+	f.WriteAt(data, 10*4096)              // block 10: data
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := m.Store.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks uint64
+	for _, n := range st.Blocks {
+		blocks += n
+	}
+	if blocks != 2 {
+		t.Errorf("%d blocks stored, want 2 (zero blocks are holes)", blocks)
+	}
+	fd := int(f.Fd())
+	for _, c := range []struct {
+		off    int64
+		whence int
+		want   int64
+	}{
+		{0, 3, 0}, {1, 4, 4096}, {4096, 3, 10 * 4096}, {5 * 4096, 4, 5 * 4096}, {10 * 4096, 4, 11 * 4096},
+	} {
+		got, err := syscall.Seek(fd, c.off, c.whence)
+		if err != nil || got != c.want {
+			t.Errorf("lseek(%d, %d) = %d, %v; want %d", c.off, c.whence, got, err, c.want)
+		}
+	}
+	if _, err := syscall.Seek(fd, 11*4096, 3); err != syscall.ENXIO {
+		t.Errorf("SEEK_DATA at EOF: %v, want ENXIO", err)
+	}
+	got, _ := os.ReadFile(p)
+	want := make([]byte, 11*4096)
+	copy(want, data)
+	copy(want[10*4096:], data)
+	if !bytes.Equal(got, want) {
+		t.Error("sparse file reads back wrong")
+	}
+}
+
+// Dirty data stays within fs.write_buffer however much is written.
+func TestWriteBufferBound(t *testing.T) {
+	m, mnt := mountT(t, "")
+	const limit = 1 << 20 // testConfig's write buffer
+	f, err := os.Create(filepath.Join(mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 128<<10/16)
+	for i := 0; i < 128; i++ { // 16 MiB
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		if d := m.FS.DirtyBytes(); d > limit {
+			t.Fatalf("after %d KiB written, %d bytes dirty: over the write buffer of %d", (i+1)*128, d, limit)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,5 +125,22 @@ func TestMountHelperArgs(t *testing.T) {
 		if got := strings.Join(mountHelperArgs(strings.Fields(c.in)), " "); got != c.want {
 			t.Errorf("mountHelperArgs(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	sdNotify("READY=1")
+	buf := make([]byte, 64)
+	l.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := l.ReadFromUnix(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("got %q, %v", buf[:n], err)
 	}
 }
