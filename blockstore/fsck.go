@@ -182,6 +182,7 @@ func (c *checker) path(ino uint64) string {
 // keyLens gives the valid key length per prefix (-1: more than 9 bytes).
 var keyLens = map[byte]int{
 	pSuper: 1, pCounter: 1, pInode: 9, pDirent: -1, pBlock: 17, pXattr: -1, pLink: 9, pOrphan: 9,
+	pGCMarker: 1, // left behind if the process died inside RunGC's compaction
 }
 
 // scanKeys looks at every key for unknown prefixes and bad lengths, and
