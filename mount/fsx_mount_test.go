@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
 // TestFSXMount runs the randomized fsx harness (runFSX) against a file in a
@@ -246,4 +247,54 @@ func TestRealTools(t *testing.T) {
 			t.Errorf("built program printed %q", out)
 		}
 	})
+}
+
+// TestMmapWrite writes a file through a shared writable mapping (served by
+// a separate lmfs process, see TestFSXMount), crossing blocks and leaving
+// holes, and checks it with read(2), after msync and munmap, and after a
+// remount.
+func TestMmapWrite(t *testing.T) {
+	needFuse(t)
+	cfg, store, mnt := writeConfig(t, crashConfig), t.TempDir(), t.TempDir()
+	d := startLmfs(t, cfg, store, mnt)
+	p := filepath.Join(mnt, "mapped")
+	const size = 5*4096 + 123
+	want := make([]byte, size)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		off int
+		s   string
+	}{{0, "start"}, {4090, "across a block boundary"}, {3*4096 + 7, "block three"}, {size - 4, "end!"}} {
+		copy(m[w.off:], w.s)
+		copy(want[w.off:], w.s)
+	}
+	const msSync = 4 // MS_SYNC
+	if _, _, errno := syscall.Syscall(syscall.SYS_MSYNC, uintptr(unsafe.Pointer(&m[0])), size, msSync); errno != 0 {
+		t.Fatalf("msync: %v", errno)
+	}
+	got := make([]byte, size)
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read(2) after msync differs from the mapping (first difference at %d, %v)", firstDiff(got, want), err)
+	}
+	if err := syscall.Munmap(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d.stop(t)
+	startLmfs(t, cfg, store, mnt)
+	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after remount: %d bytes, first difference at %d, %v", len(got), firstDiff(got, want), err)
+	}
 }
