@@ -380,3 +380,29 @@ func FuzzDecodeInode(f *testing.F) {
 		}
 	})
 }
+
+func TestReplacedBlocksCountAsGarbage(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	rec := make([]byte, 10000)
+	put := func() {
+		t.Helper()
+		if err := s.Update(func(tx *Txn) error { return tx.PutBlock(5, 0, rec, 0) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put()
+	if g := s.garbage.Load(); g != 0 {
+		t.Fatalf("garbage %d after the first write", g)
+	}
+	put()
+	if g := s.garbage.Load(); g != int64(len(rec)) {
+		t.Fatalf("garbage %d after an overwrite, want %d", g, len(rec))
+	}
+	if err := s.Update(func(tx *Txn) error { return tx.DeleteBlock(5, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if g := s.garbage.Load(); g != 2*int64(len(rec)) {
+		t.Fatalf("garbage %d after a delete, want %d", g, 2*len(rec))
+	}
+}

@@ -209,11 +209,25 @@ func (t *Txn) GetBlock(ino, blk uint64) ([]byte, error) {
 
 // PutBlock stores block record rec (coded with codec) as block blk of ino.
 func (t *Txn) PutBlock(ino, blk uint64, rec []byte, codec byte) error {
-	return t.t.SetEntry(badger.NewEntry(blockKey(ino, blk), rec).WithMeta(codec))
+	k := blockKey(ino, blk)
+	t.countGarbage(k)
+	return t.t.SetEntry(badger.NewEntry(k, rec).WithMeta(codec))
 }
 
 // DeleteBlock removes block blk of ino (it becomes a hole).
-func (t *Txn) DeleteBlock(ino, blk uint64) error { return t.t.Delete(blockKey(ino, blk)) }
+func (t *Txn) DeleteBlock(ino, blk uint64) error {
+	k := blockKey(ino, blk)
+	t.countGarbage(k)
+	return t.t.Delete(k)
+}
+
+// countGarbage adds the size of the value stored under k, which the caller
+// replaces or deletes, to the garbage that value-log GC will collect.
+func (t *Txn) countGarbage(k []byte) {
+	if item, err := t.t.Get(k); err == nil {
+		t.deleted += item.ValueSize()
+	}
+}
 
 // NextBlock returns the first stored block number >= from of ino.
 func (t *Txn) NextBlock(ino, from uint64) (uint64, bool) {

@@ -41,6 +41,9 @@ func CheckMountpoint(dir string) error {
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("mountpoint %s does not exist: create it first (mkdir -p %s)", dir, dir)
 	}
+	if errors.Is(err, syscall.ENOTCONN) {
+		return fmt.Errorf("mountpoint %s: %w: an lmfs (or other FUSE) process serving it has died; unmount it first (lmfs umount %s, or umount -l %s)", dir, err, dir, dir)
+	}
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", dir, err)
 	}
@@ -48,6 +51,9 @@ func CheckMountpoint(dir string) error {
 		return fmt.Errorf("mountpoint %s is not a directory", dir)
 	}
 	d, err := os.Open(dir)
+	if errors.Is(err, syscall.ENOTCONN) {
+		return fmt.Errorf("mountpoint %s: %w: an lmfs (or other FUSE) process serving it has died; unmount it first (lmfs umount %s, or umount -l %s)", dir, err, dir, dir)
+	}
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", dir, err)
 	}
