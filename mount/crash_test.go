@@ -14,10 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/lmfs/lmfs/blockstore"
-	"github.com/lmfs/lmfs/coder"
-	lfs "github.com/lmfs/lmfs/fs"
 )
 
 // TestMain lets the test binary act as a mount daemon that a test can kill.
@@ -125,19 +121,7 @@ func TestCrashKeepsFsyncedData(t *testing.T) {
 		t.Fatalf("unmount after kill: %v", err)
 	}
 	// fsck finds no damage, and every synced file reads back intact.
-	st, err := blockstore.Open(context.Background(), blockstore.Options{Dir: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, _ := coder.NewStandard(coder.DefaultOptions())
-	r, err := lfs.Check(context.Background(), st, reg)
-	st.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range r.Problems {
-		t.Errorf("fsck after crash: %s", p)
-	}
+	checkStore(t, store, "after crash")
 	time.Sleep(10 * time.Millisecond)
 	_, mnt2 := mountT(t, store)
 	for name, want := range synced {

@@ -2,17 +2,12 @@ package mount
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
-
-	"github.com/lmfs/lmfs/blockstore"
-	"github.com/lmfs/lmfs/coder"
-	lfs "github.com/lmfs/lmfs/fs"
 )
 
 // A full disk under the store gives the writer ENOSPC; the daemon stays up,
@@ -58,17 +53,5 @@ func TestFullDiskGivesENOSPC(t *testing.T) {
 		t.Fatalf("deleting on a full store: %v", err)
 	}
 	closeT(t, m)
-	st, err := blockstore.Open(context.Background(), blockstore.Options{Dir: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	reg, _ := coder.NewStandard(coder.DefaultOptions())
-	r, err := lfs.Check(context.Background(), st, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range r.Problems {
-		t.Errorf("fsck after ENOSPC: %s", p)
-	}
+	checkStore(t, store, "after ENOSPC")
 }
