@@ -21,5 +21,5 @@ func NewStandard(o Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd codec: %w", err)
 	}
-	return NewRegistry(z), nil
+	return NewRegistry(z, NewOrder2(), NewCM(o.CMMemory)), nil
 }

@@ -1,0 +1,113 @@
+package coder
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/cm"
+	"github.com/lmfs/lmfs/predictor/order2"
+)
+
+// BitCodec codes a block bit by bit with a bit predictor and the binary
+// arithmetic coder: the payload is the coder's stream (empty for an empty
+// block). It is safe for concurrent use when its predictor is.
+type BitCodec struct {
+	id   ID
+	name string
+	pred predictor.BitPredictor
+}
+
+// NewBitCodec returns a codec with the given id and name that codes with
+// pred. The id must be reserved for exactly this predictor and its
+// arithmetic (see FORMAT.md).
+func NewBitCodec(id ID, name string, pred predictor.BitPredictor) *BitCodec {
+	return &BitCodec{id: id, name: name, pred: pred}
+}
+
+// NewCM returns the context-mixing codec (id 3) with models bounded by
+// memory bytes each.
+func NewCM(memory int64) *BitCodec { return NewBitCodec(IDCM, "cm", cm.New(memory)) }
+
+// NewOrder2 returns the order-2 reference codec (id 2).
+func NewOrder2() *BitCodec { return NewBitCodec(IDOrder2, "order2", &order2.Predictor{}) }
+
+// ID implements Codec.
+func (c *BitCodec) ID() ID { return c.id }
+
+// Name implements Codec.
+func (c *BitCodec) Name() string { return c.name }
+
+// Model implements Codec.
+func (c *BitCodec) Model() (ModelID, bool) { return ModelID{}, false }
+
+// ctxEvery is how many bytes are coded between checks for cancellation.
+const ctxEvery = 1 << 12
+
+// Encode implements Codec.
+func (c *BitCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
+	if len(src) == 0 {
+		return dst, nil
+	}
+	m := c.pred.New(len(src))
+	defer c.pred.Release(m)
+	e := Encoder{}
+	e.Reset(dst)
+	for i, b := range src {
+		if i%ctxEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return dst, err
+			}
+		}
+		for k := 7; k >= 0; k-- {
+			bit := int(b>>uint(k)) & 1
+			e.EncodeBit(bit, m.P())
+			m.Update(bit)
+		}
+	}
+	return e.Finish(), nil
+}
+
+// Decode implements Codec.
+func (c *BitCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
+	if rawLen == 0 {
+		if len(payload) != 0 {
+			return dst, fmt.Errorf("%w: %s payload of %d bytes for an empty block", ErrCorrupt, c.name, len(payload))
+		}
+		return dst, nil
+	}
+	if len(payload) == 0 {
+		return dst, fmt.Errorf("%w: empty %s payload for a block of %d bytes", ErrCorrupt, c.name, rawLen)
+	}
+	if rawLen < 0 || rawLen > MaxBlockSize {
+		return dst, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
+	}
+	start := len(dst)
+	m := c.pred.New(rawLen)
+	defer c.pred.Release(m)
+	d := Decoder{}
+	d.Reset(payload)
+	dst = append(dst, make([]byte, rawLen)...)
+	out := dst[start:]
+	for i := range out {
+		if i%ctxEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return dst[:start], err
+			}
+			if d.Overrun() {
+				return dst[:start], fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, i, rawLen)
+			}
+		}
+		b := 0
+		for k := 0; k < 8; k++ {
+			bit := d.DecodeBit(m.P())
+			m.Update(bit)
+			b = b<<1 | bit
+		}
+		out[i] = byte(b)
+	}
+	if err := d.Finish(); err != nil {
+		return dst[:start], fmt.Errorf("%s: %w", c.name, err)
+	}
+	return dst, nil
+}
