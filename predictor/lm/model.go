@@ -47,12 +47,12 @@ var ErrBadModel = errors.New("bad lm model file")
 
 // Config is the shape of a model, read from its file header.
 type Config struct {
-	Window   int   // N: bytes of context
-	Hidden1  int   // H1: width of the table sum
-	Hidden2  int   // H2: width of the second layer
-	Orders   []int // orders of the hashed contexts
-	HashBits int   // log2 of the buckets per hashed order
-	LogitFrac int  // logits are in units of 2^-LogitFrac nats
+	Window    int   // N: bytes of context
+	Hidden1   int   // H1: width of the table sum
+	Hidden2   int   // H2: width of the second layer
+	Orders    []int // orders of the hashed contexts
+	HashBits  int   // log2 of the buckets per hashed order
+	LogitFrac int   // logits are in units of 2^-LogitFrac nats
 }
 
 // Model is a loaded model. It is immutable and safe for concurrent use.
