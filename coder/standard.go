@@ -1,6 +1,10 @@
 package coder
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lmfs/lmfs/predictor/lm"
+)
 
 // Options configures the standard codec set.
 type Options struct {
@@ -15,11 +19,16 @@ type Options struct {
 func DefaultOptions() Options { return Options{ZstdLevel: 3, CMMemory: 64 << 20} }
 
 // NewStandard returns a registry with every codec this build can write and
-// read: raw, zstd and the prediction codecs.
+// read: raw, zstd and the prediction codecs (cm, order2, and lm and lm+cm
+// with the built-in model).
 func NewStandard(o Options) (*Registry, error) {
 	z, err := NewZstd(o.ZstdLevel)
 	if err != nil {
 		return nil, fmt.Errorf("zstd codec: %w", err)
 	}
-	return NewRegistry(z, NewOrder2(), NewCM(o.CMMemory)), nil
+	m, err := lm.Default()
+	if err != nil {
+		return nil, fmt.Errorf("built-in LM model: %w", err)
+	}
+	return NewRegistry(z, NewOrder2(), NewCM(o.CMMemory), NewLM(m), NewLMCM(m, o.CMMemory)), nil
 }

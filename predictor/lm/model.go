@@ -292,3 +292,13 @@ func transpose(w []int8, rows, cols int) []int8 {
 	}
 	return t
 }
+
+// LoadVerified loads a model file that is expected to have model id want (for
+// example a copy kept in a store under its id). A file whose SHA-256 is not
+// want is rejected: it is damaged, or it is another model.
+func LoadVerified(data []byte, want [32]byte) (*Model, error) {
+	if got := sha256.Sum256(data); got != want {
+		return nil, fmt.Errorf("%w: model file hashes to %x, expected model id %x: the copy is damaged or is another model", ErrBadModel, got[:6], want[:6])
+	}
+	return Load(data)
+}
