@@ -18,6 +18,8 @@ type scratch struct {
 	acc1, a1, acc2, a2 []int32
 	nz                 []int
 	acc3, logit        [256]int32
+	lanes2             []uint64
+	lanes3             [128]uint64
 }
 
 func (m *Model) getScratch() *scratch {
@@ -27,7 +29,8 @@ func (m *Model) getScratch() *scratch {
 	return &scratch{
 		acc1: make([]int32, m.cfg.Hidden1), a1: make([]int32, m.cfg.Hidden1),
 		acc2: make([]int32, m.cfg.Hidden2), a2: make([]int32, m.cfg.Hidden2),
-		nz: make([]int, 0, max(m.cfg.Hidden1, m.cfg.Hidden2)),
+		nz:     make([]int, 0, max(m.cfg.Hidden1, m.cfg.Hidden2)),
+		lanes2: make([]uint64, (m.cfg.Hidden2+1)/2),
 	}
 }
 
@@ -75,7 +78,7 @@ func bucket(w []uint16, k, hbits int) int {
 // is the byte i+1 positions back, or pad), following SPEC.md step by step.
 func (m *Model) predict(w []uint16, sc *scratch, d *predictor.Dist) {
 	c := &m.cfg
-	H1, H2 := c.Hidden1, c.Hidden2
+	H1 := c.Hidden1
 	// Layer 1: the sum of one table row per window position and hashed order.
 	acc := sc.acc1
 	copy(acc, m.b1)
@@ -99,10 +102,7 @@ func (m *Model) predict(w []uint16, sc *scratch, d *predictor.Dist) {
 	}
 	// Layer 2: W2 a1 + b2 over the non-zero activations only (zeros add nothing).
 	acc2 := sc.acc2
-	copy(acc2, m.b2)
-	for _, j := range nz {
-		axpy(acc2, m.w2t[j*H2:j*H2+H2], sc.a1[j])
-	}
+	denseSWAR(acc2, m.b2, m.w2p, nz, sc.a1, sc.lanes2)
 	nz = nz[:0]
 	for j, v := range acc2 {
 		q := requant(v, m.m2[j], m.s2[j])
@@ -114,10 +114,7 @@ func (m *Model) predict(w []uint16, sc *scratch, d *predictor.Dist) {
 	}
 	// Layer 3: logits.
 	acc3 := sc.acc3[:]
-	copy(acc3, m.b3)
-	for _, j := range nz {
-		axpy(acc3, m.w3t[j*256:j*256+256], sc.a2[j])
-	}
+	denseSWAR(acc3, m.b3, m.w3p, nz, sc.a2, sc.lanes3[:])
 	sc.nz = nz
 	freqs(m, acc3, &sc.logit, d)
 }

@@ -67,7 +67,9 @@ type Model struct {
 	b2, m2, s2 []int32
 	w3t        []int8 // H2 x 256 (transposed)
 	b3, m3, s3 []int32
-	exp        []uint32
+	// Columns packed two outputs to a uint64 (see swar.go).
+	w2p, w3p []uint64
+	exp      []uint32
 
 	pool sync.Pool // *scratch
 }
@@ -278,6 +280,8 @@ func Load(data []byte) (*Model, error) {
 	}
 	m.w2t = transpose(w2, H2, H1)
 	m.w3t = transpose(w3, 256, H2)
+	m.w2p = pack(m.w2t, H1, H2)
+	m.w3p = pack(m.w3t, H2, 256)
 	m.id = sha256.Sum256(data)
 	return m, nil
 }
