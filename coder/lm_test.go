@@ -144,3 +144,28 @@ func FuzzLMDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestStandardHasLMCodecs(t *testing.T) {
+	reg, err := NewStandard(DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"lm", "lm+cm"} {
+		c, err := reg.ByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c.Model(); !ok {
+			t.Errorf("%s carries no model id", n)
+		}
+	}
+	o := DefaultOptions()
+	o.NoLM = true
+	reg, err = NewStandard(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.ByName("lm"); err == nil {
+		t.Error("NoLM registry has lm")
+	}
+}

@@ -13,6 +13,10 @@ type Options struct {
 	// CMMemory bounds one context-mixing coder's tables in bytes (config
 	// codec.cm_memory).
 	CMMemory int64
+	// NoLM leaves out the neural LM codecs (lm, lm+cm). Their blocks then
+	// cannot be read, so only tests that need a fast registry set it: the
+	// pure-Go LM codes about 10-20 KB/s per core.
+	NoLM bool
 }
 
 // DefaultOptions are the options lmfs uses when none are configured.
@@ -26,9 +30,15 @@ func NewStandard(o Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd codec: %w", err)
 	}
+	reg := NewRegistry(z, NewOrder2(), NewCM(o.CMMemory))
+	if o.NoLM {
+		return reg, nil
+	}
 	m, err := lm.Default()
 	if err != nil {
 		return nil, fmt.Errorf("built-in LM model: %w", err)
 	}
-	return NewRegistry(z, NewOrder2(), NewCM(o.CMMemory), NewLM(m), NewLMCM(m, o.CMMemory)), nil
+	reg.Register(NewLM(m))
+	reg.Register(NewLMCM(m, o.CMMemory))
+	return reg, nil
 }
