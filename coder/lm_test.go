@@ -169,3 +169,44 @@ func TestStandardHasLMCodecs(t *testing.T) {
 		t.Error("NoLM registry has lm")
 	}
 }
+
+// BenchmarkLMCodecs measures one core's encode and decode speed of lm and
+// lm+cm on 16 KiB of Go source.
+func BenchmarkLMCodecs(b *testing.B) {
+	m, err := lm.Default()
+	if err != nil {
+		b.Fatal(err)
+	}
+	src, err := os.ReadFile("lmcm.go")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for len(src) < 16<<10 {
+		src = append(src, src...)
+	}
+	src = src[:16<<10]
+	ctx := context.Background()
+	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20), NewCM(64 << 20)} {
+		payload, err := c.Encode(ctx, nil, src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.Name()+"/encode", func(b *testing.B) {
+			b.SetBytes(int64(len(src)))
+			for b.Loop() {
+				if _, err := c.Encode(ctx, nil, src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.Name()+"/decode", func(b *testing.B) {
+			b.SetBytes(int64(len(src)))
+			for b.Loop() {
+				if _, err := c.Decode(ctx, nil, payload, len(src)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(8*float64(len(payload))/float64(len(src)), "bits/byte")
+		})
+	}
+}
