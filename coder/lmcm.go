@@ -26,7 +26,7 @@ type LMCM struct {
 // needs a new codec id.
 const (
 	lmcmSets      = 8 * 4 // bit position x LM-confidence bucket
-	lmcmRateShift = 10
+	lmcmRateShift = 11
 )
 
 var lmcmInit = []int32{32768, 32768} // weights of LM and cm, 16.16: one half each

@@ -246,15 +246,25 @@ func FuzzLoad(f *testing.F) {
 	})
 }
 
+// BenchmarkPredict measures the tables per second on one core for the
+// default model, or for the model file named by $LMFS_LM_MODEL (to compare
+// sizes).
 func BenchmarkPredict(b *testing.B) {
 	m, err := Default()
+	if path := os.Getenv("LMFS_LM_MODEL"); path != "" {
+		var data []byte
+		if data, err = os.ReadFile(path); err == nil {
+			m, err = Load(data)
+		}
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
-	text, err := os.ReadFile("infer.go")
+	text, err := os.ReadFile("SPEC.md")
 	if err != nil {
 		b.Fatal(err)
 	}
+	text = text[:min(len(text), 4096)]
 	b.SetBytes(int64(len(text)))
 	b.ReportMetric(float64(m.MACs()), "MACs/byte")
 	for b.Loop() {
