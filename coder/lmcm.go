@@ -23,7 +23,10 @@ type LMCM struct {
 }
 
 // Mixer settings of lm+cm. Changing any of them changes the coded bits and
-// needs a new codec id.
+// needs a new codec id. The rate was chosen on the LM's validation split
+// (52 blocks of 64 KiB, audio left out): 1.2888 bits per byte at 2^-11
+// against 1.2911 at 2^-10, 1.2998 at 2^-9 and 1.2904 at 2^-12 (cm alone:
+// 1.5848).
 const (
 	lmcmSets      = 8 * 4 // bit position x LM-confidence bucket
 	lmcmRateShift = 11
