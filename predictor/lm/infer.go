@@ -20,6 +20,8 @@ type scratch struct {
 	acc3, logit        [256]int32
 	lanes2             []uint64
 	lanes3             [128]uint64
+	rows               []int
+	ev, od             []uint64
 }
 
 func (m *Model) getScratch() *scratch {
@@ -31,6 +33,9 @@ func (m *Model) getScratch() *scratch {
 		acc2: make([]int32, m.cfg.Hidden2), a2: make([]int32, m.cfg.Hidden2),
 		nz:     make([]int, 0, max(m.cfg.Hidden1, m.cfg.Hidden2)),
 		lanes2: make([]uint64, (m.cfg.Hidden2+1)/2),
+		rows:   make([]int, 0, m.cfg.Window+len(m.cfg.Orders)),
+		ev:     make([]uint64, m.cfg.Hidden1/8),
+		od:     make([]uint64, m.cfg.Hidden1/8),
 	}
 }
 
@@ -81,15 +86,22 @@ func (m *Model) predict(w []uint16, sc *scratch, d *predictor.Dist) {
 	H1 := c.Hidden1
 	// Layer 1: the sum of one table row per window position and hashed order.
 	acc := sc.acc1
-	copy(acc, m.b1)
+	rows := sc.rows[:0]
 	for i := range c.Window {
-		r := (i*nrow + int(w[i])) * H1
-		addRow(acc, m.table[r:r+H1])
+		rows = append(rows, i*nrow+int(w[i]))
 	}
 	base := c.Window * nrow
 	for ki, k := range c.Orders {
-		r := (base + ki<<c.HashBits + bucket(w, k, c.HashBits)) * H1
-		addRow(acc, m.table[r:r+H1])
+		rows = append(rows, base+ki<<c.HashBits+bucket(w, k, c.HashBits))
+	}
+	sc.rows = rows
+	if H1%8 == 0 {
+		sumRows(acc, m.b1, m.tableU, rows, sc.ev, sc.od)
+	} else {
+		copy(acc, m.b1)
+		for _, r := range rows {
+			addRow(acc, m.table[r*H1:r*H1+H1])
+		}
 	}
 	nz := sc.nz[:0]
 	for j, v := range acc {

@@ -67,8 +67,10 @@ type Model struct {
 	b2, m2, s2 []int32
 	w3t        []int8 // H2 x 256 (transposed)
 	b3, m3, s3 []int32
-	// Columns packed two outputs to a uint64 (see swar.go).
+	// Columns packed two outputs to a uint64, table entries offset by 128
+	// (see swar.go).
 	w2p, w3p []uint64
+	tableU   []uint8
 	exp      []uint32
 
 	pool sync.Pool // *scratch
@@ -280,6 +282,10 @@ func Load(data []byte) (*Model, error) {
 	}
 	m.w2t = transpose(w2, H2, H1)
 	m.w3t = transpose(w3, 256, H2)
+	m.tableU = make([]uint8, len(m.table))
+	for i, v := range m.table {
+		m.tableU[i] = uint8(int32(v) + 128)
+	}
 	m.w2p = pack(m.w2t, H1, H2)
 	m.w3p = pack(m.w3t, H2, 256)
 	m.id = sha256.Sum256(data)

@@ -84,3 +84,49 @@ func BenchmarkDense(b *testing.B) {
 		}
 	})
 }
+
+// TestSumRowsMatchesPlain checks the packed table sum against plain int32
+// additions, with the most rows a model may have and extreme entries.
+func TestSumRowsMatchesPlain(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for trial := range 100 {
+		h := 8 * (1 + rng.IntN(80))
+		nrows := 1 + rng.IntN(maxWindow+maxOrders)
+		if trial == 0 {
+			nrows = maxWindow + maxOrders
+		}
+		table := make([]int8, 300*h)
+		for i := range table {
+			table[i] = int8(rng.IntN(255) - 127)
+			if trial == 0 {
+				table[i] = 127
+			} else if trial == 1 {
+				table[i] = -127
+			}
+		}
+		tu := make([]uint8, len(table))
+		for i, v := range table {
+			tu[i] = uint8(int32(v) + 128)
+		}
+		rows := make([]int, nrows)
+		for i := range rows {
+			rows[i] = rng.IntN(300)
+		}
+		bias := make([]int32, h)
+		for i := range bias {
+			bias[i] = int32(rng.IntN(1<<20) - 1<<19)
+		}
+		want := make([]int32, h)
+		copy(want, bias)
+		for _, r := range rows {
+			addRow(want, table[r*h:r*h+h])
+		}
+		got := make([]int32, h)
+		sumRows(got, bias, tu, rows, make([]uint64, h/8), make([]uint64, h/8))
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("trial %d: entry %d is %d, want %d", trial, i, got[i], want[i])
+			}
+		}
+	}
+}
