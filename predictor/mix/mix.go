@@ -115,3 +115,44 @@ func (m *Mixer) Update(bit int) {
 		w[i] += (x * err) >> m.shift
 	}
 }
+
+// APM (adaptive probability map, or SSE) refines a probability given a small
+// context: for each context it keeps 33 probabilities at evenly spaced points
+// of the stretch domain, interpolates between the two around the input, and
+// moves both toward each coded bit.
+type APM struct {
+	t    []int32 // contexts x 33, 16-bit probabilities
+	idx  int     // lower point used by the last Refine
+	rate uint
+}
+
+// NewAPM returns a map over n contexts that starts as the identity.
+// rateShift sets how fast it adapts (7 is lpaq's).
+func NewAPM(n int, rateShift uint) *APM {
+	a := &APM{t: make([]int32, n*33), rate: rateShift}
+	for c := range n {
+		for j := range 33 {
+			a.t[c*33+j] = Squash(int32((j-16)*128)) * 16
+		}
+	}
+	return a
+}
+
+// Refine returns the refined P(1) (16-bit) of p16 in context cx.
+func (a *APM) Refine(p16 int, cx int) int {
+	s := Stretch(int32(p16>>4)) + 2048 // 1..4095
+	lo := s >> 7
+	w := s & 127
+	a.idx = cx*33 + int(lo)
+	if w >= 64 {
+		a.idx++ // the nearer point is the one trained
+	}
+	p := (a.t[cx*33+int(lo)]*(128-w) + a.t[cx*33+int(lo)+1]*w) >> 7
+	return int(min(max(p, 16), 65520))
+}
+
+// Update trains the point nearest the last Refine's input on bit.
+func (a *APM) Update(bit int) {
+	g := int32(bit<<16) + int32(bit<<a.rate) - int32(bit) - int32(bit)
+	a.t[a.idx] += (g - a.t[a.idx]) >> a.rate
+}

@@ -55,3 +55,24 @@ func bitCost(p16, bit int) float64 {
 	}
 	return -math.Log2(p)
 }
+
+func TestAPMStartsAsIdentityAndAdapts(t *testing.T) {
+	a := NewAPM(2, 7)
+	for _, p := range []int{100, 8000, 32768, 50000, 65000} {
+		got := a.Refine(p, 1)
+		if d := got - p; d > p/20+64 || d < -(p/20+64) {
+			t.Errorf("fresh APM maps %d to %d", p, got)
+		}
+	}
+	// Context 0 always sees a 1 at input one half: its output must rise.
+	for range 500 {
+		a.Refine(32768, 0)
+		a.Update(1)
+	}
+	if got := a.Refine(32768, 0); got < 60000 {
+		t.Errorf("after 500 ones, APM gives %d for one half", got)
+	}
+	if got := a.Refine(32768, 1); got < 30000 || got > 36000 {
+		t.Errorf("the other context moved too: %d", got)
+	}
+}
