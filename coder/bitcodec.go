@@ -2,6 +2,7 @@ package coder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -10,8 +11,8 @@ import (
 )
 
 // BitCodec codes a block bit by bit with a bit predictor and the binary
-// arithmetic coder: the payload is the coder's stream (empty for an empty
-// block). It is safe for concurrent use when its predictor is.
+// arithmetic coder: the payload is the predictor's parameter byte followed by
+// the coder's stream (and empty for an empty block). It is safe for concurrent use when its predictor is.
 type BitCodec struct {
 	id   ID
 	name string
@@ -24,6 +25,9 @@ type BitCodec struct {
 func NewBitCodec(id ID, name string, pred predictor.BitPredictor) *BitCodec {
 	return &BitCodec{id: id, name: name, pred: pred}
 }
+
+// MinCMMemory is the smallest memory bound a cm model accepts.
+const MinCMMemory = cm.MinMemory
 
 // NewCM returns the context-mixing codec (id 3) with models bounded by
 // memory bytes each.
@@ -49,23 +53,71 @@ func (c *BitCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error) 
 	if len(src) == 0 {
 		return dst, nil
 	}
-	m := c.pred.New(len(src))
+	params := c.pred.Params(len(src))
+	m, err := c.pred.New(len(src), params)
+	if err != nil {
+		return dst, err
+	}
 	defer c.pred.Release(m)
 	e := Encoder{}
-	e.Reset(dst)
-	for i, b := range src {
-		if i%ctxEvery == 0 {
-			if err := ctx.Err(); err != nil {
-				return dst, err
+	e.Reset(append(dst, params))
+	for len(src) > 0 {
+		if err := ctx.Err(); err != nil {
+			return dst, err
+		}
+		n := min(len(src), ctxEvery)
+		encodeBits(&e, m, src[:n])
+		src = src[n:]
+	}
+	return e.Finish(), nil
+}
+
+// encodeBits codes the bits of src, most significant first. The cm model is
+// called directly rather than through the interface, which saves a few
+// percent of its time.
+func encodeBits(e *Encoder, m predictor.BitModel, src []byte) {
+	if cm, ok := m.(*cm.Model); ok {
+		for _, b := range src {
+			for k := 7; k >= 0; k-- {
+				bit := int(b>>uint(k)) & 1
+				e.EncodeBit(bit, cm.P())
+				cm.Update(bit)
 			}
 		}
+		return
+	}
+	for _, b := range src {
 		for k := 7; k >= 0; k-- {
 			bit := int(b>>uint(k)) & 1
 			e.EncodeBit(bit, m.P())
 			m.Update(bit)
 		}
 	}
-	return e.Finish(), nil
+}
+
+// decodeBits decodes len(out) bytes into out; see encodeBits.
+func decodeBits(d *Decoder, m predictor.BitModel, out []byte) {
+	if cm, ok := m.(*cm.Model); ok {
+		for i := range out {
+			b := 0
+			for k := 0; k < 8; k++ {
+				bit := d.DecodeBit(cm.P())
+				cm.Update(bit)
+				b = b<<1 | bit
+			}
+			out[i] = byte(b)
+		}
+		return
+	}
+	for i := range out {
+		b := 0
+		for k := 0; k < 8; k++ {
+			bit := d.DecodeBit(m.P())
+			m.Update(bit)
+			b = b<<1 | bit
+		}
+		out[i] = byte(b)
+	}
 }
 
 // Decode implements Codec.
@@ -83,28 +135,26 @@ func (c *BitCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) 
 		return dst, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
 	}
 	start := len(dst)
-	m := c.pred.New(rawLen)
+	m, err := c.pred.New(rawLen, payload[0])
+	if errors.Is(err, predictor.ErrBadParams) {
+		return dst, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err != nil {
+		return dst, err
+	}
 	defer c.pred.Release(m)
 	d := Decoder{}
-	d.Reset(payload)
+	d.Reset(payload[1:])
 	dst = append(dst, make([]byte, rawLen)...)
 	out := dst[start:]
-	for i := range out {
-		if i%ctxEvery == 0 {
-			if err := ctx.Err(); err != nil {
-				return dst[:start], err
-			}
-			if d.Overrun() {
-				return dst[:start], fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, i, rawLen)
-			}
+	for i := 0; i < len(out); i += ctxEvery {
+		if err := ctx.Err(); err != nil {
+			return dst[:start], err
 		}
-		b := 0
-		for k := 0; k < 8; k++ {
-			bit := d.DecodeBit(m.P())
-			m.Update(bit)
-			b = b<<1 | bit
+		if d.Overrun() {
+			return dst[:start], fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, i, rawLen)
 		}
-		out[i] = byte(b)
+		decodeBits(&d, m, out[i:min(i+ctxEvery, len(out))])
 	}
 	if err := d.Finish(); err != nil {
 		return dst[:start], fmt.Errorf("%s: %w", c.name, err)

@@ -27,6 +27,7 @@ package predictor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -46,14 +47,27 @@ type BitModel interface {
 
 // BitPredictor makes cold BitModels, one per block. It is safe for
 // concurrent use.
+//
+// A predictor may choose per block a parameter byte (for example the size of
+// its hash tables, from the block length and its memory bound). The coder
+// stores that byte in the payload, so a decoder builds the same model whatever
+// its own configuration says.
 type BitPredictor interface {
-	// New returns a cold model for a block of blockLen bytes (the length is
-	// known to encoder and decoder, so models may size tables by it).
-	New(blockLen int) BitModel
+	// Params returns the parameter byte for a block of blockLen bytes.
+	Params(blockLen int) byte
+	// New returns a cold model for a block of blockLen bytes coded with
+	// params. It returns an error when params is not one this predictor
+	// could have chosen (a damaged payload) or needs more memory than the
+	// predictor may use.
+	New(blockLen int, params byte) (BitModel, error)
 	// Release hands a model back for reuse once its block is coded; m must
 	// not be used afterwards. Releasing is optional.
 	Release(m BitModel)
 }
+
+// ErrBadParams is wrapped by BitPredictor.New's error when the parameter
+// byte is not one the predictor could have chosen: the payload is damaged.
+var ErrBadParams = errors.New("invalid predictor parameter byte")
 
 // FreqTotal is the sum of every Dist.
 const FreqTotal = 1 << 16

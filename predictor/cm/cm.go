@@ -4,20 +4,25 @@
 //
 // For each bit the model looks at:
 //
-//   - order-0 and order-1 contexts in direct tables, and order-2, 3, 4 and 6
-//     contexts and a word context (the hash of the letters of the current
-//     word, case-folded, with the previous word) in one hash table of 16-byte
-//     slots (a checksum byte and the bit histories of the 15 nodes of a
-//     nibble's bit tree), looked up twice per byte;
-//   - a match model: the longest recent repeat of the last MinLen bytes in the
-//     block, predicting the bit that followed it;
+//   - order-0 and order-1 contexts, each with a direct adaptive counter per
+//     context and partial byte;
+//   - order-2, 3, 4 and 6 contexts and a word context (the hash of the
+//     letters of the current word, case-folded, with the previous word) in
+//     one hash table of 16-byte slots (a checksum byte and the bit histories
+//     of the 15 nodes of a nibble's bit tree), looked up twice per byte. A
+//     bit history is a one-byte state standing for recent counts of zeros
+//     and ones; an adaptive map per order turns it into a probability;
+//     the word context is the current word only (empty between words);
+//   - a match model: the most recent earlier occurrence of the last matchMin
+//     bytes in the block predicts the bit that followed it, with a
+//     confidence learned per match length.
 //
-// Each context's bit history (a one-byte state counting recent zeros and
-// ones) is mapped to a probability by an adaptive table per order. The
-// stretched probabilities are combined by gated linear mixers (integer
-// weights, weight sets selected by the partial byte and by match state), a
-// final mixer combines those, and two adaptive probability maps (APM/SSE)
-// refine the result by order-1 and order-2 context.
+// The stretched probabilities (ln(p/(1-p))) are combined by a gated linear
+// mixer whose integer weight set is selected by the previous byte, the bit
+// position and the match state; a final one-input mixer per partial byte
+// rescales the result, and an adaptive probability map (APM/SSE) indexed by
+// the partial byte refines it. Learning rates start high and fall as the
+// block goes on.
 //
 // All arithmetic is integer (see tables.go for the fixed-point conventions),
 // so every GOARCH computes the same probabilities. Any change to it changes
@@ -25,6 +30,7 @@
 package cm
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -34,20 +40,21 @@ import (
 // 16*n*slotsPerByte bytes plus fixed tables of about 1 MiB, capped by the
 // configured memory.
 const (
-	minSlots     = 1 << 10
+	minSlotsLog  = 10
+	maxSlotsLog  = 24
 	slotsPerByte = 4
 	fixedMemory  = 1 << 20
 	// MinMemory is the smallest memory bound New accepts.
-	MinMemory = fixedMemory + 16*minSlots
+	MinMemory = fixedMemory + 16<<minSlotsLog
 )
 
 const (
-	nHashed  = 5           // orders 2, 3, 4, 6 and word, in the hash table
-	nCtx     = 2 + nHashed // plus order 0 and 1 in direct tables
-	nInputs  = nCtx + 2    // plus match model and bias
-	nSets    = 3           // mixers in the first layer
-	matchMin = 6           // bytes of context the match model hashes
-	setSize  = nInputs     // weights per weight set
+	nHashed  = 5 // orders 2, 3, 4, 6 and word, in the hash table
+	nDirect  = 2 // orders 0 and 1, direct counters
+	nCtx     = nDirect + nHashed
+	nInputs  = nCtx + 2 // plus match model and bias
+	matchMin = 8        // bytes of context the match model hashes
+	setSize  = nInputs  // weights per weight set
 	apmBins  = 33
 )
 
@@ -69,26 +76,33 @@ func New(memory int64) *Predictor {
 
 var _ predictor.BitPredictor = (*Predictor)(nil)
 
-// slotsFor returns the hash-table size (in 16-byte slots) for a block: a
-// power of two, a function of the block length and memory bound only, so that
-// encoder and decoder agree.
-func (p *Predictor) slotsFor(blockLen int) int {
+// Params implements predictor.BitPredictor: the parameter byte is the log2
+// of the hash-table size in 16-byte slots, chosen from the block length and
+// capped by the memory bound.
+func (p *Predictor) Params(blockLen int) byte {
 	want := blockLen * slotsPerByte
-	n := minSlots
-	for n < want && int64(n*2)*16+fixedMemory <= p.memory {
-		n *= 2
+	lg := minSlotsLog
+	for 1<<lg < want && lg < maxSlotsLog && int64(16)<<(lg+1)+fixedMemory <= p.memory {
+		lg++
 	}
-	return n
+	return byte(lg)
 }
 
 // New implements predictor.BitPredictor.
-func (p *Predictor) New(blockLen int) predictor.BitModel {
+func (p *Predictor) New(blockLen int, params byte) (predictor.BitModel, error) {
+	lg := int(params)
+	if lg < minSlotsLog || lg > maxSlotsLog {
+		return nil, fmt.Errorf("%w: cm hash-table size 2^%d slots is outside 2^%d..2^%d", predictor.ErrBadParams, lg, minSlotsLog, maxSlotsLog)
+	}
+	if need := int64(16)<<lg + fixedMemory; need > p.memory && lg > minSlotsLog {
+		return nil, fmt.Errorf("cm block needs %d MiB of tables, above the configured codec.cm_memory of %d MiB: raise it to read this block", need>>20, p.memory>>20)
+	}
 	m, _ := p.pool.Get().(*Model)
 	if m == nil {
 		m = &Model{}
 	}
-	m.reset(blockLen, p.slotsFor(blockLen))
-	return m
+	m.reset(blockLen, 1<<lg)
+	return m, nil
 }
 
 // Release implements predictor.BitPredictor.
@@ -98,91 +112,78 @@ func (p *Predictor) Release(bm predictor.BitModel) {
 	}
 }
 
-// stateMap maps a context (here a bit-history state) to an adaptive
-// probability: 22 bits of probability and a 10-bit count in one uint32,
-// updated by 1/(count+1.5) until the count reaches its limit.
-type stateMap struct {
-	t     []uint32
-	limit uint32
-}
+// Context maps turn a context (a bit-history state, a match state, or for
+// the direct counters an order-0/1 context) into an adaptive probability:
+// each entry holds 22 bits of probability and a 10-bit count in one uint32.
+// The match map learns at rate 1/(count+1.5) until the count reaches
+// smLimit, the direct counters until ctrLimit; the bit-history maps start
+// from each state's count estimate and learn at a fixed 1/256.
+const smLimit = 1023
 
-var recip = func() (r [1024]int64) {
+// smRate[n] = 2^16/(n+1.5), the learning rate after n updates.
+var smRate = func() (r [1024]int32) {
 	for n := range r {
-		r[n] = 65536 * 2 / int64(2*n+3)
+		r[n] = 65536 * 2 / int32(2*n+3)
 	}
 	return
 }()
 
-func (s *stateMap) p(cx int) int32 { return int32(s.t[cx] >> 20) }
+// smP returns the 12-bit probability of an entry.
+func smP(v uint32) int32 { return int32(v >> 20) }
 
-func (s *stateMap) update(cx int, y int) {
-	v := s.t[cx]
-	n := v & 1023
-	p := int64(v >> 10)
-	p += ((int64(y)<<22 - p) * recip[n]) >> 16
-	if n < s.limit {
+// smUpdate trains entry v with bit y.
+func smUpdate(v *uint32, y int) {
+	t := *v
+	n := t & 1023
+	p := int32(t >> 10)
+	// (target-p) has 23 bits with sign; scaled down by 2^7 and multiplied by
+	// a rate below 2^16 it fits in 32 bits.
+	p += ((int32(y)<<22 - p) >> 7) * smRate[n] >> 9
+	if n < smLimit {
 		n++
 	}
-	s.t[cx] = uint32(p)<<10 | n
+	*v = uint32(p)<<10 | n
 }
 
-// initStates sets a state map over bit-history states to each state's count
+// ctrLimit caps the count of direct context counters, which track a
+// changing context rather than a fixed state.
+const ctrLimit = 60
+
+// ctrUpdate trains a direct counter (same layout as a context-map entry)
+// with bit y.
+func ctrUpdate(v *uint32, y int) {
+	t := *v
+	n := t & 1023
+	p := int32(t >> 10)
+	p += ((int32(y)<<22 - p) >> 7) * smRate[n] >> 9
+	if n < ctrLimit {
+		n++
+	}
+	*v = uint32(p)<<10 | n
+}
+
+// smInitStates sets a map over bit-history states to each state's count
 // estimate, (n1+1/2)/(n0+n1+1).
-func (s *stateMap) initStates() {
-	for i := range s.t {
-		n0, n1 := int64(tab.n0[i&255]), int64(tab.n1[i&255])
+func smInitStates(t *[256]uint32) {
+	for i := range t {
+		n0, n1 := int64(tab.n0[i]), int64(tab.n1[i])
 		p := ((2*n1 + 1) << 22) / (2*(n0+n1) + 2)
-		s.t[i] = uint32(p) << 10
+		t[i] = uint32(p) << 10
 	}
 }
 
-// initFlat sets every context of a state map to probability 1/2.
-func (s *stateMap) initFlat() {
-	for i := range s.t {
-		s.t[i] = 1 << 31
-	}
-}
+// The APM refines the mixer's probability given the partial byte: 33 bins
+// over the stretch domain per context, interpolated between the two nearest
+// bins, the nearer one trained at rate 1/2^apmRate. Entries are 16-bit
+// probabilities, starting at squash of the bin's centre.
+const apmRate = 7
 
-// apm refines a probability given a context: 33 bins over the stretch domain
-// per context, interpolated, the nearer bin trained.
-type apm struct {
-	t    []uint16
-	idx  int
-	rate uint
-}
-
-func (a *apm) init(n int, rate uint) {
-	if cap(a.t) < n*apmBins {
-		a.t = make([]uint16, n*apmBins)
+var apmRow = func() (r [apmBins]uint16) {
+	for j := range r {
+		r[j] = uint16(squashCalc(int32(j-16)*128) * 16)
 	}
-	a.t = a.t[:n*apmBins]
-	for i := 0; i < n; i++ {
-		for j := 0; j < apmBins; j++ {
-			a.t[i*apmBins+j] = uint16(squash(int32(j-16)*128) * 16)
-		}
-	}
-	a.rate = rate
-}
-
-func (a *apm) pp(pr int32, cx int) int32 {
-	s := stretch(pr) + 2048
-	lo := int(s >> 7)
-	w := s & 127
-	i := cx*apmBins + lo
-	t := a.t[i : i+2]
-	if w >= 64 {
-		a.idx = i + 1
-	} else {
-		a.idx = i
-	}
-	return (int32(t[0])*(128-w) + int32(t[1])*w) >> 11
-}
-
-func (a *apm) update(y int) {
-	g := int32(y<<16) + int32(y<<a.rate) - int32(y) - int32(y)
-	v := int32(a.t[a.idx])
-	a.t[a.idx] = uint16(v + (g-v)>>a.rate)
-}
+	return
+}()
 
 // Model is the per-block state of the cm predictor. It implements
 // predictor.BitModel.
@@ -193,17 +194,20 @@ type Model struct {
 	c4, c8 uint32 // last 8 bytes
 	bits   int    // bits of the current byte seen
 	word   uint32 // hash of the current word
-	word1  uint32 // hash of the previous word
 
 	// contexts
-	t0   []uint8 // order 0: 256 states
-	t1   []uint8 // order 1: 64K states
-	ht   []uint8 // hashed contexts: slots of 16 bytes
-	mask uint32  // slot index mask
+	// ht holds the bit-history states of the hashed contexts in slots of
+	// 16 bytes.
+	ht   []uint8
+	mask uint32 // slot index mask
 	h    [nHashed]uint32
-	slot [nHashed]int // byte offset of each context's current slot
-	cp   [nCtx]int    // index of each context's current state (in t0, t1 or ht)
-	sm   [nCtx]stateMap
+	slot [nHashed]int   // byte offset of each context's current slot
+	cp   [nHashed]int   // index in ht of each hashed context's current state
+	st   [nHashed]uint8 // the states predict saw
+	sm   [nHashed][256]uint32
+	o0   [256]uint32 // order 0: direct adaptive probabilities
+	o1   []uint32    // order 1: direct adaptive probabilities
+	o1i  int
 
 	// match model
 	mt    []int32 // hash of last matchMin bytes -> position after them
@@ -212,42 +216,45 @@ type Model struct {
 	mlen  int
 	mbit  int // expected bit, when mlen > 0
 	mcx   int
-	msm   stateMap
+	msm   [64 * 2]uint32
 
 	// mixers
 	x     [nInputs]int32
-	w     []int32 // nSets groups of weight sets
-	wsel  [nSets]int
-	mp    [nSets]int32 // each first-layer mixer's stretch output
-	fw    []int32      // final mixer weights, selected by bits
+	w     []int32 // weightSets sets of setSize weights
+	wsel  int     // offset of the selected weight set in w
+	mp    int32   // the mixer's output, stretched
+	fw    []int32 // final weights, selected by partial byte
 	fsel  int
 	fdot  int32
-	lr    int64
 	nbits int
 
-	a1, a2 apm
+	apm    [256 * apmBins]uint16
+	apmIdx int // the bin to train
 	pmix   int32
 	pr     int32 // final 12-bit probability of a 1
 }
 
-// Sizes of the first-layer weight-set groups: by partial byte, by match
-// length and expected bit, by order-2 byte class and bit position.
-var setCounts = [nSets]int{256, 64 * 2, 8 * 256}
+// weightSets is the number of mixer weight sets: previous byte (256) times
+// bit position (8) times match state (none, predicts 0, predicts 1).
+const weightSets = 256 * 8 * 3
 
 func (m *Model) reset(blockLen, slots int) {
 	if cap(m.buf) < blockLen {
 		m.buf = make([]byte, 0, blockLen)
 	}
 	m.buf = m.buf[:0]
-	m.c0, m.c4, m.c8, m.bits, m.word, m.word1 = 1, 0, 0, 0, 0, 0
-	m.t0 = resize8(m.t0, 256)
-	m.t1 = resize8(m.t1, 1<<16)
+	m.c0, m.c4, m.c8, m.bits, m.word = 1, 0, 0, 0, 0
 	m.ht = resize8(m.ht, slots*16)
 	m.mask = uint32(slots - 1)
 	for i := range m.sm {
-		m.sm[i].t = resize32(m.sm[i].t, 256)
-		m.sm[i].limit = 1023
-		m.sm[i].initStates()
+		smInitStates(&m.sm[i])
+	}
+	for i := range m.o0 {
+		m.o0[i] = 1 << 31
+	}
+	m.o1 = resize32(m.o1, 1<<16)
+	for i := range m.o1 {
+		m.o1[i] = 1 << 31
 	}
 	ms := 1 << 10
 	for ms < blockLen && ms < 1<<22 {
@@ -256,25 +263,22 @@ func (m *Model) reset(blockLen, slots int) {
 	m.mt = resize32i(m.mt, ms)
 	m.mmask = uint32(ms - 1)
 	m.mptr, m.mlen, m.mbit = 0, 0, 0
-	m.msm.t = resize32(m.msm.t, 64*2)
-	m.msm.limit = 1023
-	m.msm.initFlat()
-
-	nw := 0
-	for _, c := range setCounts {
-		nw += c * setSize
+	for i := range m.msm {
+		m.msm[i] = 1 << 31
 	}
-	m.w = resize32i(m.w, nw)
+
+	m.w = resize32i(m.w, weightSets*setSize)
 	for i := range m.w {
 		m.w[i] = 1 << 14
 	}
-	m.fw = resize32i(m.fw, 256*nSets)
+	m.fw = resize32i(m.fw, 256)
 	for i := range m.fw {
-		m.fw[i] = 65536 / nSets
+		m.fw[i] = 65536
 	}
 	m.nbits = 0
-	m.a1.init(256, 6)
-	m.a2.init(1<<16, 6)
+	for i := 0; i < 256; i++ {
+		copy(m.apm[i*apmBins:], apmRow[:])
+	}
 	m.h = [nHashed]uint32{}
 	m.byteUpdate()
 	m.nibbleUpdate()
@@ -356,10 +360,7 @@ func (m *Model) byteUpdate() {
 	m.h[1] = (c4&0xFFFFFF)*0x7A3F5E93 + 0x3000000
 	m.h[2] = c4*0x3C6EF372 + 0x5000000
 	m.h[3] = hash32(c4*0x9E3779B1+0x7000000) + (c8&0xFFFF)*0x6F4F2A35
-	m.h[4] = hash32(m.word*0x2545F491+m.word1) + 0x9000000
-	if m.word == 0 {
-		m.h[4] += (c4 & 0xFF) * 0x5851F42D
-	}
+	m.h[4] = hash32(m.word*0x2545F491) + 0x9000000
 }
 
 // nibbleUpdate looks up the hashed slots at bit 0 and bit 4 of a byte.
@@ -374,14 +375,6 @@ func (m *Model) nibbleUpdate() {
 func (m *Model) Update(bit int) {
 	y := bit & 1
 	m.train(y)
-
-	// bit histories
-	m.t0[m.cp[0]] = tab.next[m.t0[m.cp[0]]][y]
-	m.t1[m.cp[1]] = tab.next[m.t1[m.cp[1]]][y]
-	for i := 2; i < nCtx; i++ {
-		j := m.cp[i]
-		m.ht[j] = tab.next[m.ht[j]][y]
-	}
 
 	m.c0 = m.c0<<1 | uint32(y)
 	m.bits++
@@ -400,8 +393,7 @@ func (m *Model) Update(bit int) {
 		}
 		if lc >= 'a' && lc <= 'z' || lc >= 0x80 {
 			m.word = (m.word + uint32(lc) + 1) * 0x3D4D51CB
-		} else if m.word != 0 {
-			m.word1 = m.word
+		} else {
 			m.word = 0
 		}
 		m.byteUpdate()
@@ -425,11 +417,8 @@ func (m *Model) matchUpdate() {
 	if n < matchMin {
 		return
 	}
-	var h uint32
-	for _, c := range m.buf[n-matchMin:] {
-		h = (h + uint32(c) + 1) * 0x2F0B4C75
-	}
-	h = hash32(h) & m.mmask
+	// the last matchMin = 8 bytes are c8:c4
+	h := hash32(m.c4*0x2F0B4C75^hash32(m.c8+0x9E3779B9)) & m.mmask
 	if m.mlen == 0 {
 		p := int(m.mt[h])
 		if p > 0 && p < n {
@@ -467,17 +456,16 @@ func (m *Model) predict() {
 	} else {
 		node = (1 << uint(m.bits-4)) | (m.c0 & ((1 << uint(m.bits-4)) - 1))
 	}
-	m.cp[0] = int(m.c0)
-	m.cp[1] = int(m.c4&0xFF)<<8 | int(m.c0)
-	for i := 0; i < nHashed; i++ {
-		m.cp[2+i] = m.slot[i] + int(node)
-	}
-	st := [nCtx]uint8{m.t0[m.cp[0]], m.t1[m.cp[1]]}
-	for i := 2; i < nCtx; i++ {
-		st[i] = m.ht[m.cp[i]]
-	}
-	for i := 0; i < nCtx; i++ {
-		m.x[i] = stretch(m.sm[i].p(int(st[i])))
+	ht := m.ht
+	m.x[0] = stretchTab[m.o0[m.c0&0xFF]>>20]
+	m.o1i = int((m.c4&0xFF)<<8 | m.c0&0xFF)
+	m.x[1] = stretchTab[m.o1[m.o1i]>>20]
+	for i := range nHashed {
+		cp := m.slot[i] + int(node)
+		m.cp[i] = cp
+		st := ht[cp]
+		m.st[i] = st
+		m.x[nDirect+i] = stretchTab[m.sm[i][st]>>20]
 	}
 
 	// match model
@@ -485,53 +473,33 @@ func (m *Model) predict() {
 		pb := m.buf[m.mptr]
 		m.mbit = int(pb>>(7-uint(m.bits))) & 1
 		m.mcx = matchBucket(m.mlen)*2 + m.mbit
-		m.x[nCtx] = stretch(m.msm.p(m.mcx))
+		m.x[nCtx] = stretch(smP(m.msm[m.mcx&127]))
 	} else {
 		m.mcx = 0
 		m.x[nCtx] = 0
 	}
 	m.x[nCtx+1] = 256
 
-	// first layer
-	mb := 0
+	// mixer: one weight set per (previous byte, bit position, match state)
+	ms := 0
 	if m.mlen > 0 {
-		mb = m.mcx
+		ms = 1 + m.mbit
 	}
-	c1 := m.c4 & 0xFF
-	m.wsel[0] = int(m.c0) * setSize
-	off := setCounts[0] * setSize
-	m.wsel[1] = off + mb*setSize
-	off += setCounts[1] * setSize
-	m.wsel[2] = off + (int(m.bits)<<8|int(c1))*setSize
-	for j := 0; j < nSets; j++ {
-		w := m.w[m.wsel[j] : m.wsel[j]+setSize]
-		var dot int64
-		for i, x := range m.x {
-			dot += int64(x) * int64(w[i])
-		}
-		d := int32(dot >> 16)
-		if d > 2047 {
-			d = 2047
-		} else if d < -2047 {
-			d = -2047
-		}
-		m.mp[j] = d
-	}
-	// final layer
-	m.fsel = int(m.c0) * nSets
-	fw := m.fw[m.fsel : m.fsel+nSets]
-	var dot int64
-	for j, x := range m.mp {
-		dot += int64(x) * int64(fw[j])
-	}
-	m.fdot = clampSt(int32(dot >> 16))
+	m.wsel = ((int(m.c4&0xFF)<<3|m.bits)*3 + ms) * setSize
+	m.mp = clampSt(int32(dot9(&m.x, (*[setSize]int32)(m.w[m.wsel:])) >> 16))
+	// final scaling, one weight per partial byte
+	m.fsel = int(m.c0 & 0xFF)
+	m.fdot = clampSt(int32((int64(m.mp) * int64(m.fw[m.fsel&0xFF])) >> 16))
 	pr := squash(m.fdot)
 	m.pmix = pr
 
 	// APM stages
-	p1 := m.a1.pp(pr, int(m.c0))
-	p2 := m.a2.pp(pr, int((hash32(m.c4&0xFFFF)^m.c0*0x9E3779B1)>>16))
-	pr = (2*pr + p1 + p2 + 2) >> 2
+	s := m.fdot + 2048
+	w := s & 127
+	i := int(m.c0&0xFF)*apmBins + int(s>>7)
+	m.apmIdx = i + int(w>>6)
+	p1 := (int32(m.apm[i])*(128-w) + int32(m.apm[i+1])*w) >> 11
+	pr = (pr + p1 + 1) >> 1
 	if pr < 1 {
 		pr = 1
 	} else if pr > 4095 {
@@ -552,39 +520,64 @@ func clampSt(d int32) int32 {
 
 // train updates every adaptive part with the coded bit y.
 func (m *Model) train(y int) {
-	st := [nCtx]uint8{m.t0[m.cp[0]], m.t1[m.cp[1]]}
-	for i := 2; i < nCtx; i++ {
-		st[i] = m.ht[m.cp[i]]
-	}
-	for i := 0; i < nCtx; i++ {
-		m.sm[i].update(int(st[i]), y)
+	ht := m.ht
+	yb := y & 1
+	ctrUpdate(&m.o0[m.c0&0xFF], yb)
+	ctrUpdate(&m.o1[m.o1i&0xFFFF], yb)
+	for i := range nHashed {
+		st := m.st[i]
+		// state maps start from the states' count estimates and learn
+		// at a fixed rate of 1/256
+		v := &m.sm[i][st]
+		*v += uint32((int32(yb)<<22 - int32(*v>>10)) >> 8 << 10)
+		ht[m.cp[i]] = nextState[st][yb]
 	}
 	if m.mlen > 0 {
-		m.msm.update(m.mcx, y)
+		smUpdate(&m.msm[m.mcx&127], y)
 	}
 
-	lr := int64(14)
+	lr := int64(7)
 	if m.nbits < 1<<14 {
-		lr = 40
+		lr = 20
 	} else if m.nbits < 1<<16 {
-		lr = 24
+		lr = 12
 	}
 	m.nbits++
-	// first layer: each mixer learns from its own prediction
-	for j := 0; j < nSets; j++ {
-		err := int64(y<<12) - int64(squash(m.mp[j]))
+	// the mixer learns from its own prediction (skipping errors below 24/4096,
+	// which change little), the final weight from the final one
+	if err := int64(y<<12) - int64(squash(m.mp)); err > 24 || err < -24 {
 		e := err * lr
-		w := m.w[m.wsel[j] : m.wsel[j]+setSize]
-		for i, x := range m.x {
-			w[i] += int32((int64(x)*e + 1<<13) >> 14)
-		}
+		train9(&m.x, (*[setSize]int32)(m.w[m.wsel:]), e)
 	}
-	err := int64(y<<12) - int64(m.pmix)
-	e := err * lr
-	fw := m.fw[m.fsel : m.fsel+nSets]
-	for j, x := range m.mp {
-		fw[j] += int32((int64(x)*e + 1<<13) >> 14)
-	}
-	m.a1.update(y)
-	m.a2.update(y)
+	e := (int64(y<<12) - int64(m.pmix)) * lr
+	m.fw[m.fsel&0xFF] += int32((int64(m.mp)*e + 1<<13) >> 14)
+	g := int32(y<<16) + int32(y<<apmRate) - int32(y) - int32(y)
+	v := int32(m.apm[m.apmIdx])
+	m.apm[m.apmIdx] = uint16(v + (g-v)>>apmRate)
 }
+
+// dot9 returns the dot product of inputs and weights.
+func dot9(x *[nInputs]int32, w *[setSize]int32) int64 {
+	return int64(x[0])*int64(w[0]) + int64(x[1])*int64(w[1]) + int64(x[2])*int64(w[2]) +
+		int64(x[3])*int64(w[3]) + int64(x[4])*int64(w[4]) + int64(x[5])*int64(w[5]) +
+		int64(x[6])*int64(w[6]) + int64(x[7])*int64(w[7]) + int64(x[8])*int64(w[8])
+}
+
+// train9 moves weights w along inputs x by error e (error times rate).
+func train9(x *[nInputs]int32, w *[setSize]int32, e int64) {
+	w[0] += int32((int64(x[0])*e + 1<<13) >> 14)
+	w[1] += int32((int64(x[1])*e + 1<<13) >> 14)
+	w[2] += int32((int64(x[2])*e + 1<<13) >> 14)
+	w[3] += int32((int64(x[3])*e + 1<<13) >> 14)
+	w[4] += int32((int64(x[4])*e + 1<<13) >> 14)
+	w[5] += int32((int64(x[5])*e + 1<<13) >> 14)
+	w[6] += int32((int64(x[6])*e + 1<<13) >> 14)
+	w[7] += int32((int64(x[7])*e + 1<<13) >> 14)
+	w[8] += int32((int64(x[8])*e + 1<<13) >> 14)
+}
+
+// The match hash covers c4 and c8, so matchMin must be 8.
+var _ = [1]int{}[matchMin-8]
+
+// The unrolled mixer code assumes nine inputs.
+var _ = [1]int{}[nInputs-9]

@@ -26,6 +26,14 @@ type tables struct {
 
 var tab = buildTables()
 
+// Copies of the hot tables as package-level arrays, so that lookups need no
+// pointer load.
+var (
+	squashTab  = tab.squash
+	stretchTab = tab.stretch
+	nextState  = tab.next
+)
+
 func squashCalc(d int32) int32 {
 	if d > 2047 {
 		return 4095
@@ -46,11 +54,11 @@ func squash(d int32) int32 {
 	if d < -2047 {
 		d = -2047
 	}
-	return tab.squash[d+2048]
+	return squashTab[(d+2048)&4095]
 }
 
 // stretch is the inverse of squash.
-func stretch(p int32) int32 { return tab.stretch[p&4095] }
+func stretch(p int32) int32 { return stretchTab[p&4095] }
 
 // Bit-history limits: a state stands for counts (n0, n1) of zeros and ones
 // seen in a context. On a bit, its count grows and the opposite count, when

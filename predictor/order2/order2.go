@@ -5,6 +5,7 @@
 package order2
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -16,8 +17,14 @@ type Predictor struct{ pool sync.Pool }
 
 var _ predictor.BitPredictor = (*Predictor)(nil)
 
+// Params implements predictor.BitPredictor: order2 has no parameters.
+func (p *Predictor) Params(int) byte { return 0 }
+
 // New implements predictor.BitPredictor.
-func (p *Predictor) New(blockLen int) predictor.BitModel {
+func (p *Predictor) New(blockLen int, params byte) (predictor.BitModel, error) {
+	if params != 0 {
+		return nil, fmt.Errorf("%w: order2 parameter byte is %d, want 0", predictor.ErrBadParams, params)
+	}
 	m, _ := p.pool.Get().(*Model)
 	if m == nil {
 		m = &Model{}
@@ -36,7 +43,7 @@ func (p *Predictor) New(blockLen int) predictor.BitModel {
 	m.mask = uint32(n - 1)
 	m.c0, m.c2 = 1, 0
 	m.idx = m.index()
-	return m
+	return m, nil
 }
 
 // Release implements predictor.BitPredictor.
