@@ -2,6 +2,7 @@ package coder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -10,7 +11,9 @@ import (
 	"github.com/lmfs/lmfs/predictor/mix"
 )
 
-// LMCM is the lm+cm codec (id 5): every byte is coded as eight binary
+// LMCM is the lm+cm codec (id 5). The payload is cm's parameter byte (see
+// predictor.BitPredictor) and then the arithmetic coder's stream. Every byte
+// is coded as eight binary
 // decisions, most significant bit first; for each, the LM's probability (the
 // ratio of its frequency table over the two halves of the current bit-tree
 // node, as EncodeSymbol codes it) and the context-mixing model's are mixed by
@@ -60,12 +63,19 @@ type lmcmState struct {
 	cum [257]uint32
 }
 
-func (c *LMCM) newState(n int) *lmcmState {
+func (c *LMCM) newState(n int, params byte) (*lmcmState, error) {
+	m, err := c.cm.New(n, params)
+	if errors.Is(err, predictor.ErrBadParams) {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err != nil {
+		return nil, err
+	}
 	return &lmcmState{
-		cm: c.cm.New(n),
+		cm: m,
 		mx: mix.New(2, lmcmSets, lmcmInit, lmcmRateShift),
 		ap: mix.NewAPM(256*4, lmcmAPMRate),
-	}
+	}, nil
 }
 
 // p returns the mixed P(next bit = 1) for bit k (0 = most significant) of
@@ -103,11 +113,15 @@ func (c *LMCM) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
 	if len(src) == 0 {
 		return dst, nil
 	}
-	s := c.newState(len(src))
+	params := c.cm.Params(len(src))
+	s, err := c.newState(len(src), params)
+	if err != nil {
+		return dst, err
+	}
 	defer c.cm.Release(s.cm)
 	e := Encoder{}
-	e.Reset(dst)
-	err := c.lm.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
+	e.Reset(append(dst, params))
+	err = c.lm.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
 		if err := cumulate(d, &s.cum); err != nil {
 			return err
 		}
@@ -154,11 +168,14 @@ func (c *LMCM) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]b
 		return dst, err
 	}
 	defer st.Close()
-	s := c.newState(rawLen)
+	s, err := c.newState(rawLen, payload[0])
+	if err != nil {
+		return dst, err
+	}
 	defer c.cm.Release(s.cm)
 	start := len(dst)
 	d := Decoder{}
-	d.Reset(payload)
+	d.Reset(payload[1:])
 	ids := []int{0}
 	dist := make([]predictor.Dist, 1)
 	sym := []byte{0}
