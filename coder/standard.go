@@ -1,6 +1,10 @@
 package coder
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/lmfs/lmfs/predictor/lm"
+)
 
 // Options configures the standard codec set.
 type Options struct {
@@ -9,17 +13,32 @@ type Options struct {
 	// CMMemory bounds one context-mixing coder's tables in bytes (config
 	// codec.cm_memory).
 	CMMemory int64
+	// NoLM leaves out the neural LM codecs (lm, lm+cm). Their blocks then
+	// cannot be read, so only tests that need a fast registry set it: the
+	// pure-Go LM codes about 10-20 KB/s per core.
+	NoLM bool
 }
 
 // DefaultOptions are the options lmfs uses when none are configured.
 func DefaultOptions() Options { return Options{ZstdLevel: 3, CMMemory: 64 << 20} }
 
 // NewStandard returns a registry with every codec this build can write and
-// read: raw, zstd and the prediction codecs.
+// read: raw, zstd and the prediction codecs (cm, order2, and lm and lm+cm
+// with the built-in model).
 func NewStandard(o Options) (*Registry, error) {
 	z, err := NewZstd(o.ZstdLevel)
 	if err != nil {
 		return nil, fmt.Errorf("zstd codec: %w", err)
 	}
-	return NewRegistry(z, NewOrder2(), NewCM(o.CMMemory)), nil
+	reg := NewRegistry(z, NewOrder2(), NewCM(o.CMMemory))
+	if o.NoLM {
+		return reg, nil
+	}
+	m, err := lm.Default()
+	if err != nil {
+		return nil, fmt.Errorf("built-in LM model: %w", err)
+	}
+	reg.Register(NewLM(m))
+	reg.Register(NewLMCM(m, o.CMMemory))
+	return reg, nil
 }

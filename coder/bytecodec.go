@@ -1,0 +1,102 @@
+package coder
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/lm"
+)
+
+// ByteCodec codes a block byte by byte with a byte predictor (a 256-ary
+// frequency table per position) and the arithmetic coder's symbol coding.
+// The payload is the coder's stream (empty for an empty block). Its blocks
+// carry the id of the model they were coded with.
+type ByteCodec struct {
+	id    ID
+	name  string
+	model ModelID
+	pred  predictor.ByteModel
+}
+
+// NewByteCodec returns a codec with the given id and name that codes with
+// pred, whose model file has the SHA-256 model.
+func NewByteCodec(id ID, name string, model ModelID, pred predictor.ByteModel) *ByteCodec {
+	return &ByteCodec{id: id, name: name, model: model, pred: pred}
+}
+
+// NewLM returns the neural LM codec (id 4) for model m.
+func NewLM(m *lm.Model) *ByteCodec { return NewByteCodec(IDLM, "lm", ModelID(m.ID()), m) }
+
+// ID implements Codec.
+func (c *ByteCodec) ID() ID { return c.id }
+
+// Name implements Codec.
+func (c *ByteCodec) Name() string { return c.name }
+
+// Model implements Codec.
+func (c *ByteCodec) Model() (ModelID, bool) { return c.model, true }
+
+// Encode implements Codec.
+func (c *ByteCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
+	if len(src) == 0 {
+		return dst, nil
+	}
+	e := Encoder{}
+	e.Reset(dst)
+	err := c.pred.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
+		return e.EncodeSymbol(d, src[pos])
+	})
+	if err != nil {
+		return dst, err
+	}
+	return e.Finish(), nil
+}
+
+// Decode implements Codec.
+func (c *ByteCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
+	if rawLen == 0 {
+		if len(payload) != 0 {
+			return dst, fmt.Errorf("%w: %s payload of %d bytes for an empty block", ErrCorrupt, c.name, len(payload))
+		}
+		return dst, nil
+	}
+	if len(payload) == 0 {
+		return dst, fmt.Errorf("%w: empty %s payload for a block of %d bytes", ErrCorrupt, c.name, rawLen)
+	}
+	if rawLen < 0 || rawLen > MaxBlockSize {
+		return dst, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
+	}
+	s, err := c.pred.Streams(ctx, 1)
+	if err != nil {
+		return dst, err
+	}
+	defer s.Close()
+	start := len(dst)
+	d := Decoder{}
+	d.Reset(payload)
+	ids := []int{0}
+	dist := make([]predictor.Dist, 1)
+	sym := []byte{0}
+	for i := range rawLen {
+		if i%ctxEvery == 0 && d.Overrun() {
+			return dst[:start], fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, i, rawLen)
+		}
+		if err := s.Predict(ctx, ids, dist); err != nil {
+			return dst[:start], err
+		}
+		b, err := d.DecodeSymbol(&dist[0])
+		if err != nil {
+			return dst[:start], err
+		}
+		sym[0] = b
+		if err := s.Push(ids, sym); err != nil {
+			return dst[:start], err
+		}
+		dst = append(dst, b)
+	}
+	if err := d.Finish(); err != nil {
+		return dst[:start], fmt.Errorf("%s: %w", c.name, err)
+	}
+	return dst, nil
+}

@@ -1,0 +1,275 @@
+package lm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"testing"
+
+	"github.com/lmfs/lmfs/predictor"
+)
+
+type vectorFile struct {
+	ModelSHA256 string `json:"model_sha256"`
+	TotalBits   int    `json:"total_bits"`
+	Cases       []struct {
+		Name        string   `json:"name"`
+		Input       string   `json:"input"`
+		Positions   int      `json:"positions"`
+		FreqsSHA256 string   `json:"freqs_sha256"`
+		First       []uint32 `json:"first"`
+		Bits        float64  `json:"bits"`
+	} `json:"cases"`
+}
+
+func loadVectors(t *testing.T) vectorFile {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v vectorFile
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestVectors checks the Go reference against the frequency tables that the
+// Python integer simulation (predictor/train/train.py) computed with the
+// default model: the tables of every position must be identical.
+func TestVectors(t *testing.T) {
+	m, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := loadVectors(t)
+	id := m.ID()
+	if got := hex.EncodeToString(id[:]); got != v.ModelSHA256 {
+		t.Fatalf("default model is %s, the vectors were made with %s: regenerate testdata/vectors.json with train.py export", got, v.ModelSHA256)
+	}
+	if 1<<v.TotalBits != predictor.FreqTotal {
+		t.Fatalf("vectors use total 2^%d, predictor.FreqTotal is %d", v.TotalBits, predictor.FreqTotal)
+	}
+	if len(v.Cases) < 5 {
+		t.Fatalf("only %d cases in the vector file", len(v.Cases))
+	}
+	for _, c := range v.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			in, err := base64.StdEncoding.DecodeString(c.Input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Positions != len(in)+1 {
+				t.Fatalf("case has %d positions for %d bytes", c.Positions, len(in))
+			}
+			// Score covers positions 0..len-1; the table after the last byte
+			// comes from a stream, which also checks Streams against Score.
+			h := sha256.New()
+			var buf [4 * 256]byte
+			var bits float64
+			put := func(d *predictor.Dist) {
+				for i, f := range d {
+					binary.LittleEndian.PutUint32(buf[4*i:], f)
+				}
+				h.Write(buf[:])
+			}
+			n := 0
+			err = m.Score(context.Background(), [][]byte{in}, func(b, pos int, d *predictor.Dist) error {
+				if err := d.Check(); err != nil {
+					t.Fatalf("position %d: %v", pos, err)
+				}
+				if pos == 0 {
+					for i := range d {
+						if d[i] != c.First[i] {
+							t.Fatalf("position 0, byte %d: frequency %d, Python says %d", i, d[i], c.First[i])
+						}
+					}
+				}
+				bits += 16 - math.Log2(float64(d[in[pos]]))
+				put(d)
+				n++
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := m.Streams(context.Background(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			dst := make([]predictor.Dist, 1)
+			for i := range in {
+				if err := s.Push([]int{0}, in[i:i+1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Predict(context.Background(), []int{0}, dst); err != nil {
+				t.Fatal(err)
+			}
+			if len(in) == 0 {
+				for i := range dst[0] {
+					if dst[0][i] != c.First[i] {
+						t.Fatalf("empty input, byte %d: frequency %d, Python says %d", i, dst[0][i], c.First[i])
+					}
+				}
+			}
+			put(&dst[0])
+			if got := hex.EncodeToString(h.Sum(nil)); got != c.FreqsSHA256 {
+				t.Errorf("tables of %d positions hash to %s, Python's to %s", n+1, got, c.FreqsSHA256)
+			}
+			if math.Abs(bits-c.Bits) > 1e-6*math.Max(1, c.Bits) {
+				t.Errorf("cost %.6f bits, Python says %.6f", bits, c.Bits)
+			}
+		})
+	}
+}
+
+// TestStreamsMatchScore decodes several blocks stepwise, interleaved, and
+// checks each table against Score's.
+func TestStreamsMatchScore(t *testing.T) {
+	m, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := [][]byte{
+		[]byte("The quick brown fox jumps over the lazy dog. "),
+		[]byte("func f(x int) int { return x * 2 }\n"),
+		{0, 1, 2, 3, 255, 254, 253, 128, 127},
+		[]byte("z"),
+	}
+	want := map[[2]int]predictor.Dist{}
+	if err := m.Score(context.Background(), blocks, func(b, pos int, d *predictor.Dist) error {
+		want[[2]int{b, pos}] = *d
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Streams(context.Background(), len(blocks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for pos := 0; ; pos++ {
+		var ids []int
+		var syms []byte
+		for b, blk := range blocks {
+			if pos < len(blk) {
+				ids = append(ids, b)
+				syms = append(syms, blk[pos])
+			}
+		}
+		if len(ids) == 0 {
+			break
+		}
+		dst := make([]predictor.Dist, len(ids))
+		if err := s.Predict(context.Background(), ids, dst); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range ids {
+			if dst[i] != want[[2]int{b, pos}] {
+				t.Fatalf("block %d position %d: stream table differs from Score's", b, pos)
+			}
+		}
+		if err := s.Push(ids, syms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Predict(context.Background(), []int{len(blocks)}, make([]predictor.Dist, 1)); err == nil {
+		t.Error("Predict on a stream that does not exist gave no error")
+	}
+}
+
+func TestLoadRejectsBadFiles(t *testing.T) {
+	good := DefaultFile()
+	if _, err := Load(good); err != nil {
+		t.Fatal(err)
+	}
+	mut := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"magic", mut(func(b []byte) []byte { b[0] = 'X'; return b })},
+		{"version", mut(func(b []byte) []byte { b[8] = 9; return b })},
+		{"arch", mut(func(b []byte) []byte { b[12] = 9; return b })},
+		{"window", mut(func(b []byte) []byte { binary.LittleEndian.PutUint32(b[16:], 1000); return b })},
+		{"truncated", good[:len(good)/2]},
+		{"no end marker", good[:len(good)-1]},
+		{"trailing bytes", append(append([]byte(nil), good...), 0)},
+		{"exp grows", mut(func(b []byte) []byte {
+			// the last exp entry (before the end marker) made larger than its predecessor
+			binary.LittleEndian.PutUint32(b[len(b)-8-4:], 1<<24)
+			return b
+		})},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Load(c.data)
+			if !errors.Is(err, ErrBadModel) {
+				t.Fatalf("Load gave %v, want an error wrapping ErrBadModel", err)
+			}
+		})
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	good := DefaultFile()
+	f.Add(good[:200])
+	f.Add([]byte(fileMagic))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// Headers of arbitrary bytes must give an error or a working model,
+		// never a panic: graft the fuzzed bytes over the start of a good file.
+		b := append([]byte(nil), good...)
+		copy(b, data)
+		m, err := Load(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadModel) {
+				t.Fatalf("error %v does not wrap ErrBadModel", err)
+			}
+			return
+		}
+		err = m.Score(context.Background(), [][]byte{[]byte("abc\x00\xff")}, func(_, _ int, d *predictor.Dist) error {
+			return d.Check()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// BenchmarkPredict measures the tables per second on one core for the
+// default model, or for the model file named by $LMFS_LM_MODEL (to compare
+// sizes).
+func BenchmarkPredict(b *testing.B) {
+	m, err := Default()
+	if path := os.Getenv("LMFS_LM_MODEL"); path != "" {
+		var data []byte
+		if data, err = os.ReadFile(path); err == nil {
+			m, err = Load(data)
+		}
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	text, err := os.ReadFile("SPEC.md")
+	if err != nil {
+		b.Fatal(err)
+	}
+	text = text[:min(len(text), 4096)]
+	b.SetBytes(int64(len(text)))
+	b.ReportMetric(float64(m.MACs()), "MACs/byte")
+	for b.Loop() {
+		if err := m.Score(context.Background(), [][]byte{text}, func(_, _ int, _ *predictor.Dist) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
