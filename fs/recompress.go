@@ -51,10 +51,11 @@ type RecodeStats struct {
 	Failed  uint64 // blocks that could not be decoded or coded (logged)
 	Before  uint64 // stored bytes of the recoded and kept blocks before
 	After   uint64 // and after
+	Raw     uint64 // their decoded bytes
 }
 
 type recodeCounters struct {
-	recoded, kept, lost, failed, before, after atomic.Uint64
+	recoded, kept, lost, failed, before, after, raw atomic.Uint64
 }
 
 func (c *recodeCounters) add(r recodeResult) {
@@ -71,13 +72,14 @@ func (c *recodeCounters) add(r recodeResult) {
 	if r.err == nil && !r.lost {
 		c.before.Add(uint64(r.oldSize))
 		c.after.Add(uint64(r.newSize))
+		c.raw.Add(uint64(r.rawSize))
 	}
 }
 
 func (c *recodeCounters) stats() RecodeStats {
 	return RecodeStats{
 		Recoded: c.recoded.Load(), Kept: c.kept.Load(), Lost: c.lost.Load(), Failed: c.failed.Load(),
-		Before: c.before.Load(), After: c.after.Load(),
+		Before: c.before.Load(), After: c.after.Load(), Raw: c.raw.Load(),
 	}
 }
 
@@ -104,9 +106,9 @@ type recoder struct {
 }
 
 type recodeResult struct {
-	oldSize, newSize int
-	lost             bool
-	err              error
+	oldSize, newSize, rawSize int
+	lost                      bool
+	err                       error
 }
 
 // recode re-codes block blk of ino with r.ch if its level is below r.level,
@@ -139,7 +141,7 @@ func (r *recoder) recode(ctx context.Context, ino, blk uint64) recodeResult {
 	if err != nil {
 		return recodeResult{err: err}
 	}
-	return recodeResult{oldSize: len(rec), newSize: len(out), lost: !ok}
+	return recodeResult{oldSize: len(rec), newSize: len(out), rawSize: len(raw), lost: !ok}
 }
 
 // walkHooks lets the daemon pause a walk and skip busy blocks.

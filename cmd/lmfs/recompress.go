@@ -88,8 +88,8 @@ mounted: a mounted store is recompressed by lmfs itself when it is idle
 			})
 			finish()
 			el := time.Since(start)
-			fmt.Fprintf(a.stdout, "re-coded %d blocks smaller, kept %d, %d changed meanwhile, %d failed: %d -> %d stored bytes (%s -> %s) in %v (%.2f MB/s of stored input)\n",
-				rs.Recoded, rs.Kept, rs.Lost, rs.Failed, rs.Before, rs.After, human(rs.Before), human(rs.After), el.Round(time.Millisecond), float64(rs.Before)/1e6/max(el.Seconds(), 1e-9))
+			fmt.Fprintf(a.stdout, "re-coded %d blocks smaller, kept %d, %d changed meanwhile, %d failed: %d -> %d stored bytes (%s -> %s) for %d data bytes in %v (%.2f MB/s of data)\n",
+				rs.Recoded, rs.Kept, rs.Lost, rs.Failed, rs.Before, rs.After, human(rs.Before), human(rs.After), rs.Raw, el.Round(time.Millisecond), float64(rs.Raw)/1e6/max(el.Seconds(), 1e-9))
 			if err != nil {
 				return fmt.Errorf("recompress %s: %w (what was done is kept; run it again to go on)", c.Store.Path, err)
 			}
