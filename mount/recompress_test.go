@@ -3,11 +3,13 @@ package mount
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,4 +291,91 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// waitingBlocks asks the mounted lmfs at mnt how many blocks wait for
+// recompression (the stats extended attribute of lmfs stats MOUNTPOINT).
+func waitingBlocks(t *testing.T, mnt string) uint64 {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	n, err := syscall.Getxattr(mnt, lfs.StatsXattr, buf)
+	if err != nil {
+		t.Fatalf("stats of the mount: %v", err)
+	}
+	var st blockstore.Stats
+	if err := json.Unmarshal(buf[:n], &st); err != nil {
+		t.Fatal(err)
+	}
+	var w uint64
+	for _, c := range st.Waiting {
+		w += c
+	}
+	return w
+}
+
+// TestKillDuringRecompression kills the daemon (kill -9) while it re-codes
+// fsync'ed files in the background: nothing is lost, fsck is clean, and the
+// next mount finishes the work.
+func TestKillDuringRecompression(t *testing.T) {
+	needFuse(t)
+	store, mnt := t.TempDir(), t.TempDir()
+	t.Setenv("LMFS_TEST_RECOMPRESS_IDLE", "200ms")
+	d := startDaemon(t, store, mnt)
+	killed := false
+	defer func() {
+		if !killed {
+			d.Process.Kill()
+			d.Wait()
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	}()
+	want := map[string][]byte{}
+	for i := range 8 {
+		name := fmt.Sprintf("f%d", i)
+		data := textOf(rand.New(rand.NewPCG(uint64(i), 5)), 24*4096-i*1000)
+		f, err := os.Create(filepath.Join(mnt, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		want[name] = data
+	}
+	total := waitingBlocks(t, mnt)
+	deadline := time.Now().Add(60 * time.Second)
+	var w uint64
+	for w = total; w == total && time.Now().Before(deadline); w = waitingBlocks(t, mnt) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := d.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	d.Wait()
+	killed = true
+	t.Logf("killed with %d of %d blocks still waiting for recompression", w, total)
+	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("unmount after kill: %v", err)
+	}
+	fsckClean(t, store)
+	m, err := Mount(context.Background(), recompressConfig(store, "50ms"), mnt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	check := func(when string) {
+		for name, data := range want {
+			got, err := os.ReadFile(filepath.Join(mnt, name))
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("%s %s: %v, %d bytes, want %d, first difference at %d", name, when, err, len(got), len(data), firstDiff(got, data))
+			}
+		}
+	}
+	check("after kill -9")
+	waitRecompressed(t, m, 120*time.Second)
+	check("after recompression finished")
 }
