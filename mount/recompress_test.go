@@ -330,9 +330,9 @@ func TestKillDuringRecompression(t *testing.T) {
 		}
 	}()
 	want := map[string][]byte{}
-	for i := range 8 {
+	for i := range 4 {
 		name := fmt.Sprintf("f%d", i)
-		data := textOf(rand.New(rand.NewPCG(uint64(i), 5)), 24*4096-i*1000)
+		data := textOf(rand.New(rand.NewPCG(uint64(i), 5)), 6*4096-i*1000)
 		f, err := os.Create(filepath.Join(mnt, name))
 		if err != nil {
 			t.Fatal(err)
