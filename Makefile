@@ -7,7 +7,7 @@ STORE ?= /var/lib/lmfs-demo
 MNT ?= /mnt/lmfs
 FUZZTIME ?= 10s
 
-.PHONY: all build deps run test test-short vet fmt-check fuzz bench bench-corpus clean
+.PHONY: all build deps run test test-short vet fmt-check fuzz bench bench-corpus bench-fs clean
 
 all: build
 
@@ -60,6 +60,14 @@ BENCH_FLAGS ?=
 bench-corpus: build
 	@test -d $(CORPUS) || { echo "no corpus at $(CORPUS): set CORPUS=/path/to/corpus"; exit 1; }
 	./$(BIN) bench --block-size $(BENCH_BLOCK) --json-out $(BENCH_JSON) $(BENCH_FLAGS) $(CORPUS)
+
+# bench-fs measures the mounted filesystem against a plain directory on the
+# same disk in the same run (root, /dev/fuse) and prints the ratios.
+BENCHTIME ?= 3x
+bench-fs:
+	mkdir -p bin
+	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkFS' -benchtime $(BENCHTIME) -timeout 30m ./mount | tee bin/bench-fs.txt
+	@awk -f mount/testdata/benchratio.awk bin/bench-fs.txt
 
 clean:
 	rm -rf bin

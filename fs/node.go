@@ -689,6 +689,12 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if attr == StatsXattr && n.ino == blockstore.RootIno {
 		return syscall.EPERM
 	}
+	if strings.HasPrefix(attr, "system.posix_acl_") {
+		// No ACL support: storing the ACL as an opaque attribute would make
+		// cp -a / tar believe it set the mode (the access ACL carries the
+		// permission bits) and skip chmod. EOPNOTSUPP makes them chmod.
+		return syscall.EOPNOTSUPP
+	}
 	if err := f.st.SpaceFor(int64(len(data)) + 4096); err != nil {
 		return f.errno("setxattr", n.ino, err)
 	}

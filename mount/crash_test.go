@@ -25,7 +25,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("LMFS_TEST_DAEMON") == "1" {
 		os.Exit(testDaemon())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeTestBinary()
+	os.Exit(code)
 }
 
 func testDaemon() int {

@@ -1,0 +1,25 @@
+# benchratio.awk reads `go test -bench BenchmarkFS` output and prints, for
+# every rate metric (MB/s, creates/s, ...), lmfs against the plain directory
+# of the same run. Used by `make bench-fs`.
+/^BenchmarkFS/ {
+	name = $1
+	sub(/-[0-9]+$/, "", name)
+	n = split(name, part, "/")
+	target = part[n]
+	key = substr(name, 1, length(name) - length(target) - 1)
+	for (i = 3; i < NF; i++) {
+		if ($(i + 1) ~ /\/s$/) {
+			k = key " " $(i + 1)
+			val[k, target] = $i
+			if (!(k in seen)) { seen[k] = 1; order[++count] = k }
+		}
+	}
+}
+END {
+	if (count) printf "%-36s %12s %12s %8s\n", "benchmark", "lmfs", "plain", "ratio"
+	for (j = 1; j <= count; j++) {
+		k = order[j]
+		if (val[k, "plain"] > 0)
+			printf "%-36s %12.1f %12.1f %8.3f\n", k, val[k, "lmfs"], val[k, "plain"], val[k, "lmfs"] / val[k, "plain"]
+	}
+}
