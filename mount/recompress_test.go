@@ -231,7 +231,12 @@ func fsckClean(t *testing.T, store string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := lfs.Check(context.Background(), st, reg)
+	r, err := st.Check(context.Background(), blockstore.CheckOptions{
+		VerifyBlock: func(ctx context.Context, rec []byte) (int, error) {
+			b, _, err := reg.Decode(ctx, nil, rec)
+			return len(b), err
+		},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,15 +287,6 @@ func raceOp(rng *rand.Rand, p string, model *[]byte) error {
 		*model = data
 	}
 	return nil
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 // waitingBlocks asks the mounted lmfs at mnt how many blocks wait for
