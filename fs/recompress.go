@@ -131,6 +131,9 @@ func (r *recoder) recode(ctx context.Context, ino, blk uint64) recodeResult {
 		return recodeResult{err: fmt.Errorf("decode block %d of inode %d (run lmfs fsck): %w", blk, ino, err)}
 	}
 	out, err := r.ch.Encode(ctx, nil, raw)
+	if err != nil && ctx.Err() != nil {
+		return recodeResult{lost: true} // stopping: the block stays as it is
+	}
 	if err != nil {
 		return recodeResult{err: fmt.Errorf("re-code block %d of inode %d: %w", blk, ino, err)}
 	}
