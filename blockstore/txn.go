@@ -207,11 +207,12 @@ func (t *Txn) GetBlock(ino, blk uint64) ([]byte, error) {
 	return t.get(blockKey(ino, blk))
 }
 
-// PutBlock stores block record rec (coded with codec) as block blk of ino.
-func (t *Txn) PutBlock(ino, blk uint64, rec []byte, codec byte) error {
+// PutBlock stores block record rec as block blk of ino; meta is its codec
+// id and recode level (Meta).
+func (t *Txn) PutBlock(ino, blk uint64, rec []byte, meta byte) error {
 	k := blockKey(ino, blk)
 	t.countGarbage(k)
-	return t.t.SetEntry(badger.NewEntry(k, rec).WithMeta(codec))
+	return t.t.SetEntry(badger.NewEntry(k, rec).WithMeta(meta))
 }
 
 // DeleteBlock removes block blk of ino (it becomes a hole).
@@ -419,12 +420,17 @@ type Stats struct {
 	StoredBytes  uint64          // sum of block record sizes
 	Blocks       map[byte]uint64 // blocks per codec id
 	CodecBytes   map[byte]uint64 // stored bytes per codec id
-	DiskBytes    int64           // Badger's LSM and value-log files on disk
+	// Waiting and WaitingBytes count, per codec id, the blocks (and their
+	// stored bytes) that only the fast codecs have seen (LevelFast): written
+	// by the fast write path and waiting for recompression.
+	Waiting      map[byte]uint64
+	WaitingBytes map[byte]uint64
+	DiskBytes    int64 // Badger's LSM and value-log files on disk
 }
 
 // Stats scans the store (see KEYS.md); it does not read block payloads.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Blocks: map[byte]uint64{}, CodecBytes: map[byte]uint64{}}
+	st := Stats{Blocks: map[byte]uint64{}, CodecBytes: map[byte]uint64{}, Waiting: map[byte]uint64{}, WaitingBytes: map[byte]uint64{}}
 	sizes := map[uint64]uint64{}
 	bs := uint64(s.blockSize)
 	err := s.View(func(t *Txn) error {
@@ -465,7 +471,11 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 			k := item.Key()
 			ino := binary.BigEndian.Uint64(k[1:9])
 			blk := binary.BigEndian.Uint64(k[9:])
-			c := item.UserMeta()
+			c := MetaCodec(item.UserMeta())
+			if MetaLevel(item.UserMeta()) == LevelFast {
+				st.Waiting[c]++
+				st.WaitingBytes[c] += uint64(item.ValueSize())
+			}
 			st.Blocks[c]++
 			st.CodecBytes[c] += uint64(item.ValueSize())
 			st.StoredBytes += uint64(item.ValueSize())

@@ -18,14 +18,27 @@ import (
 
 // Config is the effective lmfs configuration.
 type Config struct {
-	Store     StoreConfig     `mapstructure:"store" yaml:"store"`
-	FS        FSConfig        `mapstructure:"fs" yaml:"fs"`
-	Cache     CacheConfig     `mapstructure:"cache" yaml:"cache"`
-	Codec     CodecConfig     `mapstructure:"codec" yaml:"codec"`
-	Predictor PredictorConfig `mapstructure:"predictor" yaml:"predictor"`
-	Mount     MountConfig     `mapstructure:"mount" yaml:"mount"`
-	Log       LogConfig       `mapstructure:"log" yaml:"log"`
-	Metrics   MetricsConfig   `mapstructure:"metrics" yaml:"metrics"`
+	Store      StoreConfig      `mapstructure:"store" yaml:"store"`
+	FS         FSConfig         `mapstructure:"fs" yaml:"fs"`
+	Cache      CacheConfig      `mapstructure:"cache" yaml:"cache"`
+	Codec      CodecConfig      `mapstructure:"codec" yaml:"codec"`
+	Predictor  PredictorConfig  `mapstructure:"predictor" yaml:"predictor"`
+	Mount      MountConfig      `mapstructure:"mount" yaml:"mount"`
+	Log        LogConfig        `mapstructure:"log" yaml:"log"`
+	Metrics    MetricsConfig    `mapstructure:"metrics" yaml:"metrics"`
+	Recompress RecompressConfig `mapstructure:"recompress" yaml:"recompress"`
+}
+
+// RecompressConfig configures background recompression: writes are coded with
+// the fast policy and re-coded with codec.policy when the filesystem is idle.
+type RecompressConfig struct {
+	// Enabled turns background recompression on (writes then code fast).
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// Idle is how long the filesystem must go without writes before
+	// background recompression starts (a Go duration, e.g. 2s).
+	Idle string `mapstructure:"idle" yaml:"idle"`
+	// Workers is how many CPU workers background recompression may use.
+	Workers int `mapstructure:"workers" yaml:"workers"`
 }
 
 // StoreConfig configures where and how data is stored.
@@ -115,6 +128,9 @@ func Defaults() map[string]any {
 		"mount.debug":         false,
 		"log.level":           "info",
 		"metrics.listen":      "",
+		"recompress.enabled":  true,
+		"recompress.idle":     "2s",
+		"recompress.workers":  1,
 	}
 }
 
@@ -305,6 +321,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Codec.Workers < 0 {
 		errs = append(errs, fmt.Errorf("codec.workers %d: use 0 (one per core) or more", c.Codec.Workers))
+	}
+	if _, err := parseDuration(c.Recompress.Idle); err != nil {
+		errs = append(errs, fmt.Errorf("recompress.idle: %w", err))
+	}
+	if c.Recompress.Workers < 1 {
+		errs = append(errs, fmt.Errorf("recompress.workers %d: use 1 or more", c.Recompress.Workers))
 	}
 	switch c.Predictor.Device {
 	case "auto", "cpu", "cuda":

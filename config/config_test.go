@@ -45,6 +45,9 @@ func TestLoadPrecedence(t *testing.T) {
 	if c.FS.BlockSize != 64<<10 {
 		t.Errorf("default block size %d", c.FS.BlockSize)
 	}
+	if r := c.Recompress; !r.Enabled || r.Idle != "2s" || r.Workers != 1 {
+		t.Errorf("recompress defaults %+v, want enabled, 2s idle, 1 worker", r)
+	}
 }
 
 func TestLoadErrors(t *testing.T) {
@@ -56,6 +59,9 @@ func TestLoadErrors(t *testing.T) {
 		{"block size not power of two", "fs:\n  block_size: 65000\n", "power of two"},
 		{"bad yaml", "store: [\n", "not valid YAML"},
 		{"bad level", "codec:\n  zstd_level: 40\n", "zstd_level"},
+		{"bad recompress idle", "recompress:\n  idle: soon\n", "recompress.idle"},
+		{"negative recompress idle", "recompress:\n  idle: -1s\n", "recompress.idle"},
+		{"no recompress workers", "recompress:\n  workers: 0\n", "recompress.workers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := Load(writeFile(t, tc.body), nil)

@@ -47,6 +47,12 @@ type Options struct {
 	CacheSize int64
 	// Workers is how many blocks are coded in parallel (0: one per core).
 	Workers int
+	// Level is the recode level (blockstore.LevelFast, ...) of Chooser's
+	// policy, stored with every block it codes (see PolicyLevel).
+	Level uint8
+	// Recompress, when its Chooser is set, re-codes stored blocks in the
+	// background while the filesystem is idle.
+	Recompress RecompressOptions
 	// Logger gets the filesystem's log lines; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -74,6 +80,12 @@ type FS struct {
 	kick chan struct{}
 	stop chan struct{}
 	wg   sync.WaitGroup
+
+	level     uint8
+	lastWrite atomic.Int64  // unix nanoseconds of the last write or flush
+	wrote     chan struct{} // wakes the idle recompressor
+	cancel    context.CancelFunc
+	recoded   *recodeCounters
 }
 
 // New returns the filesystem over o.Store.
@@ -103,9 +115,18 @@ func New(o Options) (*FS, error) {
 		dirtyLimit: o.WriteBuffer,
 		kick:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
+		level:      o.Level,
+		wrote:      make(chan struct{}, 1),
+		recoded:    &recodeCounters{},
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
 	f.wg.Add(1)
 	go f.flusher()
+	if o.Recompress.Chooser != nil {
+		f.wg.Add(1)
+		go f.recompressor(ctx, o.Recompress)
+	}
 	return f, nil
 }
 
@@ -117,6 +138,7 @@ func (f *FS) Close(ctx context.Context) error {
 	default:
 		close(f.stop)
 	}
+	f.cancel()
 	f.wg.Wait()
 	return err
 }
@@ -141,6 +163,7 @@ func (f *FS) flusher() {
 // noteWrite is called after a write: it wakes the background flusher or,
 // above the bound, flushes in the writer. The caller holds no inode lock.
 func (f *FS) noteWrite(ctx context.Context) error {
+	f.touch()
 	d := f.dirtyBytes.Load()
 	if d > f.dirtyLimit/2 {
 		select {
@@ -373,7 +396,7 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 					}
 					continue
 				}
-				if err := t.PutBlock(ino, idx[i], recs[i], recs[i][1]); err != nil {
+				if err := t.PutBlock(ino, idx[i], recs[i], blockstore.Meta(recs[i][1], f.level)); err != nil {
 					return err
 				}
 			}
@@ -409,6 +432,9 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 			}
 			s.dirty[b] = buf
 		}
+	}
+	if done > 0 {
+		f.touch()
 	}
 	s.inflight = nil
 	s.flushing = false

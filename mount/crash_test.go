@@ -29,7 +29,11 @@ func TestMain(m *testing.M) {
 func testDaemon() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	m, err := Mount(ctx, cfgFor(os.Getenv("LMFS_TEST_STORE")), os.Getenv("LMFS_TEST_MNT"), nil)
+	cfg := cfgFor(os.Getenv("LMFS_TEST_STORE"))
+	if idle := os.Getenv("LMFS_TEST_RECOMPRESS_IDLE"); idle != "" {
+		cfg = recompressConfig(cfg.Store.Path, idle)
+	}
+	m, err := Mount(ctx, cfg, os.Getenv("LMFS_TEST_MNT"), nil)
 	if err != nil {
 		fmt.Println("error:", err)
 		return 1

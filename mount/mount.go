@@ -107,11 +107,25 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 	if err != nil {
 		return fail(err)
 	}
-	fsys, err := lfs.New(lfs.Options{
-		Store: st, Registry: reg, Chooser: ch,
+	fo := lfs.Options{
+		Store: st, Registry: reg, Chooser: ch, Level: lfs.PolicyLevel(pol),
 		WriteBuffer: int64(cfg.FS.WriteBuffer), CacheSize: int64(cfg.Cache.Size),
 		Workers: cfg.Codec.Workers, Logger: log,
-	})
+	}
+	if cfg.Recompress.Enabled && pol != coder.PolicyFast {
+		// Writes code fast; the policy's codecs catch up when idle.
+		idle, err := time.ParseDuration(cfg.Recompress.Idle)
+		if err != nil {
+			return fail(fmt.Errorf("recompress.idle: %w", err))
+		}
+		fast, err := coder.NewChooser(reg, coder.PolicyFast)
+		if err != nil {
+			return fail(err)
+		}
+		fo.Chooser, fo.Level = fast, lfs.PolicyLevel(coder.PolicyFast)
+		fo.Recompress = lfs.RecompressOptions{Chooser: ch, Level: lfs.PolicyLevel(pol), Idle: idle, Workers: cfg.Recompress.Workers}
+	}
+	fsys, err := lfs.New(fo)
 	if err != nil {
 		return fail(err)
 	}

@@ -83,6 +83,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		a.newCompressCmd(),
 		a.newDecompressCmd(),
 		a.newBenchCmd(),
+		a.newRecompressCmd(),
 	)
 	return root
 }

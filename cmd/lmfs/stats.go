@@ -99,6 +99,17 @@ func printStats(w io.Writer, st blockstore.Stats) {
 	for _, id := range ids {
 		fmt.Fprintf(w, "  %-8s %10d blocks %14d bytes\n", reg.NameOf(coder.ID(id)), st.Blocks[byte(id)], st.CodecBytes[byte(id)])
 	}
+	var wb, wn uint64
+	for id, n := range st.Waiting {
+		wn += n
+		wb += st.WaitingBytes[id]
+	}
+	fmt.Fprintf(w, "waiting for recompression  %d blocks, %d bytes (coded with the fast codecs only)\n", wn, wb)
+	for _, id := range ids {
+		if n := st.Waiting[byte(id)]; n > 0 {
+			fmt.Fprintf(w, "  %-8s %10d blocks %14d bytes\n", reg.NameOf(coder.ID(id)), n, st.WaitingBytes[byte(id)])
+		}
+	}
 }
 
 func human(n uint64) string {
