@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/lmfs/lmfs/blockstore"
-	"github.com/lmfs/lmfs/coder"
 	"github.com/lmfs/lmfs/config"
 	lfs "github.com/lmfs/lmfs/fs"
 )
@@ -216,33 +215,7 @@ func TestRecompressionRacesWritesTruncatesUnlinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsckClean(t, store)
-}
-
-// fsckClean runs the checker of lmfs fsck on the unmounted store.
-func fsckClean(t *testing.T, store string) {
-	t.Helper()
-	st, err := blockstore.Open(context.Background(), blockstore.Options{Dir: store, MemTableSize: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	reg, err := coder.NewStandard(coder.Options{ZstdLevel: 3, CMMemory: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := st.Check(context.Background(), blockstore.CheckOptions{
-		VerifyBlock: func(ctx context.Context, rec []byte) (int, error) {
-			b, _, err := reg.Decode(ctx, nil, rec)
-			return len(b), err
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r.Problems) > 0 {
-		t.Fatalf("fsck finds %d problems: %v", len(r.Problems), r.Problems)
-	}
+	checkStore(t, store, "after recompression")
 }
 
 // raceOp does one random operation on file p and updates its model.
@@ -357,7 +330,7 @@ func TestKillDuringRecompression(t *testing.T) {
 	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
 		t.Fatalf("unmount after kill: %v", err)
 	}
-	fsckClean(t, store)
+	checkStore(t, store, "after recompression")
 	m, err := Mount(context.Background(), recompressConfig(store, "50ms"), mnt, nil)
 	if err != nil {
 		t.Fatal(err)
