@@ -20,10 +20,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/lmfs
 
 # run installs what is missing, builds, and mounts a demo store at $(MNT) in
-# the foreground (Ctrl-C unmounts).
+# the foreground (Ctrl-C unmounts). POLICY=max also codes with the embedded
+# neural LM (slow on a CPU: it runs in the background recompressor).
 run: deps build
 	mkdir -p $(MNT) $(STORE)
-	./$(BIN) mount --store $(STORE) $(MNT)
+	./$(BIN) mount --store $(STORE) $(if $(POLICY),--policy $(POLICY)) $(MNT)
 
 vet:
 	$(GO) vet ./...
