@@ -100,6 +100,15 @@ func (s *Store) Check(ctx context.Context, o CheckOptions) (*CheckReport, error)
 	if err != nil {
 		return nil, fmt.Errorf("check store %s: %w", s.dir, err)
 	}
+	if _, err := s.Models(); err != nil {
+		errs := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		}
+		for _, e := range errs {
+			c.add(Problem{Kind: "model", Msg: e.Error()})
+		}
+	}
 	for i, p := range c.r.Problems {
 		if p.Path == "" && p.Ino != 0 && p.Kind != "dirent" {
 			c.r.Problems[i].Path = c.path(p.Ino) // now that every entry is known
@@ -183,6 +192,7 @@ func (c *checker) path(ino uint64) string {
 var keyLens = map[byte]int{
 	pSuper: 1, pCounter: 1, pInode: 9, pDirent: -1, pBlock: 17, pXattr: -1, pLink: 9, pOrphan: 9,
 	pGCMarker: 1, // left behind if the process died inside RunGC's compaction
+	pModel:    33,
 }
 
 // scanKeys looks at every key for unknown prefixes and bad lengths, and

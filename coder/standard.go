@@ -42,3 +42,35 @@ func NewStandard(o Options) (*Registry, error) {
 	reg.Register(NewLMCM(m, o.CMMemory))
 	return reg, nil
 }
+
+// RegisterModel loads the model file data, checks that it hashes to id, and
+// registers the model codecs (lm, lm+cm) for it, so blocks that name it
+// decode. Registering a model that is already there is a no-op.
+func (r *Registry) RegisterModel(id ModelID, data []byte, cmMemory int64) error {
+	if r.HasModel(id) {
+		return nil
+	}
+	m, err := lm.LoadVerified(data, id)
+	if err != nil {
+		return fmt.Errorf("model %s: %w", id.Short(), err)
+	}
+	r.Register(NewLM(m))
+	r.Register(NewLMCM(m, cmMemory))
+	return nil
+}
+
+// HasModel reports whether codecs for model id are registered.
+func (r *Registry) HasModel(id ModelID) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, byModel := range r.model {
+		if _, ok := byModel[id]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultModelFile returns the built-in model file (the one NewStandard
+// registers), for stores that keep a copy of every model they use.
+func DefaultModelFile() []byte { return lm.DefaultFile() }

@@ -103,6 +103,9 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 	if err != nil {
 		return fail(err)
 	}
+	if err := lfs.PrepareModels(st, reg, int64(cfg.Codec.CMMemory), pol == coder.PolicyMax, log); err != nil {
+		return fail(err)
+	}
 	ch, err := coder.NewChooser(reg, pol)
 	if err != nil {
 		return fail(err)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lmfs/lmfs/blockstore"
 	"github.com/lmfs/lmfs/coder"
+	lfs "github.com/lmfs/lmfs/fs"
 	"github.com/lmfs/lmfs/mount"
 )
 
@@ -57,6 +59,9 @@ unmounted store finishes removing files deleted while open (as every open does).
 			defer s.Close()
 			reg, err := coder.NewStandard(coder.Options{ZstdLevel: c.Codec.ZstdLevel, CMMemory: int64(c.Codec.CMMemory)})
 			if err != nil {
+				return err
+			}
+			if err := lfs.PrepareModels(s, reg, int64(c.Codec.CMMemory), false, slog.Default()); err != nil {
 				return err
 			}
 			r, err := s.Check(cmd.Context(), blockstore.CheckOptions{

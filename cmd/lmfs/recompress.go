@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"time"
 
@@ -53,6 +54,9 @@ mounted: a mounted store is recompressed by lmfs itself when it is idle
 			defer st.Close()
 			reg, err := coder.NewStandard(coder.Options{ZstdLevel: c.Codec.ZstdLevel, CMMemory: int64(c.Codec.CMMemory)})
 			if err != nil {
+				return err
+			}
+			if err := lfs.PrepareModels(st, reg, int64(c.Codec.CMMemory), pol == coder.PolicyMax, slog.Default()); err != nil {
 				return err
 			}
 			ch, err := coder.NewChooser(reg, pol)
