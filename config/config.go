@@ -22,10 +22,8 @@ type Config struct {
 	FS         FSConfig         `mapstructure:"fs" yaml:"fs"`
 	Cache      CacheConfig      `mapstructure:"cache" yaml:"cache"`
 	Codec      CodecConfig      `mapstructure:"codec" yaml:"codec"`
-	Predictor  PredictorConfig  `mapstructure:"predictor" yaml:"predictor"`
 	Mount      MountConfig      `mapstructure:"mount" yaml:"mount"`
 	Log        LogConfig        `mapstructure:"log" yaml:"log"`
-	Metrics    MetricsConfig    `mapstructure:"metrics" yaml:"metrics"`
 	Recompress RecompressConfig `mapstructure:"recompress" yaml:"recompress"`
 }
 
@@ -79,14 +77,6 @@ type CodecConfig struct {
 	Workers int `mapstructure:"workers" yaml:"workers"`
 }
 
-// PredictorConfig configures the neural predictor.
-type PredictorConfig struct {
-	// Device is auto, cpu or cuda.
-	Device string `mapstructure:"device" yaml:"device"`
-	// Model is a model file path; empty means the embedded default model.
-	Model string `mapstructure:"model" yaml:"model"`
-}
-
 // MountConfig configures mounting.
 type MountConfig struct {
 	// AllowOther lets other users access the mount (default on for root).
@@ -99,12 +89,6 @@ type MountConfig struct {
 type LogConfig struct {
 	// Level is debug, info, warn or error.
 	Level string `mapstructure:"level" yaml:"level"`
-}
-
-// MetricsConfig configures the Prometheus endpoint.
-type MetricsConfig struct {
-	// Listen is the address to serve /metrics on; empty disables it.
-	Listen string `mapstructure:"listen" yaml:"listen"`
 }
 
 // Defaults returns the built-in defaults. home is the user's data directory
@@ -122,12 +106,9 @@ func Defaults() map[string]any {
 		"codec.zstd_level":    3,
 		"codec.cm_memory":     "64MiB",
 		"codec.workers":       0,
-		"predictor.device":    "auto",
-		"predictor.model":     "",
 		"mount.allow_other":   os.Geteuid() == 0,
 		"mount.debug":         false,
 		"log.level":           "info",
-		"metrics.listen":      "",
 		"recompress.enabled":  true,
 		"recompress.idle":     "2s",
 		"recompress.workers":  1,
@@ -167,11 +148,9 @@ var flagNames = map[string]string{
 	"cache.size":        "cache-size",
 	"codec.policy":      "policy",
 	"codec.workers":     "workers",
-	"predictor.device":  "device",
 	"mount.allow_other": "allow-other",
 	"mount.debug":       "debug",
 	"log.level":         "log-level",
-	"metrics.listen":    "metrics-listen",
 }
 
 // Load reads the configuration. file is the --config flag's value (empty to
@@ -327,11 +306,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Recompress.Workers < 1 {
 		errs = append(errs, fmt.Errorf("recompress.workers %d: use 1 or more", c.Recompress.Workers))
-	}
-	switch c.Predictor.Device {
-	case "auto", "cpu", "cuda":
-	default:
-		errs = append(errs, fmt.Errorf("predictor.device %q: use auto, cpu or cuda", c.Predictor.Device))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
