@@ -330,18 +330,24 @@ func (s *Store) deleteBatch() int {
 // DeleteBlocksFrom removes every stored block of ino numbered from or more,
 // in as many transactions as it takes.
 func (s *Store) DeleteBlocksFrom(ino, from uint64) error {
+	if err := s.deleteKeys(inoKey(pBlock, ino), blockKey(ino, from)); err != nil {
+		return fmt.Errorf("delete blocks of inode %d: %w", ino, err)
+	}
+	return nil
+}
+
+// deleteKeys removes every key under prefix from start on, in batches of
+// deleteBatch keys per transaction.
+func (s *Store) deleteKeys(prefix, start []byte) error {
 	for {
 		var more bool
 		err := s.Update(func(t *Txn) error {
 			var err error
-			more, err = t.deleteRange(inoKey(pBlock, ino), blockKey(ino, from), s.deleteBatch())
+			more, err = t.deleteRange(prefix, start, s.deleteBatch())
 			return err
 		})
-		if err != nil {
-			return fmt.Errorf("delete blocks of inode %d: %w", ino, err)
-		}
-		if !more {
-			return nil
+		if err != nil || !more {
+			return err
 		}
 	}
 }
@@ -353,19 +359,8 @@ func (s *Store) Purge(ino uint64) error {
 	if err := s.DeleteBlocksFrom(ino, 0); err != nil {
 		return err
 	}
-	for {
-		var more bool
-		err := s.Update(func(t *Txn) error {
-			var err error
-			more, err = t.deleteRange(inoKey(pXattr, ino), inoKey(pXattr, ino), s.deleteBatch())
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("delete xattrs of inode %d: %w", ino, err)
-		}
-		if !more {
-			break
-		}
+	if err := s.deleteKeys(inoKey(pXattr, ino), inoKey(pXattr, ino)); err != nil {
+		return fmt.Errorf("delete xattrs of inode %d: %w", ino, err)
 	}
 	return s.Update(func(t *Txn) error {
 		for _, k := range [][]byte{inoKey(pLink, ino), inoKey(pInode, ino), inoKey(pOrphan, ino)} {

@@ -122,17 +122,8 @@ func decodeBits(d *Decoder, m predictor.BitModel, out []byte) {
 
 // Decode implements Codec.
 func (c *BitCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
-	if rawLen == 0 {
-		if len(payload) != 0 {
-			return dst, fmt.Errorf("%w: %s payload of %d bytes for an empty block", ErrCorrupt, c.name, len(payload))
-		}
-		return dst, nil
-	}
-	if len(payload) == 0 {
-		return dst, fmt.Errorf("%w: empty %s payload for a block of %d bytes", ErrCorrupt, c.name, rawLen)
-	}
-	if rawLen < 0 || rawLen > MaxBlockSize {
-		return dst, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
+	if empty, err := checkPayloadShape(c.name, payload, rawLen); empty || err != nil {
+		return dst, err
 	}
 	start := len(dst)
 	m, err := c.pred.New(rawLen, payload[0])
@@ -160,4 +151,23 @@ func (c *BitCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) 
 		return dst[:start], fmt.Errorf("%s: %w", c.name, err)
 	}
 	return dst, nil
+}
+
+// checkPayloadShape checks what every arithmetic-coded payload must look like
+// for a block of rawLen bytes: empty exactly when the block is. It returns
+// empty=true for a valid empty block.
+func checkPayloadShape(name string, payload []byte, rawLen int) (empty bool, err error) {
+	if rawLen == 0 {
+		if len(payload) != 0 {
+			return false, fmt.Errorf("%w: %s payload of %d bytes for an empty block", ErrCorrupt, name, len(payload))
+		}
+		return true, nil
+	}
+	if len(payload) == 0 {
+		return false, fmt.Errorf("%w: empty %s payload for a block of %d bytes", ErrCorrupt, name, rawLen)
+	}
+	if rawLen < 0 || rawLen > MaxBlockSize {
+		return false, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
+	}
+	return false, nil
 }

@@ -55,17 +55,8 @@ func (c *ByteCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error)
 
 // Decode implements Codec.
 func (c *ByteCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
-	if rawLen == 0 {
-		if len(payload) != 0 {
-			return dst, fmt.Errorf("%w: %s payload of %d bytes for an empty block", ErrCorrupt, c.name, len(payload))
-		}
-		return dst, nil
-	}
-	if len(payload) == 0 {
-		return dst, fmt.Errorf("%w: empty %s payload for a block of %d bytes", ErrCorrupt, c.name, rawLen)
-	}
-	if rawLen < 0 || rawLen > MaxBlockSize {
-		return dst, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
+	if empty, err := checkPayloadShape(c.name, payload, rawLen); empty || err != nil {
+		return dst, err
 	}
 	s, err := c.pred.Streams(ctx, 1)
 	if err != nil {
