@@ -151,17 +151,8 @@ func (c *LMCM) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
 
 // Decode implements Codec.
 func (c *LMCM) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
-	if rawLen == 0 {
-		if len(payload) != 0 {
-			return dst, fmt.Errorf("%w: lm+cm payload of %d bytes for an empty block", ErrCorrupt, len(payload))
-		}
-		return dst, nil
-	}
-	if len(payload) == 0 {
-		return dst, fmt.Errorf("%w: empty lm+cm payload for a block of %d bytes", ErrCorrupt, rawLen)
-	}
-	if rawLen < 0 || rawLen > MaxBlockSize {
-		return dst, fmt.Errorf("%w: block length %d out of range", ErrCorrupt, rawLen)
+	if empty, err := checkPayloadShape("lm+cm", payload, rawLen); empty || err != nil {
+		return dst, err
 	}
 	st, err := c.lm.Streams(ctx, 1)
 	if err != nil {
