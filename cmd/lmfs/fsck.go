@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lmfs/lmfs/blockstore"
-	"github.com/lmfs/lmfs/coder"
 	lfs "github.com/lmfs/lmfs/fs"
 	"github.com/lmfs/lmfs/mount"
 )
@@ -57,7 +56,7 @@ unmounted store finishes removing files deleted while open (as every open does).
 				return err
 			}
 			defer s.Close()
-			reg, err := coder.NewStandard(coder.Options{ZstdLevel: c.Codec.ZstdLevel, CMMemory: int64(c.Codec.CMMemory)})
+			reg, err := registry(c)
 			if err != nil {
 				return err
 			}

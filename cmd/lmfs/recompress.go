@@ -52,7 +52,7 @@ mounted: a mounted store is recompressed by lmfs itself when it is idle
 				return err
 			}
 			defer st.Close()
-			reg, err := coder.NewStandard(coder.Options{ZstdLevel: c.Codec.ZstdLevel, CMMemory: int64(c.Codec.CMMemory)})
+			reg, err := registry(c)
 			if err != nil {
 				return err
 			}
