@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/lm/lmtest"
 )
 
 type vectorFile struct {
@@ -221,14 +222,22 @@ func TestLoadRejectsBadFiles(t *testing.T) {
 	}
 }
 
+// FuzzLoad grafts fuzzed bytes over the start of a good model file of
+// either architecture (lstm selects a small lstm1 file, else the default
+// wmlp1 model): Load must give an error or a working model, never a panic.
 func FuzzLoad(f *testing.F) {
 	good := DefaultFile()
-	f.Add(good[:200])
-	f.Add([]byte(fileMagic))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		// Headers of arbitrary bytes must give an error or a working model,
-		// never a panic: graft the fuzzed bytes over the start of a good file.
-		b := append([]byte(nil), good...)
+	goodLSTM := lmtest.RandomLSTM(1, 2, 16).Encode()
+	f.Add(false, good[:200])
+	f.Add(false, []byte(fileMagic))
+	f.Add(true, goodLSTM[:200])
+	f.Add(true, goodLSTM[:40])
+	f.Fuzz(func(t *testing.T, lstm bool, data []byte) {
+		base := good
+		if lstm {
+			base = goodLSTM
+		}
+		b := append([]byte(nil), base...)
 		copy(b, data)
 		m, err := Load(b)
 		if err != nil {

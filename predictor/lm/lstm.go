@@ -1,0 +1,251 @@
+package lm
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/lmfs/lmfs/predictor"
+)
+
+// Architecture 2, lstm1 (SPEC.md, "Architecture 2: lstm1"): an integer LSTM.
+
+// ArchLSTM1 is the architecture id of the integer LSTM.
+const ArchLSTM1 = 2
+
+// Limits of an lstm1 file (SPEC.md, "Model file (arch 2)").
+const (
+	maxLayers  = 4
+	minLSTMH   = 8
+	maxLSTMH   = 1024
+	tableLen   = 4096 // SIG and TANH entries
+	tableOne   = 4096 // 1.0 in SIG and TANH
+	maxInBias  = 1 << 20
+	bosSymbol  = 256
+	zMin, zMax = -2048, 2047
+	cellMax    = 1 << 17
+)
+
+// lstmNet is a loaded lstm1 model. Matrices are stored row-major with every
+// row padded with zeros to kp columns (a multiple of kAlign); for layers
+// l >= 1 the input [h_{l-1} | h_l] is laid out as two halves of hp columns
+// each, matching the layout of the hidden state (see lstmState).
+type lstmNet struct {
+	nl, h, hp int // layers, hidden width, hidden width padded to kAlign
+	sig, tanh []int32
+	t0        []int32 // 257 x 4H
+	layers    []lstmLayer
+	wo        []int8 // 256 x hp
+	bo, mo    []int32
+	so        []int32
+	exp       []uint32
+	mv        matvecFunc
+
+	bos   lstmState      // the state after step(BOS), where every block starts
+	dist0 predictor.Dist // the distribution of byte 0 of every block
+	pool  sync.Pool      // *lstmScratch
+}
+
+type lstmLayer struct {
+	kp      int    // padded columns: hp for layer 0, 2*hp above
+	w       []int8 // 4H x kp
+	b, m, s []int32
+}
+
+// lstmState is the state of one block: h of every layer as int16 (values in
+// [-127, 127]), layer l at h[l*hp:], the hp-H padding entries always 0, so
+// that h[(l-1)*hp : (l+1)*hp] is the padded input of layer l; and c of every
+// layer, layer l at c[l*H:].
+type lstmState struct {
+	h []int16
+	c []int32
+}
+
+type lstmScratch struct {
+	acc   []int32 // 4H (and 256 for the head)
+	z     []int32
+	logit [256]int32
+}
+
+// loadLSTM reads the part of an lstm1 file after the arch field and checks
+// it (SPEC.md: "Load-time checks").
+func loadLSTM(r *reader, m *Model) error {
+	nl, h, lf, expLen, tb := r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
+	if r.err != nil {
+		return r.err
+	}
+	switch {
+	case nl < 1 || nl > maxLayers:
+		return fmt.Errorf("%w: lstm1 with %d layers, want 1 to %d", ErrBadModel, nl, maxLayers)
+	case h < minLSTMH || h > maxLSTMH || h%8 != 0:
+		return fmt.Errorf("%w: lstm1 hidden width %d, want a multiple of 8 in [%d, %d]", ErrBadModel, h, minLSTMH, maxLSTMH)
+	case lf > 16:
+		return fmt.Errorf("%w: logit fraction bits %d above 16", ErrBadModel, lf)
+	case expLen < 1 || expLen > maxExpLen:
+		return fmt.Errorf("%w: exp table length %d not in [1, %d]", ErrBadModel, expLen, maxExpLen)
+	case tb != totalBits:
+		return fmt.Errorf("%w: frequency total 2^%d, this build codes with 2^%d", ErrBadModel, tb, totalBits)
+	}
+	m.cfg = Config{Arch: ArchLSTM1, Layers: nl, Hidden: h, LogitFrac: lf}
+	hp := (h + kAlign - 1) / kAlign * kAlign
+	n := &lstmNet{nl: nl, h: h, hp: hp}
+	// Read every field first, so that a short file reports truncation before
+	// any value check.
+	n.sig, n.tanh = r.i32s(tableLen), r.i32s(tableLen)
+	n.t0 = r.i32s(257 * 4 * h)
+	type rawLayer struct {
+		w       []int8
+		b, m, s []int32
+	}
+	raw := make([]rawLayer, nl)
+	for l := range raw {
+		k := h
+		if l > 0 {
+			k = 2 * h
+		}
+		raw[l].w = r.i8s(4 * h * k)
+		raw[l].b, raw[l].m, raw[l].s = r.i32s(4*h), r.i32s(4*h), r.i32s(4*h)
+	}
+	wo := r.i8s(256 * h)
+	n.bo, n.mo, n.so = r.i32s(256), r.i32s(256), r.i32s(256)
+	e := r.i32s(expLen)
+	if err := r.end(); err != nil {
+		return err
+	}
+
+	if err := checkTable("SIG", n.sig, 0, tableOne); err != nil {
+		return err
+	}
+	if err := checkTable("TANH", n.tanh, -tableOne, tableOne); err != nil {
+		return err
+	}
+	if err := checkRange("layer-0 input table T0", n.t0, -maxInBias, maxInBias); err != nil {
+		return err
+	}
+	for l, rl := range raw {
+		name := fmt.Sprintf("layer %d", l)
+		if err := checkWeights(name, rl.w); err != nil {
+			return err
+		}
+		if err := checkRange(name+" bias", rl.b, -maxInBias, maxInBias); err != nil {
+			return err
+		}
+		if err := checkRequant(name, rl.m, rl.s); err != nil {
+			return err
+		}
+	}
+	if err := checkWeights("output layer", wo); err != nil {
+		return err
+	}
+	if err := checkRange("output bias", n.bo, -maxBias, maxBias); err != nil {
+		return err
+	}
+	if err := checkRequant("output layer", n.mo, n.so); err != nil {
+		return err
+	}
+	var err error
+	if n.exp, err = checkExp(e); err != nil {
+		return err
+	}
+
+	n.layers = make([]lstmLayer, nl)
+	for l, rl := range raw {
+		ly := &n.layers[l]
+		ly.b, ly.m, ly.s = rl.b, rl.m, rl.s
+		if l == 0 {
+			ly.kp = hp
+			ly.w = padRows(rl.w, 4*h, h, hp, 0)
+		} else {
+			ly.kp = 2 * hp
+			ly.w = padRows(rl.w, 4*h, 2*h, 2*hp, hp)
+		}
+	}
+	n.wo = padRows(wo, 256, h, hp, 0)
+	n.mv, m.kernel = bestMatvec()
+	n.initBOS()
+	m.lstm = n
+	return nil
+}
+
+// padRows copies a rows x k matrix into rows of kp columns. With split > 0
+// the columns are two halves of k/2: the first half goes to columns
+// 0..k/2-1 and the second to split..split+k/2-1.
+func padRows(w []int8, rows, k, kp, split int) []int8 {
+	p := make([]int8, rows*kp)
+	for r := range rows {
+		src, dst := w[r*k:r*k+k], p[r*kp:r*kp+kp]
+		if split == 0 {
+			copy(dst, src)
+			continue
+		}
+		copy(dst, src[:k/2])
+		copy(dst[split:], src[k/2:])
+	}
+	return p
+}
+
+func checkTable(name string, t []int32, lo, hi int32) error {
+	for k, v := range t {
+		if v < lo || v > hi {
+			return fmt.Errorf("%w: %s[%d] = %d, out of [%d, %d]", ErrBadModel, name, k, v, lo, hi)
+		}
+		if k > 0 && v < t[k-1] {
+			return fmt.Errorf("%w: %s[%d] = %d is below %s[%d] = %d (the table must never fall)", ErrBadModel, name, k, v, name, k-1, t[k-1])
+		}
+	}
+	return nil
+}
+
+func checkRange(name string, s []int32, lo, hi int32) error {
+	for i, v := range s {
+		if v < lo || v > hi {
+			return fmt.Errorf("%w: %s entry %d = %d, out of [%d, %d]", ErrBadModel, name, i, v, lo, hi)
+		}
+	}
+	return nil
+}
+
+func checkWeights(name string, w []int8) error {
+	for i, v := range w {
+		if v == -128 {
+			return fmt.Errorf("%w: %s weight %d is -128 (weights are in [-127, 127])", ErrBadModel, name, i)
+		}
+	}
+	return nil
+}
+
+func checkRequant(name string, mul, shift []int32) error {
+	for i := range mul {
+		if mul[i] < 0 || shift[i] < 1 || shift[i] > 62 {
+			return fmt.Errorf("%w: %s row %d requantisation (M %d, S %d) out of range (M in [0, 2^31), S in [1, 62])", ErrBadModel, name, i, mul[i], shift[i])
+		}
+	}
+	return nil
+}
+
+// checkExp checks the exp table as SPEC.md asks of both architectures.
+func checkExp(e []int32) ([]uint32, error) {
+	out := make([]uint32, len(e))
+	for i, v := range e {
+		if v < 0 || v > maxExp || (i > 0 && uint32(v) > out[i-1]) || (i == 0 && v == 0) {
+			return nil, fmt.Errorf("%w: exp table entry %d = %d (entries lie in [0, 2^24], start above 0 and never grow)", ErrBadModel, i, v)
+		}
+		out[i] = uint32(v)
+	}
+	return out, nil
+}
+
+func (n *lstmNet) params() int {
+	p := len(n.t0) + 256*n.h + 256
+	for l := range n.layers {
+		p += 4*n.h*n.layers[l].kp/n.hp*n.h + 4*n.h
+	}
+	return p
+}
+
+func (n *lstmNet) macs() int {
+	c := 256 * n.h
+	for l := range n.layers {
+		c += 4 * n.h * n.layers[l].kp / n.hp * n.h
+	}
+	return c
+}

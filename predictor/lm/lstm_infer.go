@@ -1,0 +1,204 @@
+package lm
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lmfs/lmfs/predictor"
+)
+
+func (n *lstmNet) newState() *lstmState {
+	return &lstmState{h: make([]int16, n.nl*n.hp), c: make([]int32, n.nl*n.h)}
+}
+
+func (s *lstmState) set(from *lstmState) {
+	copy(s.h, from.h)
+	copy(s.c, from.c)
+}
+
+func (n *lstmNet) getScratch() *lstmScratch {
+	if s, ok := n.pool.Get().(*lstmScratch); ok {
+		return s
+	}
+	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), z: make([]int32, 4*n.h)}
+}
+
+// initBOS computes the state after step(BOS) from the zero state and the
+// distribution there: every block starts with both.
+func (n *lstmNet) initBOS() {
+	sc := n.getScratch()
+	defer n.pool.Put(sc)
+	st := n.newState()
+	n.step(st, bosSymbol, sc)
+	n.bos = *st
+	n.dist(st, sc, &n.dist0)
+}
+
+func clamp64(v, lo, hi int64) int64 { return min(max(v, lo), hi) }
+
+func clamp32(v, lo, hi int32) int32 { return min(max(v, lo), hi) }
+
+// step consumes input symbol x (a byte, or bosSymbol) and updates st
+// (SPEC.md, lstm1 "Step").
+func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
+	H, hp := n.h, n.hp
+	acc, z := sc.acc[:4*H], sc.z[:4*H]
+	for l := range n.layers {
+		ly := &n.layers[l]
+		var in []int16
+		if l == 0 {
+			in = st.h[:hp]
+		} else {
+			in = st.h[(l-1)*hp : (l+1)*hp]
+		}
+		// Every acc of the layer before any h of the layer changes.
+		n.mv(acc, ly.w, in, ly.kp)
+		b, mul, sh := ly.b[:4*H], ly.m[:4*H], ly.s[:4*H]
+		if l == 0 {
+			t0 := n.t0[x*4*H : x*4*H+4*H]
+			for j, a := range acc {
+				v := requant(a, mul[j], sh[j]) + int64(b[j]) + int64(t0[j])
+				z[j] = int32(clamp64(v, zMin, zMax))
+			}
+		} else {
+			for j, a := range acc {
+				v := requant(a, mul[j], sh[j]) + int64(b[j])
+				z[j] = int32(clamp64(v, zMin, zMax))
+			}
+		}
+		h := st.h[l*hp : l*hp+H]
+		c := st.c[l*H : l*H+H]
+		zi, zf, zg, zo := z[:H], z[H:2*H], z[2*H:3*H], z[3*H:4*H]
+		sig, tanh := n.sig[:tableLen], n.tanh[:tableLen]
+		for u := range h {
+			ig := sig[zi[u]+2048]
+			fg := sig[zf[u]+2048]
+			gg := tanh[zg[u]+2048]
+			og := sig[zo[u]+2048]
+			cv := clamp32((fg*c[u]+ig*gg+2048)>>12, -cellMax, cellMax)
+			tc := tanh[clamp32(cv>>4, zMin, zMax)+2048]
+			c[u] = cv
+			h[u] = int16(clamp32((og*tc+1<<16)>>17, -127, 127))
+		}
+	}
+}
+
+// dist computes the distribution of the next byte from st (SPEC.md, lstm1
+// "Distribution").
+func (n *lstmNet) dist(st *lstmState, sc *lstmScratch, d *predictor.Dist) {
+	acc := sc.acc[:256]
+	top := (n.nl - 1) * n.hp
+	n.mv(acc, n.wo, st.h[top:top+n.hp], n.hp)
+	for v, a := range acc {
+		l := requant(a, n.mo[v], n.so[v]) + int64(n.bo[v])
+		sc.logit[v] = int32(clamp64(l, -maxLogit, maxLogit))
+	}
+	freqsFromLogits(n.exp, &sc.logit, d)
+}
+
+// ctxEvery is how many bytes an lstm1 loop codes between context checks.
+const ctxEvery = 64
+
+func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos int, d *predictor.Dist) error) error {
+	sc := n.getScratch()
+	defer n.pool.Put(sc)
+	st := n.newState()
+	var d predictor.Dist
+	for bi, blk := range blocks {
+		st.set(&n.bos)
+		for pos, c := range blk {
+			if pos%ctxEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			if pos == 0 {
+				d = n.dist0
+			} else {
+				n.dist(st, sc, &d)
+			}
+			if err := emit(bi, pos, &d); err != nil {
+				return err
+			}
+			if pos+1 < len(blk) {
+				n.step(st, int(c), sc)
+			}
+		}
+	}
+	return nil
+}
+
+func (n *lstmNet) streams(n1 int) (predictor.ByteStreams, error) {
+	if n1 < 0 {
+		return nil, fmt.Errorf("lm: %d streams asked for", n1)
+	}
+	s := &lstmStreams{n: n, st: make([]*lstmState, n1), fresh: make([]bool, n1), sc: n.getScratch()}
+	for i := range s.st {
+		s.st[i] = n.newState()
+		s.st[i].set(&n.bos)
+		s.fresh[i] = true
+	}
+	return s, nil
+}
+
+// lstmStreams is the decoding state of a batch of lstm1 blocks.
+type lstmStreams struct {
+	n     *lstmNet
+	st    []*lstmState
+	fresh []bool // no byte pushed yet: the distribution is dist0
+	sc    *lstmScratch
+}
+
+func (s *lstmStreams) check(ids []int) error {
+	if s.st == nil {
+		return fmt.Errorf("lm: streams used after Close")
+	}
+	for _, id := range ids {
+		if id < 0 || id >= len(s.st) {
+			return fmt.Errorf("lm: stream %d does not exist (have %d)", id, len(s.st))
+		}
+	}
+	return nil
+}
+
+func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Dist) error {
+	if len(dst) != len(ids) {
+		return fmt.Errorf("lm: Predict with %d ids and %d tables", len(ids), len(dst))
+	}
+	if err := s.check(ids); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		if s.fresh[id] {
+			dst[i] = s.n.dist0
+			continue
+		}
+		s.n.dist(s.st[id], s.sc, &dst[i])
+	}
+	return nil
+}
+
+func (s *lstmStreams) Push(ids []int, syms []byte) error {
+	if len(syms) != len(ids) {
+		return fmt.Errorf("lm: Push with %d ids and %d bytes", len(ids), len(syms))
+	}
+	if err := s.check(ids); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		s.n.step(s.st[id], int(syms[i]), s.sc)
+		s.fresh[id] = false
+	}
+	return nil
+}
+
+func (s *lstmStreams) Close() error {
+	if s.sc != nil {
+		s.n.pool.Put(s.sc)
+	}
+	s.st, s.sc = nil, nil
+	return nil
+}
