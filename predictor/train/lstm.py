@@ -234,7 +234,7 @@ def cmd_train(a):
                 log("step %d: quantisation-aware fine-tuning from %.0f s" % (step, elapsed))
                 qstreams = Streams(data, a.qbs, a.qT, gen)
                 qstate = net.zero_state(a.qbs, dev)
-            lr = a.lr * 0.05 * 0.3
+            lr = a.lr * 0.05
             x, y, fresh = qstreams.next()
             keep = (~fresh).float()[None, :, None]
             qstate = (qstate[0].detach() * keep, qstate[1].detach() * keep)
