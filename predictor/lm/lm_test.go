@@ -29,9 +29,9 @@ type vectorFile struct {
 	} `json:"cases"`
 }
 
-func loadVectors(t *testing.T) vectorFile {
+func loadVectors(t *testing.T, path string) vectorFile {
 	t.Helper()
-	raw, err := os.ReadFile("testdata/vectors.json")
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +50,44 @@ func TestVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := loadVectors(t)
+	checkVectors(t, m, loadVectors(t, "testdata/vectors.json"), "train.py export")
+}
+
+// TestVectorsLSTM checks the lstm1 code, on every matrix-vector kernel of
+// this build, against the tables that the Python integer simulation IntLSTM
+// (predictor/train/lstm.py) computed with the small model
+// testdata/tiny_lstm.lmm.
+func TestVectorsLSTM(t *testing.T) {
+	file, err := os.ReadFile("testdata/tiny_lstm.lmm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := loadVectors(t, "testdata/vectors_lstm_tiny.json")
+	best, name := bestMatvec()
+	for _, k := range []struct {
+		name string
+		f    matvecFunc
+	}{{"go", matvecGo}, {name, best}} {
+		t.Run(k.name, func(t *testing.T) {
+			m, err := Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Config().Arch != ArchLSTM1 {
+				t.Fatalf("tiny_lstm.lmm has architecture %d", m.Config().Arch)
+			}
+			m.lstm.mv = k.f
+			checkVectors(t, m, v, "lstm.py")
+		})
+	}
+}
+
+// checkVectors recomputes the tables of every case of v with m (regen names
+// the tool that makes the vector file).
+func checkVectors(t *testing.T, m *Model, v vectorFile, regen string) {
 	id := m.ID()
 	if got := hex.EncodeToString(id[:]); got != v.ModelSHA256 {
-		t.Fatalf("default model is %s, the vectors were made with %s: regenerate testdata/vectors.json with train.py export", got, v.ModelSHA256)
+		t.Fatalf("the model is %s, the vectors were made with %s: regenerate them with %s", got, v.ModelSHA256, regen)
 	}
 	if 1<<v.TotalBits != predictor.FreqTotal {
 		t.Fatalf("vectors use total 2^%d, predictor.FreqTotal is %d", v.TotalBits, predictor.FreqTotal)
