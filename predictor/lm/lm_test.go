@@ -63,11 +63,7 @@ func TestVectorsLSTM(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := loadVectors(t, "testdata/vectors_lstm_tiny.json")
-	best, name := bestMatvec()
-	for _, k := range []struct {
-		name string
-		f    matvecFunc
-	}{{"go", matvecGo}, {name, best}} {
+	for _, k := range kernels() {
 		t.Run(k.name, func(t *testing.T) {
 			m, err := Load(file)
 			if err != nil {
@@ -76,7 +72,7 @@ func TestVectorsLSTM(t *testing.T) {
 			if m.Config().Arch != ArchLSTM1 {
 				t.Fatalf("tiny_lstm.lmm has architecture %d", m.Config().Arch)
 			}
-			m.lstm.mv = k.f
+			m.lstm.mv = k.mv
 			checkVectors(t, m, v, "lstm.py")
 		})
 	}

@@ -34,7 +34,7 @@ type lstmNet struct {
 	sig, tanh []int32
 	t0        []int32 // 257 x 4H
 	layers    []lstmLayer
-	wo        []int8 // 256 x hp
+	wo        *matrix // 256 x hp
 	bo, mo    []int32
 	so        []int32
 	exp       []uint32
@@ -46,8 +46,7 @@ type lstmNet struct {
 }
 
 type lstmLayer struct {
-	kp      int    // padded columns: hp for layer 0, 2*hp above
-	w       []int8 // 4H x kp
+	w       *matrix // 4H x (hp for layer 0, 2*hp above)
 	b, m, s []int32
 }
 
@@ -152,15 +151,14 @@ func loadLSTM(r *reader, m *Model) error {
 		ly := &n.layers[l]
 		ly.b, ly.m, ly.s = rl.b, rl.m, rl.s
 		if l == 0 {
-			ly.kp = hp
-			ly.w = padRows(rl.w, 4*h, h, hp, 0)
+			ly.w = newMatrix(padRows(rl.w, 4*h, h, hp, 0), 4*h, hp)
 		} else {
-			ly.kp = 2 * hp
-			ly.w = padRows(rl.w, 4*h, 2*h, 2*hp, hp)
+			ly.w = newMatrix(padRows(rl.w, 4*h, 2*h, 2*hp, hp), 4*h, 2*hp)
 		}
 	}
-	n.wo = padRows(wo, 256, h, hp, 0)
-	n.mv, m.kernel = bestMatvec()
+	n.wo = newMatrix(padRows(wo, 256, h, hp, 0), 256, hp)
+	k := kernels()[0]
+	n.mv, m.kernel = k.mv, k.name
 	n.initBOS()
 	m.lstm = n
 	return nil
@@ -237,7 +235,7 @@ func checkExp(e []int32) ([]uint32, error) {
 func (n *lstmNet) params() int {
 	p := len(n.t0) + 256*n.h + 256
 	for l := range n.layers {
-		p += 4*n.h*n.layers[l].kp/n.hp*n.h + 4*n.h
+		p += 4*n.h*n.layers[l].w.k/n.hp*n.h + 4*n.h
 	}
 	return p
 }
@@ -245,7 +243,7 @@ func (n *lstmNet) params() int {
 func (n *lstmNet) macs() int {
 	c := 256 * n.h
 	for l := range n.layers {
-		c += 4 * n.h * n.layers[l].kp / n.hp * n.h
+		c += 4 * n.h * n.layers[l].w.k / n.hp * n.h
 	}
 	return c
 }

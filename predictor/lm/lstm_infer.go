@@ -52,7 +52,7 @@ func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
 			in = st.h[(l-1)*hp : (l+1)*hp]
 		}
 		// Every acc of the layer before any h of the layer changes.
-		n.mv(acc, ly.w, in, ly.kp)
+		n.mv(acc, ly.w, in)
 		b, mul, sh := ly.b[:4*H], ly.m[:4*H], ly.s[:4*H]
 		if l == 0 {
 			t0 := n.t0[x*4*H : x*4*H+4*H]
@@ -88,7 +88,7 @@ func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
 func (n *lstmNet) dist(st *lstmState, sc *lstmScratch, d *predictor.Dist) {
 	acc := sc.acc[:256]
 	top := (n.nl - 1) * n.hp
-	n.mv(acc, n.wo, st.h[top:top+n.hp], n.hp)
+	n.mv(acc, n.wo, st.h[top:top+n.hp])
 	for v, a := range acc {
 		l := requant(a, n.mo[v], n.so[v]) + int64(n.bo[v])
 		sc.logit[v] = int32(clamp64(l, -maxLogit, maxLogit))

@@ -206,15 +206,15 @@ func lstmInputs() [][]byte {
 	}
 }
 
-// loadWith loads p with kernel mv.
-func loadWith(t testing.TB, p *lmtest.LSTM, mv matvecFunc) *Model {
+// loadWith loads p to run on kernel k (nil: the default one).
+func loadWith(t testing.TB, p *lmtest.LSTM, k *kernel) *Model {
 	t.Helper()
 	m, err := Load(p.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mv != nil {
-		m.lstm.mv = mv
+	if k != nil {
+		m.lstm.mv, m.kernel = k.mv, k.name
 	}
 	return m
 }
@@ -223,11 +223,7 @@ func loadWith(t testing.TB, p *lmtest.LSTM, mv matvecFunc) *Model {
 // the literal transcription of SPEC.md, table by table, and every table
 // against the Dist rules.
 func TestLSTMMatchesReference(t *testing.T) {
-	best, name := bestMatvec()
-	kernels := []struct {
-		name string
-		f    matvecFunc
-	}{{"go", matvecGo}, {name, best}}
+	kernels := kernels()
 	for _, c := range lstmCases() {
 		inputs := lstmInputs()
 		if c.p.Hidden > 64 {
@@ -244,7 +240,7 @@ func TestLSTMMatchesReference(t *testing.T) {
 			}
 		}
 		for _, k := range kernels {
-			m := loadWith(t, c.p, k.f)
+			m := loadWith(t, c.p, &k)
 			err := m.Score(context.Background(), inputs, func(b, pos int, d *predictor.Dist) error {
 				if *d != want[b][pos] {
 					return fmt.Errorf("input %d position %d: Score's table differs from the reference", b, pos)
@@ -481,22 +477,16 @@ func TestLSTMLoadRejectsBadFiles(t *testing.T) {
 
 // BenchmarkLSTM measures encoding (Score) and decoding (a stream, one
 // Predict and Push per byte) in bytes per second on one core, for random
-// models of the default's shape (H = 512, one and two layers), on each
-// kernel. Run it with -cpu 1.
+// models of the shapes lstm.py trains (s, m, m2, l2: H = 384 and 512, one
+// and two layers), on each kernel. Run it with -cpu 1.
 func BenchmarkLSTM(b *testing.B) {
-	best, name := bestMatvec()
 	text := bytes.Repeat([]byte("The quick brown fox jumps over the lazy dog. "), 12)[:512]
-	for _, nl := range []int{1, 2} {
-		p := lmtest.RandomLSTM(1, nl, 512)
-		for _, k := range []struct {
-			name string
-			f    matvecFunc
-		}{{name, best}, {"go", matvecGo}} {
-			if k.name == "go" && name == "go" {
-				continue
-			}
-			m := loadWith(b, p, k.f)
-			prefix := fmt.Sprintf("H512-NL%d/%s", nl, k.name)
+	for _, shape := range [][2]int{{1, 384}, {1, 512}, {2, 384}, {2, 512}} {
+		nl, h := shape[0], shape[1]
+		p := lmtest.RandomLSTM(1, nl, h)
+		for _, k := range kernels() {
+			m := loadWith(b, p, &k)
+			prefix := fmt.Sprintf("H%d-NL%d/%s", h, nl, k.name)
 			b.Run(prefix+"/encode", func(b *testing.B) {
 				b.ReportMetric(float64(m.MACs()), "MACs/byte")
 				defer reportKBs(b, len(text))

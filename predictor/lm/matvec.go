@@ -4,31 +4,58 @@ import "fmt"
 
 // The cost of lstm1 is in its matrix-vector products: int8 weights times a
 // hidden state in [-127, 127], summed in int32. Every row of a matrix is
-// stored padded with zeros to a multiple of 16 columns (kAlign) and the input
+// stored padded with zeros to a multiple of kAlign columns and the input
 // vector, extended to int16, is padded likewise, so the kernels need no tail
 // code. The sums are exact whatever the order of the additions (SPEC.md:
 // no row can reach 2^31), so every kernel gives identical results.
 
-// kAlign is the column padding of the stored matrices.
-const kAlign = 16
+// kAlign is the column padding of the stored matrices: one 64-byte vector of
+// int8 weights.
+const kAlign = 64
 
-// matvecFunc sets dst[r] = sum over i < k of w[r*k+i] * x[i] for every
-// r < len(dst). len(dst) is a multiple of 4, k a multiple of kAlign,
-// len(w) >= len(dst)*k and len(x) >= k.
-type matvecFunc func(dst []int32, w []int8, x []int16, k int)
+// maxCols is the most columns a matrix can have: 2H for the largest H.
+const maxCols = 2 * maxLSTMH
+
+// matrix is an int8 matrix as the kernels read it.
+type matrix struct {
+	w      []int8  // rows x k, row-major
+	rows   int     // a multiple of 4
+	k      int     // columns, a multiple of kAlign, at most maxCols
+	rowsum []int32 // the sum of each row (for kernels that offset the input)
+}
+
+func newMatrix(w []int8, rows, k int) *matrix {
+	if rows%4 != 0 || k%kAlign != 0 || k > maxCols || len(w) != rows*k {
+		panic(fmt.Sprintf("lm: matrix of %d x %d from %d weights", rows, k, len(w)))
+	}
+	m := &matrix{w: w, rows: rows, k: k, rowsum: make([]int32, rows)}
+	for r := range rows {
+		var s int32
+		for _, v := range w[r*k : r*k+k] {
+			s += int32(v)
+		}
+		m.rowsum[r] = s
+	}
+	return m
+}
+
+// matvecFunc sets dst[r] = sum over i < m.k of m.w[r*m.k+i] * x[i] for every
+// r < m.rows = len(dst); len(x) >= m.k and every x[i] lies in [-127, 127].
+type matvecFunc func(dst []int32, m *matrix, x []int16)
 
 // checkMatvec panics when the arguments break matvecFunc's rules (a bug in
 // this package, never a bad model file: the loader pads every matrix).
-func checkMatvec(dst []int32, w []int8, x []int16, k int) {
-	if len(dst)%4 != 0 || k%kAlign != 0 || k <= 0 || len(w) < len(dst)*k || len(x) < k {
-		panic(fmt.Sprintf("lm: matvec on %d rows of %d columns, %d weights, %d inputs", len(dst), k, len(w), len(x)))
+func checkMatvec(dst []int32, m *matrix, x []int16) {
+	if len(dst) != m.rows || len(x) < m.k || len(m.w) < m.rows*m.k || len(m.rowsum) < m.rows {
+		panic(fmt.Sprintf("lm: matvec of %d x %d into %d rows from %d inputs", m.rows, m.k, len(dst), len(x)))
 	}
 }
 
 // matvecGo is the pure-Go kernel: four rows at a time, so each input value
 // loaded serves four products.
-func matvecGo(dst []int32, w []int8, x []int16, k int) {
-	checkMatvec(dst, w, x, k)
+func matvecGo(dst []int32, m *matrix, x []int16) {
+	checkMatvec(dst, m, x)
+	k, w := m.k, m.w
 	x = x[:k]
 	for r := 0; r < len(dst); r += 4 {
 		w0 := w[r*k : r*k+k]
@@ -45,4 +72,10 @@ func matvecGo(dst []int32, w []int8, x []int16, k int) {
 		}
 		dst[r], dst[r+1], dst[r+2], dst[r+3] = s0, s1, s2, s3
 	}
+}
+
+// kernel is a named matrix-vector kernel.
+type kernel struct {
+	name string
+	mv   matvecFunc
 }

@@ -4,26 +4,44 @@ package lm
 
 import "golang.org/x/sys/cpu"
 
-// bestMatvec returns the fastest kernel for this machine: AVX2 assembly
-// where the CPU has it, else pure Go.
-func bestMatvec() (matvecFunc, string) {
-	if cpu.X86.HasAVX2 {
-		return matvecAVX2, "avx2"
+// kernels returns the matrix-vector kernels this build has for this machine,
+// fastest first: AVX-512 VNNI and AVX2 assembly where the CPU has them, and
+// pure Go.
+func kernels() []kernel {
+	var ks []kernel
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
+		ks = append(ks, kernel{"avx512vnni", matvecVNNI})
 	}
-	return matvecGo, "go"
+	if cpu.X86.HasAVX2 {
+		ks = append(ks, kernel{"avx2", matvecAVX2})
+	}
+	return append(ks, kernel{"go", matvecGo})
 }
 
 // matvecAVX2 is matvecFunc in AVX2 assembly (matvec_amd64.s).
-func matvecAVX2(dst []int32, w []int8, x []int16, k int) {
-	checkMatvec(dst, w, x, k)
-	if len(dst) == 0 {
-		return
+func matvecAVX2(dst []int32, m *matrix, x []int16) {
+	checkMatvec(dst, m, x)
+	if m.rows > 0 {
+		matvecAVX2Asm(&dst[0], &m.w[0], &x[0], m.rows, m.k)
 	}
-	matvecAVX2Asm(&dst[0], &w[0], &x[0], len(dst), k)
 }
 
-// matvecAVX2Asm computes rows (a multiple of 4) sums of k (a multiple of 16)
-// products each; see matvecFunc.
+// matvecVNNI is matvecFunc in AVX-512 VNNI assembly (matvec_amd64.s).
+func matvecVNNI(dst []int32, m *matrix, x []int16) {
+	checkMatvec(dst, m, x)
+	if m.rows > 0 {
+		matvecVNNIAsm(&dst[0], &m.w[0], &x[0], &m.rowsum[0], m.rows, m.k)
+	}
+}
+
+// matvecAVX2Asm computes rows (a multiple of 4) sums of k (a multiple of 32)
+// products each.
 //
 //go:noescape
 func matvecAVX2Asm(dst *int32, w *int8, x *int16, rows, k int)
+
+// matvecVNNIAsm computes rows (a multiple of 4) sums of k (a multiple of 64,
+// at most maxCols) products each; rowsum holds the sum of each row.
+//
+//go:noescape
+func matvecVNNIAsm(dst *int32, w *int8, x *int16, rowsum *int32, rows, k int)

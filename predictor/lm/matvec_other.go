@@ -2,6 +2,6 @@
 
 package lm
 
-// bestMatvec returns the fastest kernel for this machine: pure Go here (not
-// amd64, or built with the purego tag).
-func bestMatvec() (matvecFunc, string) { return matvecGo, "go" }
+// kernels returns the matrix-vector kernels this build has for this machine,
+// fastest first: pure Go only here (not amd64, or built with the purego tag).
+func kernels() []kernel { return []kernel{{"go", matvecGo}} }

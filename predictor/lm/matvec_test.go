@@ -1,17 +1,16 @@
 package lm
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 )
 
-// TestMatvecKernels checks every kernel of this build against a plain
+// TestMatvecKernels checks every kernel this machine can run against a plain
 // transcription of the sum, on random data, on the extremes (every weight and
 // input at -127 or 127, the largest sums a model can make) and on small and
 // odd shapes.
 func TestMatvecKernels(t *testing.T) {
-	best, name := bestMatvec()
-	kernels := map[string]matvecFunc{"go": matvecGo, name: best}
 	rng := rand.New(rand.NewPCG(1, 2))
 	type fill func(i int) int
 	random := func(int) int { return rng.IntN(255) - 127 }
@@ -20,22 +19,24 @@ func TestMatvecKernels(t *testing.T) {
 		rows, k int
 		w, x    fill
 	}{
-		{"random 4x16", 4, 16, random, random},
-		{"random 8x48", 8, 48, random, random},
-		{"random 36x80", 36, 80, random, random},
+		{"random 4x64", 4, 64, random, random},
+		{"random 8x128", 8, 128, random, random},
+		{"random 36x192", 36, 192, random, random},
 		{"random 2048x512", 2048, 512, random, random},
 		{"random 256x1024", 256, 1024, random, random},
 		{"all +127", 12, 2048, func(int) int { return 127 }, func(int) int { return 127 }},
 		{"-127 times +127", 8, 2048, func(int) int { return -127 }, func(int) int { return 127 }},
 		{"-127 times -127", 8, 2048, func(int) int { return -127 }, func(int) int { return -127 }},
-		{"alternating", 16, 1040, func(i int) int { return 127 - 254*(i&1) }, func(i int) int { return 127 - 254*(i>>1&1) }},
-		{"zeros", 4, 32, func(int) int { return 0 }, random},
+		{"alternating", 16, 1088, func(i int) int { return 127 - 254*(i&1) }, func(i int) int { return 127 - 254*(i>>1&1) }},
+		{"zeros", 4, 64, func(int) int { return 0 }, random},
+		{"zero input", 4, 64, random, func(int) int { return 0 }},
 	}
 	for _, c := range cases {
 		w := make([]int8, c.rows*c.k)
 		for i := range w {
 			w[i] = int8(c.w(i))
 		}
+		m := newMatrix(w, c.rows, c.k)
 		x := make([]int16, c.k)
 		for i := range x {
 			x[i] = int16(c.x(i))
@@ -48,51 +49,69 @@ func TestMatvecKernels(t *testing.T) {
 			}
 			want[r] = int32(s)
 		}
-		for kn, f := range kernels {
+		for _, k := range kernels() {
 			got := make([]int32, c.rows+4)
 			got[c.rows] = 12345 // must stay untouched
-			f(got[:c.rows], w, x, c.k)
+			k.mv(got[:c.rows], m, x)
 			for r := range want {
 				if got[r] != want[r] {
-					t.Fatalf("%s, kernel %s: row %d = %d, want %d", c.name, kn, r, got[r], want[r])
+					t.Fatalf("%s, kernel %s: row %d = %d, want %d", c.name, k.name, r, got[r], want[r])
 				}
 			}
 			if got[c.rows] != 12345 {
-				t.Fatalf("%s, kernel %s wrote past the last row", c.name, kn)
+				t.Fatalf("%s, kernel %s wrote past the last row", c.name, k.name)
 			}
 		}
 	}
 }
 
 func TestMatvecRejectsBadShapes(t *testing.T) {
-	best, _ := bestMatvec()
-	for _, f := range []matvecFunc{matvecGo, best} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Error("a matvec with 15 columns did not panic")
-				}
+	m := newMatrix(make([]int8, 4*64), 4, 64)
+	for _, k := range kernels() {
+		for _, c := range []struct {
+			name string
+			dst  []int32
+			x    []int16
+		}{{"short input", make([]int32, 4), make([]int16, 63)}, {"wrong rows", make([]int32, 8), make([]int16, 64)}} {
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Errorf("kernel %s, %s: no panic", k.name, c.name)
+					}
+				}()
+				k.mv(c.dst, m, c.x)
 			}()
-			f(make([]int32, 4), make([]int8, 64), make([]int16, 16), 15)
-		}()
+		}
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a matrix of 48 columns was made")
+			}
+		}()
+		newMatrix(make([]int8, 4*48), 4, 48)
+	}()
 }
 
+// BenchmarkMatvec measures the kernels on the shapes of an H = 512 model:
+// B/s reads as MACs/s (one byte of weights per multiply-accumulate).
 func BenchmarkMatvec(b *testing.B) {
-	best, name := bestMatvec()
-	for _, k := range []struct {
-		name string
-		f    matvecFunc
-	}{{"go", matvecGo}, {name, best}} {
-		b.Run(k.name, func(b *testing.B) {
-			const rows, cols = 2048, 512
-			w := make([]int8, rows*cols)
-			x := make([]int16, cols)
-			dst := make([]int32, rows)
-			b.SetBytes(rows * cols) // one byte per MAC: B/s reads as MACs/s
-			for b.Loop() {
-				k.f(dst, w, x, cols)
-			}
-		})
+	for _, s := range [][2]int{{2048, 512}, {2048, 1024}, {256, 512}} {
+		rows, cols := s[0], s[1]
+		w := make([]int8, rows*cols)
+		for i := range w {
+			w[i] = int8(i*7%255 - 127)
+		}
+		m := newMatrix(w, rows, cols)
+		x := make([]int16, cols)
+		dst := make([]int32, rows)
+		for _, k := range kernels() {
+			b.Run(fmt.Sprintf("%dx%d/%s", rows, cols, k.name), func(b *testing.B) {
+				b.SetBytes(int64(rows * cols))
+				for b.Loop() {
+					k.mv(dst, m, x)
+				}
+			})
+		}
 	}
 }

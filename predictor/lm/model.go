@@ -82,7 +82,7 @@ type Model struct {
 	pool sync.Pool // *scratch
 
 	lstm   *lstmNet // set for lstm1 models, which use none of the fields above
-	kernel string   // the lstm1 matrix-vector kernel: "avx2" or "go"
+	kernel string   // the name of the lstm1 matrix-vector kernel
 }
 
 // ID returns the model id: the SHA-256 of the model file.
@@ -98,8 +98,9 @@ func (m *Model) Config() Config {
 // FileSize returns the size of the model file in bytes.
 func (m *Model) FileSize() int { return m.size }
 
-// Kernel names the matrix-vector kernel an lstm1 model runs on ("avx2" or
-// "go"); it is empty for wmlp1 models.
+// Kernel names the matrix-vector kernel an lstm1 model runs on
+// ("avx512vnni", "avx2" or "go": the fastest this machine has); it is empty
+// for wmlp1 models.
 func (m *Model) Kernel() string { return m.kernel }
 
 // Params returns the number of weights and biases (for lstm1 the input
