@@ -31,12 +31,12 @@ const (
 // each, matching the layout of the hidden state (see lstmState).
 type lstmNet struct {
 	nl, h, hp int // layers, hidden width, hidden width padded to kAlign
-	sig, tanh []int32
+	sig, tanh *[tableLen]int32
 	t0        []int32 // 257 x 4H
+	zero      []int32 // 4H zeros
 	layers    []lstmLayer
 	wo        *matrix // 256 x hp
-	bo, mo    []int32
-	so        []int32
+	rqo       []rqRow // output requantisation and bias
 	exp       []uint32
 	mv        matvecFunc
 
@@ -46,8 +46,8 @@ type lstmNet struct {
 }
 
 type lstmLayer struct {
-	w       *matrix // 4H x (hp for layer 0, 2*hp above)
-	b, m, s []int32
+	w  *matrix // 4H x (hp for layer 0, 2*hp above)
+	rq []rqRow
 }
 
 // lstmState is the state of one block: h of every layer as int16 (values in
@@ -61,7 +61,6 @@ type lstmState struct {
 
 type lstmScratch struct {
 	acc   []int32 // 4H (and 256 for the head)
-	z     []int32
 	logit [256]int32
 }
 
@@ -89,7 +88,7 @@ func loadLSTM(r *reader, m *Model) error {
 	n := &lstmNet{nl: nl, h: h, hp: hp}
 	// Read every field first, so that a short file reports truncation before
 	// any value check.
-	n.sig, n.tanh = r.i32s(tableLen), r.i32s(tableLen)
+	sig, tanh := r.i32s(tableLen), r.i32s(tableLen)
 	n.t0 = r.i32s(257 * 4 * h)
 	type rawLayer struct {
 		w       []int8
@@ -105,16 +104,16 @@ func loadLSTM(r *reader, m *Model) error {
 		raw[l].b, raw[l].m, raw[l].s = r.i32s(4*h), r.i32s(4*h), r.i32s(4*h)
 	}
 	wo := r.i8s(256 * h)
-	n.bo, n.mo, n.so = r.i32s(256), r.i32s(256), r.i32s(256)
+	bo, mo, so := r.i32s(256), r.i32s(256), r.i32s(256)
 	e := r.i32s(expLen)
 	if err := r.end(); err != nil {
 		return err
 	}
 
-	if err := checkTable("SIG", n.sig, 0, tableOne); err != nil {
+	if err := checkTable("SIG", sig, 0, tableOne); err != nil {
 		return err
 	}
-	if err := checkTable("TANH", n.tanh, -tableOne, tableOne); err != nil {
+	if err := checkTable("TANH", tanh, -tableOne, tableOne); err != nil {
 		return err
 	}
 	if err := checkRange("layer-0 input table T0", n.t0, -maxInBias, maxInBias); err != nil {
@@ -135,10 +134,10 @@ func loadLSTM(r *reader, m *Model) error {
 	if err := checkWeights("output layer", wo); err != nil {
 		return err
 	}
-	if err := checkRange("output bias", n.bo, -maxBias, maxBias); err != nil {
+	if err := checkRange("output bias", bo, -maxBias, maxBias); err != nil {
 		return err
 	}
-	if err := checkRequant("output layer", n.mo, n.so); err != nil {
+	if err := checkRequant("output layer", mo, so); err != nil {
 		return err
 	}
 	var err error
@@ -149,7 +148,7 @@ func loadLSTM(r *reader, m *Model) error {
 	n.layers = make([]lstmLayer, nl)
 	for l, rl := range raw {
 		ly := &n.layers[l]
-		ly.b, ly.m, ly.s = rl.b, rl.m, rl.s
+		ly.rq = newRQ(rl.b, rl.m, rl.s)
 		if l == 0 {
 			ly.w = newMatrix(padRows(rl.w, 4*h, h, hp, 0), 4*h, hp)
 		} else {
@@ -157,6 +156,9 @@ func loadLSTM(r *reader, m *Model) error {
 		}
 	}
 	n.wo = newMatrix(padRows(wo, 256, h, hp, 0), 256, hp)
+	n.rqo = newRQ(bo, mo, so)
+	n.sig, n.tanh = (*[tableLen]int32)(sig), (*[tableLen]int32)(tanh)
+	n.zero = make([]int32, 4*h)
 	k := kernels()[0]
 	n.mv, m.kernel = k.mv, k.name
 	n.initBOS()

@@ -20,7 +20,7 @@ func (n *lstmNet) getScratch() *lstmScratch {
 	if s, ok := n.pool.Get().(*lstmScratch); ok {
 		return s
 	}
-	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), z: make([]int32, 4*n.h)}
+	return &lstmScratch{acc: make([]int32, max(4*n.h, 256))}
 }
 
 // initBOS computes the state after step(BOS) from the zero state and the
@@ -34,47 +34,36 @@ func (n *lstmNet) initBOS() {
 	n.dist(st, sc, &n.dist0)
 }
 
-func clamp64(v, lo, hi int64) int64 { return min(max(v, lo), hi) }
-
 func clamp32(v, lo, hi int32) int32 { return min(max(v, lo), hi) }
 
 // step consumes input symbol x (a byte, or bosSymbol) and updates st
 // (SPEC.md, lstm1 "Step").
 func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
 	H, hp := n.h, n.hp
-	acc, z := sc.acc[:4*H], sc.z[:4*H]
+	acc := sc.acc[:4*H]
 	for l := range n.layers {
 		ly := &n.layers[l]
 		var in []int16
+		in0 := n.zero[:4*H] // what layer l adds to z besides its bias: T0[x] for layer 0
 		if l == 0 {
 			in = st.h[:hp]
+			in0 = n.t0[x*4*H : x*4*H+4*H]
 		} else {
 			in = st.h[(l-1)*hp : (l+1)*hp]
 		}
 		// Every acc of the layer before any h of the layer changes.
 		n.mv(acc, ly.w, in)
-		b, mul, sh := ly.b[:4*H], ly.m[:4*H], ly.s[:4*H]
-		if l == 0 {
-			t0 := n.t0[x*4*H : x*4*H+4*H]
-			for j, a := range acc {
-				v := requant(a, mul[j], sh[j]) + int64(b[j]) + int64(t0[j])
-				z[j] = int32(clamp64(v, zMin, zMax))
-			}
-		} else {
-			for j, a := range acc {
-				v := requant(a, mul[j], sh[j]) + int64(b[j])
-				z[j] = int32(clamp64(v, zMin, zMax))
-			}
-		}
 		h := st.h[l*hp : l*hp+H]
 		c := st.c[l*H : l*H+H]
-		zi, zf, zg, zo := z[:H], z[H:2*H], z[2*H:3*H], z[3*H:4*H]
-		sig, tanh := n.sig[:tableLen], n.tanh[:tableLen]
+		ai, af, ag, ao := acc[:H], acc[H:2*H], acc[2*H:3*H], acc[3*H:4*H]
+		ri, rf, rg, ro := ly.rq[:H], ly.rq[H:2*H], ly.rq[2*H:3*H], ly.rq[3*H:4*H]
+		ti, tf, tg, to := in0[:H], in0[H:2*H], in0[2*H:3*H], in0[3*H:4*H]
+		sig, tanh := n.sig, n.tanh
 		for u := range h {
-			ig := sig[zi[u]+2048]
-			fg := sig[zf[u]+2048]
-			gg := tanh[zg[u]+2048]
-			og := sig[zo[u]+2048]
+			ig := sig[ri[u].z(ai[u], ti[u])]
+			fg := sig[rf[u].z(af[u], tf[u])]
+			gg := tanh[rg[u].z(ag[u], tg[u])]
+			og := sig[ro[u].z(ao[u], to[u])]
 			cv := clamp32((fg*c[u]+ig*gg+2048)>>12, -cellMax, cellMax)
 			tc := tanh[clamp32(cv>>4, zMin, zMax)+2048]
 			c[u] = cv
@@ -83,15 +72,40 @@ func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
 	}
 }
 
+// rqRow holds one row's requantisation R(acc, M, S) + B, ready to use.
+type rqRow struct {
+	m, half, b int64 // M, 2^(S-1), B
+	s          uint64
+}
+
+func newRQ(b, m, s []int32) []rqRow {
+	r := make([]rqRow, len(b))
+	for i := range r {
+		r[i] = rqRow{m: int64(m[i]), half: int64(1) << (s[i] - 1), b: int64(b[i]), s: uint64(s[i])}
+	}
+	return r
+}
+
+// v returns R(a, M, S) + B + extra (64-bit, SPEC.md's requantisation).
+func (r *rqRow) v(a, extra int32) int64 {
+	return (int64(a)*r.m+r.half)>>(r.s&63) + r.b + int64(extra)
+}
+
+// z returns the table index of gate value clamp(R(a, M, S) + B + extra,
+// -2048, 2047): that value plus 2048, in [0, 4095].
+func (r *rqRow) z(a, extra int32) int {
+	return int(min(max(r.v(a, extra), zMin), zMax) + 2048)
+}
+
 // dist computes the distribution of the next byte from st (SPEC.md, lstm1
 // "Distribution").
 func (n *lstmNet) dist(st *lstmState, sc *lstmScratch, d *predictor.Dist) {
 	acc := sc.acc[:256]
 	top := (n.nl - 1) * n.hp
 	n.mv(acc, n.wo, st.h[top:top+n.hp])
+	rq := n.rqo[:256]
 	for v, a := range acc {
-		l := requant(a, n.mo[v], n.so[v]) + int64(n.bo[v])
-		sc.logit[v] = int32(clamp64(l, -maxLogit, maxLogit))
+		sc.logit[v] = int32(min(max(rq[v].v(a, 0), -maxLogit), maxLogit))
 	}
 	freqsFromLogits(n.exp, &sc.logit, d)
 }
