@@ -26,9 +26,11 @@ const (
 )
 
 // lstmNet is a loaded lstm1 model. Matrices are stored row-major with every
-// row padded with zeros to kp columns (a multiple of kAlign); for layers
-// l >= 1 the input [h_{l-1} | h_l] is laid out as two halves of hp columns
-// each, matching the layout of the hidden state (see lstmState).
+// row padded with zeros to hp columns (H rounded up to kAlign). The matrix
+// W_l of a layer l >= 1, over [h_{l-1} | h_l], is kept as its two halves:
+// the sums over each are computed apart and added, which gives the same
+// integers (no partial sum can overflow either) and lets Score compute the
+// input half for many positions in a row.
 type lstmNet struct {
 	nl, h, hp int // layers, hidden width, hidden width padded to kAlign
 	sig, tanh *[tableLen]int32
@@ -46,14 +48,14 @@ type lstmNet struct {
 }
 
 type lstmLayer struct {
-	w  *matrix // 4H x (hp for layer 0, 2*hp above)
+	wx *matrix // 4H x hp, the columns of W_l over h_{l-1}; nil for layer 0
+	wh *matrix // 4H x hp, the columns over h_l
 	rq []rqRow
 }
 
 // lstmState is the state of one block: h of every layer as int16 (values in
-// [-127, 127]), layer l at h[l*hp:], the hp-H padding entries always 0, so
-// that h[(l-1)*hp : (l+1)*hp] is the padded input of layer l; and c of every
-// layer, layer l at c[l*H:].
+// [-127, 127]), layer l at h[l*hp:], the hp-H padding entries always 0; and c
+// of every layer, layer l at c[l*H:].
 type lstmState struct {
 	h []int16
 	c []int32
@@ -61,6 +63,9 @@ type lstmState struct {
 
 type lstmScratch struct {
 	acc   []int32 // 4H (and 256 for the head)
+	part  []int32 // 4H: the sums over a layer's input half
+	seq   []int16 // scoreChunk x hp: one layer's h after each step of a chunk
+	pre   []int32 // scoreChunk x 4H: the input-half sums of a chunk
 	logit [256]int32
 }
 
@@ -150,12 +155,13 @@ func loadLSTM(r *reader, m *Model) error {
 		ly := &n.layers[l]
 		ly.rq = newRQ(rl.b, rl.m, rl.s)
 		if l == 0 {
-			ly.w = newMatrix(padRows(rl.w, 4*h, h, hp, 0), 4*h, hp)
+			ly.wh = newMatrix(padCols(rl.w, 4*h, h, 0, h, hp), 4*h, hp)
 		} else {
-			ly.w = newMatrix(padRows(rl.w, 4*h, 2*h, 2*hp, hp), 4*h, 2*hp)
+			ly.wx = newMatrix(padCols(rl.w, 4*h, 2*h, 0, h, hp), 4*h, hp)
+			ly.wh = newMatrix(padCols(rl.w, 4*h, 2*h, h, h, hp), 4*h, hp)
 		}
 	}
-	n.wo = newMatrix(padRows(wo, 256, h, hp, 0), 256, hp)
+	n.wo = newMatrix(padCols(wo, 256, h, 0, h, hp), 256, hp)
 	n.rqo = newRQ(bo, mo, so)
 	n.sig, n.tanh = (*[tableLen]int32)(sig), (*[tableLen]int32)(tanh)
 	n.zero = make([]int32, 4*h)
@@ -166,19 +172,12 @@ func loadLSTM(r *reader, m *Model) error {
 	return nil
 }
 
-// padRows copies a rows x k matrix into rows of kp columns. With split > 0
-// the columns are two halves of k/2: the first half goes to columns
-// 0..k/2-1 and the second to split..split+k/2-1.
-func padRows(w []int8, rows, k, kp, split int) []int8 {
-	p := make([]int8, rows*kp)
+// padCols returns columns from..from+n-1 of a rows x k matrix as rows of hp
+// columns, zero padded.
+func padCols(w []int8, rows, k, from, n, hp int) []int8 {
+	p := make([]int8, rows*hp)
 	for r := range rows {
-		src, dst := w[r*k:r*k+k], p[r*kp:r*kp+kp]
-		if split == 0 {
-			copy(dst, src)
-			continue
-		}
-		copy(dst, src[:k/2])
-		copy(dst[split:], src[k/2:])
+		copy(p[r*hp:r*hp+n], w[r*k+from:r*k+from+n])
 	}
 	return p
 }
@@ -237,7 +236,7 @@ func checkExp(e []int32) ([]uint32, error) {
 func (n *lstmNet) params() int {
 	p := len(n.t0) + 256*n.h + 256
 	for l := range n.layers {
-		p += 4*n.h*n.layers[l].w.k/n.hp*n.h + 4*n.h
+		p += n.layerMACs(l) + 4*n.h
 	}
 	return p
 }
@@ -245,7 +244,15 @@ func (n *lstmNet) params() int {
 func (n *lstmNet) macs() int {
 	c := 256 * n.h
 	for l := range n.layers {
-		c += 4 * n.h * n.layers[l].w.k / n.hp * n.h
+		c += n.layerMACs(l)
 	}
 	return c
+}
+
+// layerMACs is the size of W_l: 4H x H for layer 0, 4H x 2H above.
+func (n *lstmNet) layerMACs(l int) int {
+	if l == 0 {
+		return 4 * n.h * n.h
+	}
+	return 8 * n.h * n.h
 }

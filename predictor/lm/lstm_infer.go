@@ -20,7 +20,7 @@ func (n *lstmNet) getScratch() *lstmScratch {
 	if s, ok := n.pool.Get().(*lstmScratch); ok {
 		return s
 	}
-	return &lstmScratch{acc: make([]int32, max(4*n.h, 256))}
+	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), part: make([]int32, 4*n.h)}
 }
 
 // initBOS computes the state after step(BOS) from the zero state and the
@@ -40,35 +40,43 @@ func clamp32(v, lo, hi int32) int32 { return min(max(v, lo), hi) }
 // (SPEC.md, lstm1 "Step").
 func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
 	H, hp := n.h, n.hp
-	acc := sc.acc[:4*H]
+	acc, part := sc.acc[:4*H], sc.part[:4*H]
 	for l := range n.layers {
 		ly := &n.layers[l]
-		var in []int16
-		in0 := n.zero[:4*H] // what layer l adds to z besides its bias: T0[x] for layer 0
-		if l == 0 {
-			in = st.h[:hp]
-			in0 = n.t0[x*4*H : x*4*H+4*H]
-		} else {
-			in = st.h[(l-1)*hp : (l+1)*hp]
-		}
 		// Every acc of the layer before any h of the layer changes.
-		n.mv(acc, ly.w, in)
-		h := st.h[l*hp : l*hp+H]
-		c := st.c[l*H : l*H+H]
-		ai, af, ag, ao := acc[:H], acc[H:2*H], acc[2*H:3*H], acc[3*H:4*H]
-		ri, rf, rg, ro := ly.rq[:H], ly.rq[H:2*H], ly.rq[2*H:3*H], ly.rq[3*H:4*H]
-		ti, tf, tg, to := in0[:H], in0[H:2*H], in0[2*H:3*H], in0[3*H:4*H]
-		sig, tanh := n.sig, n.tanh
-		for u := range h {
-			ig := sig[ri[u].z(ai[u], ti[u])]
-			fg := sig[rf[u].z(af[u], tf[u])]
-			gg := tanh[rg[u].z(ag[u], tg[u])]
-			og := sig[ro[u].z(ao[u], to[u])]
-			cv := clamp32((fg*c[u]+ig*gg+2048)>>12, -cellMax, cellMax)
-			tc := tanh[clamp32(cv>>4, zMin, zMax)+2048]
-			c[u] = cv
-			h[u] = int16(clamp32((og*tc+1<<16)>>17, -127, 127))
+		n.mv(acc, ly.wh, st.h[l*hp:l*hp+hp])
+		if l == 0 {
+			n.gates(l, st, acc, n.t0[x*4*H:x*4*H+4*H])
+			continue
 		}
+		n.mv(part, ly.wx, st.h[(l-1)*hp:l*hp])
+		for j, v := range part {
+			acc[j] += v
+		}
+		n.gates(l, st, acc, n.zero)
+	}
+}
+
+// gates updates h and c of layer l from the layer's sums acc; in0 is what
+// the layer adds to z besides its bias (T0[x] for layer 0, else zeros).
+func (n *lstmNet) gates(l int, st *lstmState, acc, in0 []int32) {
+	H := n.h
+	ly := &n.layers[l]
+	h := st.h[l*n.hp : l*n.hp+H]
+	c := st.c[l*H : l*H+H]
+	ai, af, ag, ao := acc[:H], acc[H:2*H], acc[2*H:3*H], acc[3*H:4*H]
+	ri, rf, rg, ro := ly.rq[:H], ly.rq[H:2*H], ly.rq[2*H:3*H], ly.rq[3*H:4*H]
+	ti, tf, tg, to := in0[:H], in0[H:2*H], in0[2*H:3*H], in0[3*H:4*H]
+	sig, tanh := n.sig, n.tanh
+	for u := range h {
+		ig := sig[ri[u].z(ai[u], ti[u])]
+		fg := sig[rf[u].z(af[u], tf[u])]
+		gg := tanh[rg[u].z(ag[u], tg[u])]
+		og := sig[ro[u].z(ao[u], to[u])]
+		cv := clamp32((fg*c[u]+ig*gg+2048)>>12, -cellMax, cellMax)
+		tc := tanh[clamp32(cv>>4, zMin, zMax)+2048]
+		c[u] = cv
+		h[u] = int16(clamp32((og*tc+1<<16)>>17, -127, 127))
 	}
 }
 
@@ -100,9 +108,14 @@ func (r *rqRow) z(a, extra int32) int {
 // dist computes the distribution of the next byte from st (SPEC.md, lstm1
 // "Distribution").
 func (n *lstmNet) dist(st *lstmState, sc *lstmScratch, d *predictor.Dist) {
-	acc := sc.acc[:256]
 	top := (n.nl - 1) * n.hp
-	n.mv(acc, n.wo, st.h[top:top+n.hp])
+	n.distFrom(st.h[top:top+n.hp], sc, d)
+}
+
+// distFrom computes the distribution from the top layer's h.
+func (n *lstmNet) distFrom(h []int16, sc *lstmScratch, d *predictor.Dist) {
+	acc := sc.acc[:256]
+	n.mv(acc, n.wo, h)
 	rq := n.rqo[:256]
 	for v, a := range acc {
 		sc.logit[v] = int32(min(max(rq[v].v(a, 0), -maxLogit), maxLogit))
@@ -110,36 +123,77 @@ func (n *lstmNet) dist(st *lstmState, sc *lstmScratch, d *predictor.Dist) {
 	freqsFromLogits(n.exp, &sc.logit, d)
 }
 
-// ctxEvery is how many bytes an lstm1 loop codes between context checks.
-const ctxEvery = 64
+// scoreChunk is how many steps Score takes layer by layer: the steps of a
+// chunk run through layer 0, then through layer 1, and so on, and then the
+// output layer makes their distributions. Each phase uses one matrix, which
+// stays in cache over the chunk (a whole step's weights may not fit), and
+// the input half of a layer l >= 1, which does not depend on the layer's own
+// state, runs over the chunk's positions back to back.
+const scoreChunk = 32
 
 func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos int, d *predictor.Dist) error) error {
 	sc := n.getScratch()
 	defer n.pool.Put(sc)
+	if sc.seq == nil {
+		sc.seq = make([]int16, scoreChunk*n.hp)
+		sc.pre = make([]int32, scoreChunk*4*n.h)
+	}
 	st := n.newState()
 	var d predictor.Dist
 	for bi, blk := range blocks {
+		if len(blk) == 0 {
+			continue
+		}
 		st.set(&n.bos)
-		for pos, c := range blk {
-			if pos%ctxEvery == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			if pos == 0 {
-				d = n.dist0
-			} else {
-				n.dist(st, sc, &d)
-			}
-			if err := emit(bi, pos, &d); err != nil {
+		d = n.dist0
+		if err := emit(bi, 0, &d); err != nil {
+			return err
+		}
+		// The table of position t comes after the steps over blk[:t].
+		for s0 := 0; s0 < len(blk)-1; s0 += scoreChunk {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if pos+1 < len(blk) {
-				n.step(st, int(c), sc)
+			syms := blk[s0:min(s0+scoreChunk, len(blk)-1)]
+			n.stepChunk(st, syms, sc)
+			for t := range syms {
+				n.distFrom(sc.seq[t*n.hp:(t+1)*n.hp], sc, &d)
+				if err := emit(bi, s0+t+1, &d); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// stepChunk takes the steps over syms (at most scoreChunk) layer by layer
+// and leaves in sc.seq the top layer's h after each.
+func (n *lstmNet) stepChunk(st *lstmState, syms []byte, sc *lstmScratch) {
+	H, hp := n.h, n.hp
+	acc := sc.acc[:4*H]
+	for l := range n.layers {
+		ly := &n.layers[l]
+		if l > 0 {
+			// sc.seq holds h_{l-1} after each step.
+			for t := range syms {
+				n.mv(sc.pre[t*4*H:(t+1)*4*H], ly.wx, sc.seq[t*hp:(t+1)*hp])
+			}
+		}
+		h := st.h[l*hp : (l+1)*hp]
+		for t, x := range syms {
+			n.mv(acc, ly.wh, h)
+			if l == 0 {
+				n.gates(0, st, acc, n.t0[int(x)*4*H:(int(x)+1)*4*H])
+			} else {
+				for j, v := range sc.pre[t*4*H : (t+1)*4*H] {
+					acc[j] += v
+				}
+				n.gates(l, st, acc, n.zero)
+			}
+			copy(sc.seq[t*hp:(t+1)*hp], h)
+		}
+	}
 }
 
 func (n *lstmNet) streams(n1 int) (predictor.ByteStreams, error) {

@@ -202,6 +202,7 @@ func lstmInputs() [][]byte {
 		bin,
 		make([]byte, 32),
 		bytes.Repeat([]byte{0xff}, 32),
+		bytes.Repeat([]byte("ab"), 17)[:33],
 		all,
 	}
 }
