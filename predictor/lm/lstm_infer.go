@@ -20,7 +20,7 @@ func (n *lstmNet) getScratch() *lstmScratch {
 	if s, ok := n.pool.Get().(*lstmScratch); ok {
 		return s
 	}
-	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), part: make([]int32, 4*n.h)}
+	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), part: make([]int32, 4*n.h), rec: make([]int32, (n.nl-1)*4*n.h)}
 }
 
 // initBOS computes the state after step(BOS) from the zero state and the
@@ -38,22 +38,65 @@ func clamp32(v, lo, hi int32) int32 { return min(max(v, lo), hi) }
 
 // step consumes input symbol x (a byte, or bosSymbol) and updates st
 // (SPEC.md, lstm1 "Step").
+//
+// The sums over the recurrent halves W_l h_l of the layers l >= 1 need only
+// the state before the step, so they may run first. Every other step does
+// so, in reverse layer order: a model whose weights do not all fit in a
+// core's cache then starts each step with the matrices the previous step
+// used last, which are still there (a few percent faster decoding).
 func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
 	H, hp := n.h, n.hp
-	acc, part := sc.acc[:4*H], sc.part[:4*H]
+	sc.flip = !sc.flip && n.nl > 1
+	if !sc.flip {
+		for l := range n.layers {
+			n.layer(l, st, x, sc, nil)
+		}
+		return
+	}
+	for l := n.nl - 1; l >= 1; l-- {
+		n.mv(sc.rec[(l-1)*4*H:l*4*H], n.layers[l].wh, st.h[l*hp:l*hp+hp])
+	}
 	for l := range n.layers {
-		ly := &n.layers[l]
-		// Every acc of the layer before any h of the layer changes.
+		var rec []int32
+		if l > 0 {
+			rec = sc.rec[(l-1)*4*H : l*4*H]
+		}
+		n.layer(l, st, x, sc, rec)
+	}
+}
+
+// layer is layer l's part of step(x); rec is W_l h_l for l >= 1 if already
+// computed, or nil.
+func (n *lstmNet) layer(l int, st *lstmState, x int, sc *lstmScratch, rec []int32) {
+	H, hp := n.h, n.hp
+	ly := &n.layers[l]
+	acc := sc.acc[:4*H]
+	// Every acc of the layer before any h of the layer changes.
+	if l == 0 {
+		n.mv(acc, ly.wh, st.h[:hp])
+		n.gates(l, st, acc, n.t0[x*4*H:x*4*H+4*H])
+		return
+	}
+	if rec == nil {
 		n.mv(acc, ly.wh, st.h[l*hp:l*hp+hp])
-		if l == 0 {
-			n.gates(l, st, acc, n.t0[x*4*H:x*4*H+4*H])
-			continue
+		rec = acc
+	}
+	part := sc.part[:4*H]
+	n.mv(part, ly.wx, st.h[(l-1)*hp:l*hp])
+	for j, v := range part {
+		acc[j] = rec[j] + v
+	}
+	n.gates(l, st, acc, n.zero)
+}
+
+// stepMany steps several states at once, layer by layer, so that each
+// layer's matrices serve every state while in cache. The states must be
+// distinct.
+func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, sc *lstmScratch) {
+	for l := range n.layers {
+		for i, st := range sts {
+			n.layer(l, st, int(syms[i]), sc, nil)
 		}
-		n.mv(part, ly.wx, st.h[(l-1)*hp:l*hp])
-		for j, v := range part {
-			acc[j] += v
-		}
-		n.gates(l, st, acc, n.zero)
 	}
 }
 
@@ -200,11 +243,11 @@ func (n *lstmNet) streams(n1 int) (predictor.ByteStreams, error) {
 	if n1 < 0 {
 		return nil, fmt.Errorf("lm: %d streams asked for", n1)
 	}
-	s := &lstmStreams{n: n, st: make([]*lstmState, n1), fresh: make([]bool, n1), sc: n.getScratch()}
+	s := &lstmStreams{n: n, st: make([]*lstmState, n1), fresh: make([]uint8, n1), sc: n.getScratch()}
 	for i := range s.st {
 		s.st[i] = n.newState()
 		s.st[i].set(&n.bos)
-		s.fresh[i] = true
+		s.fresh[i] = freshYes
 	}
 	return s, nil
 }
@@ -213,9 +256,17 @@ func (n *lstmNet) streams(n1 int) (predictor.ByteStreams, error) {
 type lstmStreams struct {
 	n     *lstmNet
 	st    []*lstmState
-	fresh []bool // no byte pushed yet: the distribution is dist0
+	fresh []uint8 // freshYes: no byte pushed yet, the distribution is dist0
 	sc    *lstmScratch
+	batch []*lstmState
 }
+
+// Values of lstmStreams.fresh.
+const (
+	freshNo     = iota
+	freshYes    // no byte pushed yet
+	freshPushed // being pushed (Push's duplicate check)
+)
 
 func (s *lstmStreams) check(ids []int) error {
 	if s.st == nil {
@@ -240,7 +291,7 @@ func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Di
 		return err
 	}
 	for i, id := range ids {
-		if s.fresh[id] {
+		if s.fresh[id] == freshYes {
 			dst[i] = s.n.dist0
 			continue
 		}
@@ -256,9 +307,27 @@ func (s *lstmStreams) Push(ids []int, syms []byte) error {
 	if err := s.check(ids); err != nil {
 		return err
 	}
+	// Distinct streams step together, layer by layer (stepMany); a stream
+	// named twice takes its steps one after the other.
+	batch := s.batch[:0]
+	for _, id := range ids {
+		if s.fresh[id] == freshPushed {
+			batch = nil
+			break
+		}
+		s.fresh[id] = freshPushed
+		batch = append(batch, s.st[id])
+	}
+	for _, id := range ids {
+		s.fresh[id] = freshNo
+	}
+	if len(ids) > 1 && batch != nil {
+		s.n.stepMany(batch, syms, s.sc)
+		s.batch = batch[:0]
+		return nil
+	}
 	for i, id := range ids {
 		s.n.step(s.st[id], int(syms[i]), s.sc)
-		s.fresh[id] = false
 	}
 	return nil
 }

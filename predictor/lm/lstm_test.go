@@ -530,3 +530,30 @@ func reportKBs(b *testing.B, n int) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// TestLSTMPushSameStreamTwice checks that a Push naming a stream twice
+// appends both bytes in order, as two Pushes would.
+func TestLSTMPushSameStreamTwice(t *testing.T) {
+	p := lmtest.RandomLSTM(3, 2, 16)
+	m := loadWith(t, p, nil)
+	ctx := context.Background()
+	s, err := m.Streams(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Push([]int{0, 2, 0, 1}, []byte("abcd")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]string{0: "ac", 1: "d", 2: "b"}
+	dst := make([]predictor.Dist, 3)
+	if err := s.Predict(ctx, []int{0, 1, 2}, dst); err != nil {
+		t.Fatal(err)
+	}
+	for id, in := range want {
+		ref := refTables(t, p, []byte(in))
+		if dst[id] != ref[len(in)] {
+			t.Errorf("stream %d after %q: table differs from the reference", id, in)
+		}
+	}
+}
