@@ -93,10 +93,34 @@ func (n *lstmNet) layer(l int, st *lstmState, x int, sc *lstmScratch, rec []int3
 // layer's matrices serve every state while in cache. The states must be
 // distinct.
 func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, sc *lstmScratch) {
-	for l := range n.layers {
-		for i, st := range sts {
-			n.layer(l, st, int(syms[i]), sc, nil)
+	H, hp := n.h, n.hp
+	sc.ensureChunk(n)
+	for len(sts) > 0 {
+		g := min(len(sts), scoreChunk)
+		for l := range n.layers {
+			if l == 0 {
+				for i, st := range sts[:g] {
+					n.layer(l, st, int(syms[i]), sc, nil)
+				}
+				continue
+			}
+			// Both halves of W_l are as large as W_0: one after the other.
+			for i, st := range sts[:g] {
+				n.mv(sc.pre[i*4*H:(i+1)*4*H], n.layers[l].wh, st.h[l*hp:l*hp+hp])
+			}
+			for i, st := range sts[:g] {
+				n.layer(l, st, int(syms[i]), sc, sc.pre[i*4*H:(i+1)*4*H])
+			}
 		}
+		sts, syms = sts[g:], syms[g:]
+	}
+}
+
+// ensureChunk allocates the buffers of chunked stepping.
+func (sc *lstmScratch) ensureChunk(n *lstmNet) {
+	if sc.seq == nil {
+		sc.seq = make([]int16, scoreChunk*n.hp)
+		sc.pre = make([]int32, scoreChunk*4*n.h)
 	}
 }
 
@@ -177,10 +201,7 @@ const scoreChunk = 32
 func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos int, d *predictor.Dist) error) error {
 	sc := n.getScratch()
 	defer n.pool.Put(sc)
-	if sc.seq == nil {
-		sc.seq = make([]int16, scoreChunk*n.hp)
-		sc.pre = make([]int32, scoreChunk*4*n.h)
-	}
+	sc.ensureChunk(n)
 	st := n.newState()
 	var d predictor.Dist
 	for bi, blk := range blocks {

@@ -476,8 +476,9 @@ func TestLSTMLoadRejectsBadFiles(t *testing.T) {
 	}
 }
 
-// BenchmarkLSTM measures encoding (Score) and decoding (a stream, one
-// Predict and Push per byte) in bytes per second on one core, for random
+// BenchmarkLSTM measures encoding (Score), decoding (a stream, one Predict
+// and Push per byte) and decoding eight blocks at once (decode8) in bytes
+// per second on one core, for random
 // models of the shapes lstm.py trains (s, m, m2, l2: H = 384 and 512, one
 // and two layers), on each kernel. Run it with -cpu 1.
 func BenchmarkLSTM(b *testing.B) {
@@ -512,6 +513,33 @@ func BenchmarkLSTM(b *testing.B) {
 							b.Fatal(err)
 						}
 						if err := s.Push(ids, text[i:i+1]); err != nil {
+							b.Fatal(err)
+						}
+					}
+					s.Close()
+				}
+			})
+			b.Run(prefix+"/decode8", func(b *testing.B) {
+				// Eight blocks decoded together: one Predict and Push for
+				// the eight per byte.
+				const ns = 8
+				b.ReportMetric(float64(m.MACs()), "MACs/byte")
+				defer reportKBs(b, ns*len(text))
+				ctx := context.Background()
+				ids, dst, syms := []int{0, 1, 2, 3, 4, 5, 6, 7}, make([]predictor.Dist, ns), make([]byte, ns)
+				for b.Loop() {
+					s, err := m.Streams(ctx, ns)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for i := range text {
+						if err := s.Predict(ctx, ids, dst); err != nil {
+							b.Fatal(err)
+						}
+						for j := range syms {
+							syms[j] = text[(i+j)%len(text)]
+						}
+						if err := s.Push(ids, syms); err != nil {
 							b.Fatal(err)
 						}
 					}
