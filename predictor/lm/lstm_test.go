@@ -240,7 +240,12 @@ func TestLSTMMatchesReference(t *testing.T) {
 				}
 			}
 		}
-		for _, k := range kernels {
+		for ki, k := range kernels {
+			if ki > 0 {
+				// The kernels agree on every sum (TestMatvecKernels): the
+				// slower ones see the first few inputs only.
+				inputs = inputs[:min(len(inputs), 4)]
+			}
 			m := loadWith(t, c.p, &k)
 			err := m.Score(context.Background(), inputs, func(b, pos int, d *predictor.Dist) error {
 				if *d != want[b][pos] {
