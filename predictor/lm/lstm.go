@@ -63,12 +63,13 @@ type lstmState struct {
 }
 
 type lstmScratch struct {
-	acc   []int32 // 4H (and 256 for the head)
-	part  []int32 // 4H: the sums over a layer's input half
-	rec   []int32 // (NL-1) x 4H: the recurrent-half sums of layers 1.. (see step)
-	flip  bool    // the order of the last step (see step)
-	seq   []int16 // scoreChunk x hp: one layer's h after each step of a chunk
-	pre   []int32 // scoreChunk x 4H: the input-half sums of a chunk
+	acc   []int32    // 4H (and 256 for the head)
+	part  []int32    // 4H: the sums over a layer's input half
+	rec   []int32    // (NL-1) x 4H: the recurrent-half sums of layers 1.. (see step)
+	flip  bool       // the order of the last step (see step)
+	seq   []int16    // scoreChunk x hp: one layer's h after each step of a chunk
+	pre   []int32    // scoreChunk x 4H: the input-half sums of a chunk
+	st    *lstmState // Score's state
 	logit [256]int32
 }
 

@@ -202,7 +202,10 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 	sc := n.getScratch()
 	defer n.pool.Put(sc)
 	sc.ensureChunk(n)
-	st := n.newState()
+	if sc.st == nil {
+		sc.st = n.newState()
+	}
+	st := sc.st
 	var d predictor.Dist
 	for bi, blk := range blocks {
 		if len(blk) == 0 {
@@ -342,9 +345,11 @@ func (s *lstmStreams) Push(ids []int, syms []byte) error {
 	for _, id := range ids {
 		s.fresh[id] = freshNo
 	}
+	if batch != nil {
+		s.batch = batch[:0]
+	}
 	if len(ids) > 1 && batch != nil {
 		s.n.stepMany(batch, syms, s.sc)
-		s.batch = batch[:0]
 		return nil
 	}
 	for i, id := range ids {

@@ -590,3 +590,30 @@ func TestLSTMPushSameStreamTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestLSTMNoAllocsPerByte checks that decoding a byte (Predict and Push on
+// one stream and on several) allocates nothing.
+func TestLSTMNoAllocsPerByte(t *testing.T) {
+	m := loadWith(t, lmtest.RandomLSTM(2, 2, 16), nil)
+	ctx := context.Background()
+	for _, ids := range [][]int{{0}, {0, 1, 2}} {
+		s, err := m.Streams(ctx, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := make([]predictor.Dist, len(ids))
+		syms := []byte("abc")[:len(ids)]
+		allocs := testing.AllocsPerRun(50, func() {
+			if err := s.Predict(ctx, ids, dst); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Push(ids, syms); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%d streams: %v allocations per byte", len(ids), allocs)
+		}
+		s.Close()
+	}
+}
