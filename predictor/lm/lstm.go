@@ -41,7 +41,6 @@ type lstmNet struct {
 	rqo       []rqRow // output requantisation and bias
 	exp       []uint32
 	mv        matvecFunc
-	noflip    bool
 
 	bos   lstmState      // the state after step(BOS), where every block starts
 	dist0 predictor.Dist // the distribution of byte 0 of every block

@@ -22,6 +22,7 @@ type matrix struct {
 	rows   int     // a multiple of 4
 	k      int     // columns, a multiple of kAlign, at most maxCols
 	rowsum []int32 // the sum of each row (for kernels that offset the input)
+	swar   swarMatrix
 }
 
 func newMatrix(w []int8, rows, k int) *matrix {

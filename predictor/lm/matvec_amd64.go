@@ -6,7 +6,7 @@ import "golang.org/x/sys/cpu"
 
 // kernels returns the matrix-vector kernels this build has for this machine,
 // fastest first: AVX-512 VNNI and AVX2 assembly where the CPU has them, and
-// pure Go.
+// the two pure-Go kernels.
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
@@ -15,7 +15,7 @@ func kernels() []kernel {
 	if cpu.X86.HasAVX2 {
 		ks = append(ks, kernel{"avx2", matvecAVX2})
 	}
-	return append(ks, kernel{"go", matvecGo})
+	return append(ks, kernel{"swar", matvecSWAR}, kernel{"go", matvecGo})
 }
 
 // matvecAVX2 is matvecFunc in AVX2 assembly (matvec_amd64.s).
