@@ -11,6 +11,7 @@ import (
 
 	"github.com/lmfs/lmfs/blockstore"
 	"github.com/lmfs/lmfs/coder"
+	"github.com/lmfs/lmfs/fs/sched"
 )
 
 // RecompressOptions configures background recompression: blocks stored by
@@ -103,6 +104,13 @@ type recoder struct {
 	ch    *coder.Chooser
 	level uint8
 	log   *slog.Logger
+	// run, if set, runs each block's work (the daemon's coding scheduler
+	// at background priority); nil runs it in the walk's goroutine.
+	run func(ctx context.Context, fn func(context.Context) error) error
+	// decode and encode, if set, replace r.reg.Decode and r.ch.Encode
+	// (the daemon counts them in its metrics).
+	decode func(ctx context.Context, rec []byte) ([]byte, error)
+	encode func(ctx context.Context, raw []byte) ([]byte, error)
 }
 
 type recodeResult struct {
@@ -126,11 +134,33 @@ func (r *recoder) recode(ctx context.Context, ino, blk uint64) recodeResult {
 	if blockstore.MetaLevel(meta) >= r.level {
 		return recodeResult{lost: true} // done by someone else meanwhile
 	}
-	raw, _, err := r.reg.Decode(ctx, nil, rec)
-	if err != nil {
-		return recodeResult{err: fmt.Errorf("decode block %d of inode %d (run lmfs fsck): %w", blk, ino, err)}
+	var raw, out []byte
+	var decErr error
+	code := func(ctx context.Context) error {
+		if r.decode != nil {
+			raw, decErr = r.decode(ctx, rec)
+		} else {
+			raw, _, decErr = r.reg.Decode(ctx, nil, rec)
+		}
+		if decErr != nil {
+			return nil
+		}
+		var err error
+		if r.encode != nil {
+			out, err = r.encode(ctx, raw)
+		} else {
+			out, err = r.ch.Encode(ctx, nil, raw)
+		}
+		return err
 	}
-	out, err := r.ch.Encode(ctx, nil, raw)
+	if r.run != nil {
+		err = r.run(ctx, code)
+	} else {
+		err = code(ctx)
+	}
+	if decErr != nil {
+		return recodeResult{err: fmt.Errorf("decode block %d of inode %d (run lmfs fsck): %w", blk, ino, decErr)}
+	}
 	if err != nil && ctx.Err() != nil {
 		return recodeResult{lost: true} // stopping: the block stays as it is
 	}
@@ -251,7 +281,13 @@ func (f *FS) recompressor(ctx context.Context, o RecompressOptions) {
 	if o.Idle <= 0 {
 		o.Idle = 2 * time.Second
 	}
-	r := &recoder{st: f.st, reg: f.reg, ch: o.Chooser, level: o.Level, log: f.log}
+	r := &recoder{st: f.st, reg: f.reg, ch: o.Chooser, level: o.Level, log: f.log,
+		run: func(ctx context.Context, fn func(context.Context) error) error {
+			return f.sched.Do(ctx, sched.Background, "recode", fn)
+		},
+		decode: f.decode,
+		encode: func(ctx context.Context, raw []byte) ([]byte, error) { return f.encode(ctx, o.Chooser, raw) },
+	}
 	idle := func() time.Duration { // how much longer until idle
 		return time.Duration(f.lastWrite.Load() + int64(o.Idle) - time.Now().UnixNano())
 	}
