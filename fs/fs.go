@@ -100,8 +100,8 @@ type FS struct {
 	wg   sync.WaitGroup
 
 	level     uint8
-	lastWrite atomic.Int64  // unix nanoseconds of the last write or flush
-	wrote     chan struct{} // wakes the idle recompressor
+	lastWrite atomic.Int64    // unix nanoseconds of the last write or flush
+	wrote     chan struct{}   // wakes the idle recompressor
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
 	recoded   *recodeCounters
