@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -157,6 +158,12 @@ func (f *FS) readBlock(ctx context.Context, n *node, blk uint64) ([]byte, error)
 			return f.decodeBlock(ctx, n, blk) // rare: decode on our own
 		}
 	}
+	if b, ok := f.cache.get(n.ino, blk); ok {
+		// A decode ended between our look and our registration.
+		f.ctr.hits.Add(1)
+		f.endDecode(k, c, b, nil)
+		return b, nil
+	}
 	data, err := f.decodeBlock(ctx, n, blk)
 	f.endDecode(k, c, data, err)
 	return data, err
@@ -189,6 +196,47 @@ func (f *FS) decodeBlock(ctx context.Context, n *node, blk uint64) ([]byte, erro
 	}
 	f.cache.put(n.ino, blk, data)
 	return data, nil
+}
+
+// readBlocks returns the contents of the blocks of spans: dirty ones from
+// memory, the others through readBlock, in parallel when several must be
+// decoded (a large read of a slow codec runs at the scheduler's parallel
+// throughput). The caller holds n.s.mu.
+func (f *FS) readBlocks(ctx context.Context, n *node, spans []Span) ([][]byte, error) {
+	s := n.s
+	out := make([][]byte, len(spans))
+	var missing []int
+	for i, sp := range spans {
+		if b, ok := s.block(sp.Block); ok {
+			out[i] = b
+		} else if b, ok := f.cache.get(n.ino, sp.Block); ok {
+			f.ctr.hits.Add(1)
+			out[i] = b
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 1 {
+		var err error
+		out[missing[0]], err = f.readBlock(ctx, n, spans[missing[0]].Block)
+		return out, err
+	}
+	errs := make([]error, len(spans))
+	var wg sync.WaitGroup
+	for _, i := range missing {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = f.readBlock(ctx, n, spans[i].Block)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err // the first in file order
+		}
+	}
+	return out, nil
 }
 
 // dirtyBlock returns the writable buffer of block blk, reading its current
@@ -234,15 +282,14 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	if h, ok := fh.(*handle); ok && f.ra > 0 {
 		f.readAhead(n, h, uint64(off), end, size)
 	}
+	spans := Spans(uint64(off), int(end-uint64(off)), f.bs)
+	blocks, err := f.readBlocks(ctx, n, spans)
+	if err != nil {
+		return nil, f.errno("read", n.ino, err)
+	}
 	pos := 0
-	for _, sp := range Spans(uint64(off), int(end-uint64(off)), f.bs) {
-		src, ok := s.block(sp.Block)
-		if !ok {
-			var err error
-			if src, err = f.readBlock(ctx, n, sp.Block); err != nil {
-				return nil, f.errno("read", n.ino, err)
-			}
-		}
+	for i, sp := range spans {
+		src := blocks[i]
 		dst := dest[pos : pos+sp.Len]
 		c := 0
 		if sp.Skip < len(src) {

@@ -79,6 +79,7 @@ type FS struct {
 	sched *sched.Scheduler
 	ctr   counters
 	ra    int // read-ahead window in blocks (0: off)
+	raMax int // its bound when reads are large (a quarter of the cache)
 
 	// decoding holds the decodes in progress, so that a read waits for a
 	// read-ahead of its block instead of decoding it again.
@@ -129,7 +130,8 @@ func New(o Options) (*FS, error) {
 	if ra == 0 {
 		ra = 2 * o.Workers
 	}
-	ra = max(0, min(ra, int(o.CacheSize/4/int64(bs))))
+	raMax := int(o.CacheSize / 4 / int64(bs))
+	ra = max(0, min(ra, raMax))
 	bg := 0
 	if o.Recompress.Chooser != nil {
 		bg = max(1, o.Recompress.Workers)
@@ -141,6 +143,7 @@ func New(o Options) (*FS, error) {
 			Workers: o.Workers, Background: bg, Batchers: o.Batchers,
 		}),
 		ra:         ra,
+		raMax:      raMax,
 		decoding:   map[cacheKey]*decodeCall{},
 		states:     map[uint64]*inodeState{},
 		dirtyNodes: map[*inodeState]struct{}{},

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/lmfs/lmfs/coder"
@@ -13,6 +14,10 @@ import (
 // sequential reader's requests from several threads, so they can arrive a
 // little out of order.
 const seqSlack = 256 << 10
+
+// errAlreadyCached ends a read-ahead that found its block cached; a reader
+// waiting for it looks in the cache again.
+var errAlreadyCached = errors.New("block already cached")
 
 // readAheadState is one open handle's read pattern.
 type readAheadState struct {
@@ -43,7 +48,10 @@ func (f *FS) readAhead(n *node, h *handle, off, end, size uint64) {
 	}
 	bs := uint64(f.bs)
 	first := max((end+bs-1)/bs, r.sched)
-	last := min((end+bs-1)/bs+uint64(f.ra), blocksFor(size, f.bs)) // exclusive
+	// The window: f.ra blocks, or two reads' worth if reads are larger.
+	window := max(uint64(f.ra), 2*((end-off+bs-1)/bs))
+	window = min(window, uint64(f.raMax))
+	last := min((end+bs-1)/bs+window, blocksFor(size, f.bs)) // exclusive
 	if r.streak < 1 || first >= last {
 		r.mu.Unlock()
 		return
@@ -83,6 +91,10 @@ func (f *FS) readAheadBlock(ctx context.Context, ino, blk uint64, rec []byte, ge
 	k := cacheKey{ino, blk}
 	c, mine := f.startDecode(k, gen)
 	if !mine {
+		return
+	}
+	if f.cache.has(ino, blk) { // a read decoded it meanwhile
+		f.endDecode(k, c, nil, errAlreadyCached)
 		return
 	}
 	data, err := f.decode(ctx, rec)

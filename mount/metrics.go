@@ -27,6 +27,7 @@ const storeStatsMaxAge = 10 * time.Second
 // metricsServer serves the daemon's Prometheus metrics at /metrics from a
 // private registry.
 type metricsServer struct {
+	col  *collector
 	srv  *http.Server
 	addr net.Addr
 	done chan struct{}
@@ -38,15 +39,17 @@ func startMetrics(addr string, st *blockstore.Store, fsys *lfs.FS, reg *coder.Re
 	if err != nil {
 		return nil, fmt.Errorf("metrics.listen %s: %w (is another process using the port? pick another address, or set metrics.listen to \"\" to turn metrics off)", addr, err)
 	}
+	col := &collector{st: st, fs: fsys, reg: reg, maxAge: storeStatsMaxAge}
 	pr := prometheus.NewRegistry()
 	pr.MustRegister(
-		&collector{st: st, fs: fsys, reg: reg},
+		col,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(pr, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	m := &metricsServer{
+		col:  col,
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 		addr: ln.Addr(),
 		done: make(chan struct{}),
@@ -104,6 +107,8 @@ type collector struct {
 	st  *blockstore.Store
 	fs  *lfs.FS
 	reg *coder.Registry
+	// maxAge is how long a scrape reuses the store statistics.
+	maxAge time.Duration
 
 	mu      sync.Mutex
 	stats   blockstore.Stats
@@ -120,11 +125,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // storeStats returns the store statistics, computed at most every
-// storeStatsMaxAge.
+// c.maxAge.
 func (c *collector) storeStats() (blockstore.Stats, time.Duration, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.statsAt.IsZero() || time.Since(c.statsAt) > storeStatsMaxAge {
+	if c.statsAt.IsZero() || time.Since(c.statsAt) > c.maxAge {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		c.stats, c.statErr = c.st.Stats(ctx)
 		cancel()
