@@ -11,7 +11,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/lmfs/lmfs/blockstore"
-	"github.com/lmfs/lmfs/coder"
 	"github.com/lmfs/lmfs/fs/sched"
 )
 
@@ -176,16 +175,7 @@ func (f *FS) decodeBlock(ctx context.Context, n *node, blk uint64) ([]byte, erro
 	if err != nil || rec == nil {
 		return nil, err
 	}
-	var data []byte
-	key := "decode"
-	if len(rec) > 1 {
-		key = f.reg.NameOf(coder.ID(rec[1]))
-	}
-	err = f.sched.Do(ctx, sched.Read, key, func(ctx context.Context) error {
-		var err error
-		data, err = f.decode(ctx, rec)
-		return err
-	})
+	data, err := f.code(ctx, sched.Read, &CodeTask{Dir: Decode, In: rec}, nil)
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, sched.ErrClosed) {
 			return nil, err

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -387,6 +386,7 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	errs := make([]error, len(idx))
 	s.mu.Unlock()
 	jobs := make([]*sched.Job, len(idx))
+	tasks := make([]*CodeTask, len(idx))
 	for i, b := range idx {
 		n := blockLen(size, b, f.bs)
 		data := snap[b][:n]
@@ -394,19 +394,16 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 			continue // hole: delete
 		}
 		// Submit waits while the flush queue is full (back-pressure).
-		jobs[i], errs[i] = f.sched.Submit(ctx, sched.Flush, "encode", data, func(ctx context.Context) error {
-			var err error
-			recs[i], err = f.encode(ctx, f.ch, data)
-			return err
-		})
+		tasks[i] = &CodeTask{Dir: Encode, In: data}
+		jobs[i], errs[i] = f.submitCode(ctx, sched.Flush, tasks[i], f.ch, nil)
 		if errs[i] != nil {
 			break
 		}
 	}
 	for i, j := range jobs {
 		if j != nil {
-			if err := f.sched.Wait(ctx, j); err != nil {
-				errs[i] = err
+			if errs[i] = f.sched.Wait(ctx, j); errs[i] == nil {
+				recs[i] = tasks[i].Out
 			}
 		}
 	}
@@ -493,26 +490,6 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 		f.dirtyMu.Unlock()
 	}
 	return err
-}
-
-// encode codes raw with ch and counts it under the codec that won.
-func (f *FS) encode(ctx context.Context, ch *coder.Chooser, raw []byte) ([]byte, error) {
-	t0 := time.Now()
-	rec, err := ch.Encode(ctx, nil, raw)
-	if err == nil && len(rec) > 1 {
-		f.ctr.add(Encode, rec[1], len(raw), len(rec), time.Since(t0))
-	}
-	return rec, err
-}
-
-// decode decodes a block record and counts it under its codec.
-func (f *FS) decode(ctx context.Context, rec []byte) ([]byte, error) {
-	t0 := time.Now()
-	data, h, err := f.reg.Decode(ctx, nil, rec)
-	if err == nil {
-		f.ctr.add(Decode, byte(h.Codec), len(data), len(rec), time.Since(t0))
-	}
-	return data, err
 }
 
 // txnCost estimates what storing rec adds to a transaction's size.

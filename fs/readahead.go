@@ -71,38 +71,48 @@ func (f *FS) readAhead(n *node, h *handle, off, end, size uint64) {
 		if err != nil || len(rec) < 2 {
 			continue // a hole, or an error the read of the block reports
 		}
-		_, err = f.sched.Submit(f.ctx, sched.ReadAhead, f.reg.NameOf(coder.ID(rec[1])), rec, func(ctx context.Context) error {
-			f.readAheadBlock(ctx, ino, blk, rec, gen)
-			return nil
-		})
-		if err != nil {
+		if !f.startReadAhead(ino, blk, rec, gen) {
 			return // shutting down
 		}
 	}
 }
 
-// readAheadBlock decodes rec, block blk of ino as stored at cache
-// generation gen, into the cache, unless the block is cached or being
-// decoded by now, or the inode's blocks changed since gen.
-func (f *FS) readAheadBlock(ctx context.Context, ino, blk uint64, rec []byte, gen uint64) {
-	if f.cache.has(ino, blk) || f.cache.gen(ino) != gen {
-		return
-	}
+// startReadAhead queues the decode of rec, block blk of ino as stored at
+// cache generation gen, into the cache. While the job waits, a read of the
+// block decodes it itself; once the job runs, such a read waits for it. The
+// result is dropped if the inode's blocks changed since gen. It reports
+// false when the scheduler is closed.
+func (f *FS) startReadAhead(ino, blk uint64, rec []byte, gen uint64) bool {
 	k := cacheKey{ino, blk}
-	c, mine := f.startDecode(k, gen)
-	if !mine {
-		return
+	var call *decodeCall
+	t := &CodeTask{Dir: Decode, In: rec}
+	run := func(ctx context.Context) error {
+		if f.cache.has(ino, blk) || f.cache.gen(ino) != gen {
+			return errAlreadyCached
+		}
+		c, mine := f.startDecode(k, gen)
+		if !mine {
+			return errAlreadyCached
+		}
+		call = c
+		if f.cache.has(ino, blk) { // a read decoded it meanwhile
+			return errAlreadyCached
+		}
+		var err error
+		t.Out, err = f.decode(ctx, rec)
+		return err
 	}
-	if f.cache.has(ino, blk) { // a read decoded it meanwhile
-		f.endDecode(k, c, nil, errAlreadyCached)
-		return
+	then := func(err error) {
+		if err == nil {
+			f.ctr.readAhead.Add(1)
+			f.cache.putIfGen(ino, blk, t.Out, gen)
+		}
+		// A failed read-ahead is not logged: the read of the block, if
+		// it comes, decodes it again and reports the error.
+		if call != nil {
+			f.endDecode(k, call, t.Out, err)
+		}
 	}
-	data, err := f.decode(ctx, rec)
-	if err == nil {
-		f.ctr.readAhead.Add(1)
-		f.cache.putIfGen(ino, blk, data, gen)
-	}
-	// A failed read-ahead is not logged: the read of the block, if it
-	// comes, decodes it again and reports the error.
-	f.endDecode(k, c, data, err)
+	_, err := f.sched.Submit(f.ctx, sched.ReadAhead, sched.Task{Key: DecodeKey(f.reg, coder.ID(rec[1])), Payload: t, Run: run, Then: then})
+	return err == nil
 }

@@ -104,11 +104,8 @@ type recoder struct {
 	ch    *coder.Chooser
 	level uint8
 	log   *slog.Logger
-	// run, if set, runs each block's work (the daemon's coding scheduler
-	// at background priority); nil runs it in the walk's goroutine.
-	run func(ctx context.Context, fn func(context.Context) error) error
-	// decode and encode, if set, replace r.reg.Decode and r.ch.Encode
-	// (the daemon counts them in its metrics).
+	// decode and encode, if set, replace r.reg.Decode and r.ch.Encode:
+	// the daemon runs them on its coding scheduler at background priority.
 	decode func(ctx context.Context, rec []byte) ([]byte, error)
 	encode func(ctx context.Context, raw []byte) ([]byte, error)
 }
@@ -135,31 +132,21 @@ func (r *recoder) recode(ctx context.Context, ino, blk uint64) recodeResult {
 		return recodeResult{lost: true} // done by someone else meanwhile
 	}
 	var raw, out []byte
-	var decErr error
-	code := func(ctx context.Context) error {
-		if r.decode != nil {
-			raw, decErr = r.decode(ctx, rec)
-		} else {
-			raw, _, decErr = r.reg.Decode(ctx, nil, rec)
-		}
-		if decErr != nil {
-			return nil
-		}
-		var err error
-		if r.encode != nil {
-			out, err = r.encode(ctx, raw)
-		} else {
-			out, err = r.ch.Encode(ctx, nil, raw)
-		}
-		return err
-	}
-	if r.run != nil {
-		err = r.run(ctx, code)
+	if r.decode != nil {
+		raw, err = r.decode(ctx, rec)
 	} else {
-		err = code(ctx)
+		raw, _, err = r.reg.Decode(ctx, nil, rec)
 	}
-	if decErr != nil {
-		return recodeResult{err: fmt.Errorf("decode block %d of inode %d (run lmfs fsck): %w", blk, ino, decErr)}
+	if err != nil && ctx.Err() != nil {
+		return recodeResult{lost: true} // stopping: the block stays as it is
+	}
+	if err != nil {
+		return recodeResult{err: fmt.Errorf("decode block %d of inode %d (run lmfs fsck): %w", blk, ino, err)}
+	}
+	if r.encode != nil {
+		out, err = r.encode(ctx, raw)
+	} else {
+		out, err = r.ch.Encode(ctx, nil, raw)
 	}
 	if err != nil && ctx.Err() != nil {
 		return recodeResult{lost: true} // stopping: the block stays as it is
@@ -282,11 +269,12 @@ func (f *FS) recompressor(ctx context.Context, o RecompressOptions) {
 		o.Idle = 2 * time.Second
 	}
 	r := &recoder{st: f.st, reg: f.reg, ch: o.Chooser, level: o.Level, log: f.log,
-		run: func(ctx context.Context, fn func(context.Context) error) error {
-			return f.sched.Do(ctx, sched.Background, "recode", fn)
+		decode: func(ctx context.Context, rec []byte) ([]byte, error) {
+			return f.code(ctx, sched.Background, &CodeTask{Dir: Decode, In: rec}, nil)
 		},
-		decode: f.decode,
-		encode: func(ctx context.Context, raw []byte) ([]byte, error) { return f.encode(ctx, o.Chooser, raw) },
+		encode: func(ctx context.Context, raw []byte) ([]byte, error) {
+			return f.code(ctx, sched.Background, &CodeTask{Dir: Encode, In: raw}, o.Chooser)
+		},
 	}
 	idle := func() time.Duration { // how much longer until idle
 		return time.Duration(f.lastWrite.Load() + int64(o.Idle) - time.Now().UnixNano())

@@ -64,7 +64,10 @@ func (p Priority) String() string {
 var ErrClosed = errors.New("coding scheduler is closed (the filesystem is shutting down)")
 
 // Batcher runs several jobs of one key in one call (a batch backend such as
-// a GPU). RunBatch returns one error per job, in order (nil: done).
+// a GPU). It works on the jobs' Payloads (whose type the submitters of that
+// key and the Batcher agree on; it writes its results into them) and returns
+// one error per job, in order (nil: done). The jobs' Run functions are not
+// called.
 type Batcher interface {
 	MaxBatch() int
 	RunBatch(ctx context.Context, jobs []*Job) []error
@@ -85,18 +88,29 @@ type Options struct {
 	Batchers map[string]Batcher
 }
 
-// Job is one unit of work. Its fields are read-only to everyone but the
-// scheduler.
-type Job struct {
-	// Key groups jobs that a Batcher can run together.
+// Task is what Submit queues.
+type Task struct {
+	// Key groups jobs that a Batcher can run together (for example the
+	// codec and direction).
 	Key string
-	// Payload is what a Batcher works on (nil for plain jobs).
+	// Payload is what a Batcher works on: input and room for the result.
 	Payload any
+	// Run does the work on a CPU worker (jobs of a key without a Batcher);
+	// it gets the job's context.
+	Run func(ctx context.Context) error
+	// Then, if set, is called by the worker once the job has run or failed
+	// (not when a queued job is cancelled or dropped at Close), before Done
+	// is closed; for results of jobs nobody waits for (read-ahead).
+	Then func(err error)
+}
+
+// Job is a submitted Task. Its fields are read-only.
+type Job struct {
+	Task
 	// Prio is the job's priority.
 	Prio Priority
 
 	ctx  context.Context
-	fn   func(ctx context.Context) error
 	err  error
 	done chan struct{}
 	elem *list.Element // in its queue while queued; guarded by Scheduler.mu
@@ -160,15 +174,15 @@ func New(o Options) *Scheduler {
 // Workers is the number of workers.
 func (s *Scheduler) Workers() int { return s.workers }
 
-// Submit queues fn at priority p under key and returns its job; it waits
-// while p's queue is full (back-pressure) and fails if ctx ends first or the
-// scheduler is closed. fn gets ctx; a job whose ctx has ended before it
-// starts is not run and fails with ctx's error.
-func (s *Scheduler) Submit(ctx context.Context, p Priority, key string, payload any, fn func(ctx context.Context) error) (*Job, error) {
+// Submit queues t at priority p and returns its job; it waits while p's
+// queue is full (back-pressure) and fails if ctx ends first or the scheduler
+// is closed. A job whose ctx has ended before it starts is not run and fails
+// with ctx's error.
+func (s *Scheduler) Submit(ctx context.Context, p Priority, t Task) (*Job, error) {
 	if p < 0 || p >= NumPriorities {
 		return nil, fmt.Errorf("sched: bad priority %d", p)
 	}
-	j := &Job{Key: key, Payload: payload, Prio: p, ctx: ctx, fn: fn, done: make(chan struct{})}
+	j := &Job{Task: t, Prio: p, ctx: ctx, done: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lim := s.limits[p]; lim > 0 && s.queues[p].Len() >= lim && !s.closed {
@@ -196,7 +210,7 @@ func (s *Scheduler) Submit(ctx context.Context, p Priority, key string, payload 
 
 // Do runs fn at priority p and waits for it (see Submit and Wait).
 func (s *Scheduler) Do(ctx context.Context, p Priority, key string, fn func(ctx context.Context) error) error {
-	j, err := s.Submit(ctx, p, key, nil, fn)
+	j, err := s.Submit(ctx, p, Task{Key: key, Run: fn})
 	if err != nil {
 		return err
 	}
@@ -332,8 +346,7 @@ func (s *Scheduler) run(batch []*Job) {
 	live := batch[:0:0]
 	for _, j := range batch {
 		if err := j.ctx.Err(); err != nil {
-			j.err = err
-			close(j.done)
+			finish(j, err)
 			continue
 		}
 		live = append(live, j)
@@ -344,15 +357,25 @@ func (s *Scheduler) run(batch []*Job) {
 	if b := s.batchers[live[0].Key]; b != nil {
 		errs := runBatch(b, live)
 		for i, j := range live {
-			j.err = errs[i]
-			close(j.done)
+			finish(j, errs[i])
 		}
 		return
 	}
 	for _, j := range live {
-		j.err = runOne(j)
-		close(j.done)
+		finish(j, runOne(j))
 	}
+}
+
+// finish records a job's result, calls its Then and wakes its waiters.
+func finish(j *Job, err error) {
+	j.err = err
+	if j.Then != nil {
+		func() {
+			defer func() { _ = recover() }() // a panicking callback must not kill the worker
+			j.Then(err)
+		}()
+	}
+	close(j.done)
 }
 
 // runOne runs a job, turning a panic into its error so that one bad block
@@ -363,10 +386,10 @@ func runOne(j *Job) (err error) {
 			err = fmt.Errorf("coding job %q panicked: %v", j.Key, r)
 		}
 	}()
-	if j.fn == nil {
+	if j.Run == nil {
 		return fmt.Errorf("job %q has no function and no batcher runs its key", j.Key)
 	}
-	return j.fn(j.ctx)
+	return j.Run(j.ctx)
 }
 
 func runBatch(b Batcher, jobs []*Job) (errs []error) {
@@ -378,7 +401,7 @@ func runBatch(b Batcher, jobs []*Job) (errs []error) {
 			}
 		}
 	}()
-	errs = b.RunBatch(context.Background(), jobs)
+	errs = b.RunBatch(jobs[0].ctx, jobs)
 	if len(errs) != len(jobs) {
 		bad := fmt.Errorf("batcher of %q returned %d results for %d jobs", jobs[0].Key, len(errs), len(jobs))
 		errs = make([]error, len(jobs))

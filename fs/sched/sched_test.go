@@ -49,7 +49,7 @@ func TestPriorityOrder(t *testing.T) {
 	s := New(Options{Workers: 1, FlushQueue: 100, BackgroundQueue: 100})
 	defer s.Close()
 	b := newBlocker()
-	if _, err := s.Submit(context.Background(), Flush, "x", nil, b.fn); err != nil {
+	if _, err := s.Submit(context.Background(), Flush, Task{Key: "x", Run: b.fn}); err != nil {
 		t.Fatal(err)
 	}
 	<-b.started
@@ -59,12 +59,12 @@ func TestPriorityOrder(t *testing.T) {
 	submit := []Priority{Background, Flush, Read, Background, ReadAhead, Flush, Read}
 	for i, p := range submit {
 		name := fmt.Sprintf("%v%d", p, i)
-		j, err := s.Submit(context.Background(), p, "x", nil, func(context.Context) error {
+		j, err := s.Submit(context.Background(), p, Task{Key: "x", Run: func(context.Context) error {
 			mu.Lock()
 			order = append(order, name)
 			mu.Unlock()
 			return nil
-		})
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,8 +121,8 @@ func TestBackgroundWaitsForForeground(t *testing.T) {
 	<-b.started
 	var ranBg, ranFlush atomic.Int64
 	var seq atomic.Int64
-	bg, _ := s.Submit(context.Background(), Background, "bg", nil, func(context.Context) error { ranBg.Store(seq.Add(1)); return nil })
-	fl, _ := s.Submit(context.Background(), Flush, "f", nil, func(context.Context) error { ranFlush.Store(seq.Add(1)); return nil })
+	bg, _ := s.Submit(context.Background(), Background, Task{Key: "bg", Run: func(context.Context) error { ranBg.Store(seq.Add(1)); return nil }})
+	fl, _ := s.Submit(context.Background(), Flush, Task{Key: "f", Run: func(context.Context) error { ranFlush.Store(seq.Add(1)); return nil }})
 	close(b.release)
 	s.Wait(context.Background(), bg)
 	s.Wait(context.Background(), fl)
@@ -140,13 +140,13 @@ func TestBackPressure(t *testing.T) {
 	go s.Do(context.Background(), Flush, "f", b.fn)
 	<-b.started
 	for range 2 {
-		if _, err := s.Submit(context.Background(), Flush, "f", nil, func(context.Context) error { return nil }); err != nil {
+		if _, err := s.Submit(context.Background(), Flush, Task{Key: "f", Run: func(context.Context) error { return nil }}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	submitted := make(chan error, 1)
 	go func() {
-		_, err := s.Submit(context.Background(), Flush, "f", nil, func(context.Context) error { return nil })
+		_, err := s.Submit(context.Background(), Flush, Task{Key: "f", Run: func(context.Context) error { return nil }})
 		submitted <- err
 	}()
 	select {
@@ -157,7 +157,7 @@ func TestBackPressure(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancelled := make(chan error, 1)
 	go func() {
-		_, err := s.Submit(ctx, Flush, "f", nil, func(context.Context) error { return nil })
+		_, err := s.Submit(ctx, Flush, Task{Key: "f", Run: func(context.Context) error { return nil }})
 		cancelled <- err
 	}()
 	cancel()
@@ -165,7 +165,7 @@ func TestBackPressure(t *testing.T) {
 		t.Fatalf("cancelled Submit: %v, want context.Canceled", err)
 	}
 	// Reads are not bounded: they queue at once.
-	if _, err := s.Submit(context.Background(), Read, "r", nil, func(context.Context) error { return nil }); err != nil {
+	if _, err := s.Submit(context.Background(), Read, Task{Key: "r", Run: func(context.Context) error { return nil }}); err != nil {
 		t.Fatal(err)
 	}
 	close(b.release)
@@ -193,7 +193,7 @@ func TestCancelQueued(t *testing.T) {
 	}
 	waitQueued(t, s, Read, 0)
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	j, err := s.Submit(ctx2, ReadAhead, "r", nil, func(context.Context) error { ran.Store(true); return nil })
+	j, err := s.Submit(ctx2, ReadAhead, Task{Key: "r", Run: func(context.Context) error { ran.Store(true); return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestBatching(t *testing.T) {
 		if i == 2 {
 			key = "zstd"
 		}
-		j, err := s.Submit(context.Background(), Flush, key, i, func(context.Context) error { plain.Add(1); return nil })
+		j, err := s.Submit(context.Background(), Flush, Task{Key: key, Payload: i, Run: func(context.Context) error { plain.Add(1); return nil }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,7 +307,7 @@ func TestClose(t *testing.T) {
 	b := newBlocker()
 	go s.Do(context.Background(), Read, "r", b.fn)
 	<-b.started
-	j, err := s.Submit(context.Background(), Flush, "f", nil, func(context.Context) error { return nil })
+	j, err := s.Submit(context.Background(), Flush, Task{Key: "f", Run: func(context.Context) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestClose(t *testing.T) {
 	}
 	close(b.release)
 	<-closed
-	if _, err := s.Submit(context.Background(), Read, "r", nil, func(context.Context) error { return nil }); !errors.Is(err, ErrClosed) {
+	if _, err := s.Submit(context.Background(), Read, Task{Key: "r", Run: func(context.Context) error { return nil }}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Submit after Close: %v", err)
 	}
 }
@@ -347,5 +347,33 @@ func TestManyConcurrent(t *testing.T) {
 	wg.Wait()
 	if count.Load() != 16*200 {
 		t.Fatalf("%d jobs ran, want %d", count.Load(), 16*200)
+	}
+}
+
+// TestThen: a job's Then gets its result before Done is closed, for run
+// jobs, failed jobs and jobs whose context ended while queued.
+func TestThen(t *testing.T) {
+	s := New(Options{Workers: 1})
+	defer s.Close()
+	boom := errors.New("boom")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+	}{{"ok", context.Background(), nil}, {"failed", context.Background(), boom}} {
+		var got atomic.Pointer[error]
+		j, err := s.Submit(tc.ctx, ReadAhead, Task{Key: "k", Run: func(context.Context) error { return tc.err }, Then: func(err error) { got.Store(&err) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-j.Done()
+		if p := got.Load(); p == nil || *p != tc.err {
+			t.Errorf("%s: Then got %v, want %v", tc.name, p, tc.err)
+		}
+	}
+	if _, err := s.Submit(ctx, ReadAhead, Task{Key: "k", Run: func(context.Context) error { return nil }}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Submit with an ended context: %v", err)
 	}
 }
