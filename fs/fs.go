@@ -51,7 +51,8 @@ type Options struct {
 	// background recompression.
 	Workers int
 	// ReadAhead is how many blocks a sequential reader gets decoded ahead
-	// of it (0: twice Workers); it is capped at a quarter of the cache.
+	// of it (0: four per worker, as many as lmfs decompress keeps in
+	// flight); it is capped at a quarter of the cache.
 	// -1 turns read-ahead off.
 	ReadAhead int
 	// Batchers are batch backends of the coding scheduler, by job key
@@ -127,7 +128,7 @@ func New(o Options) (*FS, error) {
 	}
 	ra := o.ReadAhead
 	if ra == 0 {
-		ra = 2 * o.Workers
+		ra = 4 * o.Workers
 	}
 	raMax := int(o.CacheSize / 4 / int64(bs))
 	ra = max(0, min(ra, raMax))

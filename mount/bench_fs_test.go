@@ -318,6 +318,9 @@ func blocksIn(st blockstore.Stats) uint64 {
 func getxattr(path, name string) ([]byte, error) {
 	buf := make([]byte, 1<<16)
 	n, err := syscall.Getxattr(path, name, buf)
+	for err == syscall.EINTR { // Go's preemption signals interrupt FUSE requests
+		n, err = syscall.Getxattr(path, name, buf)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("getxattr %s %s: %w", path, name, err)
 	}
