@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -104,4 +105,116 @@ func TestReadAhead(t *testing.T) {
 	if d := decodes(m); d != uint64(len(blocks)) {
 		t.Errorf("%d random reads of one block each decoded %d blocks", len(blocks), d)
 	}
+}
+
+// TestReadAheadRacesWrites: sequential readers keep read-ahead busy while
+// one writer overwrites, extends, truncates and flushes the same file. Every
+// so often (the readers still running) a fresh read of the whole file, with
+// the kernel's page cache dropped, must equal the writer's model: a block
+// decoded ahead from a record that a flush or truncate replaced must never
+// reach the cache.
+func TestReadAheadRacesWrites(t *testing.T) {
+	needFuse(t)
+	mnt := t.TempDir()
+	cfg := cfgFor(t.TempDir())
+	cfg.Cache.Size = 256 << 10 // half the file: reads keep decoding
+	m, err := Mount(context.Background(), cfg, mnt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeT(t, m)
+	p := filepath.Join(mnt, "f")
+	rng := rand.New(rand.NewPCG(9, 10))
+	model := textOf(rng, 512<<10)
+	if err := os.WriteFile(p, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64<<10)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				dropPageCache(f)
+				for {
+					if n, err := f.Read(buf); n == 0 || err != nil {
+						break
+					}
+				}
+				f.Close()
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	w, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ops := 300
+	if testing.Short() {
+		ops = 100
+	}
+	for i := 1; i <= ops; i++ {
+		switch rng.IntN(10) {
+		case 0: // truncate (shrink or extend)
+			n := rng.IntN(600 << 10)
+			if err := w.Truncate(int64(n)); err != nil {
+				t.Fatal(err)
+			}
+			if n <= len(model) {
+				model = model[:n]
+			} else {
+				model = append(model, make([]byte, n-len(model))...)
+			}
+		case 1, 2: // flush to the store
+			if err := w.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		default: // overwrite a range, maybe past the end
+			off := rng.IntN(600 << 10)
+			data := textOf(rng, 1+rng.IntN(20<<10))
+			if _, err := w.WriteAt(data, int64(off)); err != nil {
+				t.Fatal(err)
+			}
+			if end := off + len(data); end > len(model) {
+				model = append(model, make([]byte, end-len(model))...)
+			}
+			copy(model[off:], data)
+		}
+		if i%25 == 0 {
+			if err := w.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dropPageCache(f)
+			got, err := io.ReadAll(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, model) {
+				t.Fatalf("after %d operations: read %d bytes, want %d; first difference at %d", i, len(got), len(model), firstDiff(got, model))
+			}
+		}
+	}
+	t.Logf("read-ahead decoded %d blocks during the race", m.FS.Metrics().ReadAheadBlocks)
 }
