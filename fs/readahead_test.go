@@ -81,7 +81,7 @@ func TestReadAheadDropsStaleBlocks(t *testing.T) {
 			}
 			got, ok := f.cache.get(ino, 0)
 			if ok != (tc.want != nil) || !bytes.Equal(got, tc.want) {
-				t.Fatalf("cached %q (%v), want %q", got, ok, tc.want)
+				t.Fatalf("cached %.30q (%v), want %.30q", got, ok, tc.want)
 			}
 		})
 	}
