@@ -377,3 +377,17 @@ func TestThen(t *testing.T) {
 		t.Errorf("Submit with an ended context: %v", err)
 	}
 }
+
+// BenchmarkDo measures the scheduler's own cost per job (an empty job,
+// submitted and waited for from as many goroutines as workers).
+func BenchmarkDo(b *testing.B) {
+	s := New(Options{})
+	defer s.Close()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.Do(context.Background(), Read, "k", func(context.Context) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
