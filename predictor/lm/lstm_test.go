@@ -617,3 +617,58 @@ func TestLSTMNoAllocsPerByte(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestLSTMConcurrentUse codes the same blocks from several goroutines at
+// once on one model (as the coding pool does) and checks every table
+// against a serial run.
+func TestLSTMConcurrentUse(t *testing.T) {
+	m := loadWith(t, lmtest.RandomLSTM(4, 2, 32), nil)
+	inputs := lstmInputs()
+	want := map[[2]int]predictor.Dist{}
+	ctx := context.Background()
+	if err := m.Score(ctx, inputs, func(b, pos int, d *predictor.Dist) error {
+		want[[2]int{b, pos}] = *d
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			errs <- func() error {
+				if g%2 == 0 {
+					return m.Score(ctx, inputs, func(b, pos int, d *predictor.Dist) error {
+						if *d != want[[2]int{b, pos}] {
+							return fmt.Errorf("goroutine %d: block %d position %d differs", g, b, pos)
+						}
+						return nil
+					})
+				}
+				s, err := m.Streams(ctx, 1)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				in := inputs[len(inputs)-1]
+				dst := make([]predictor.Dist, 1)
+				for pos := range in {
+					if err := s.Predict(ctx, []int{0}, dst); err != nil {
+						return err
+					}
+					if dst[0] != want[[2]int{len(inputs) - 1, pos}] {
+						return fmt.Errorf("goroutine %d: stream position %d differs", g, pos)
+					}
+					if err := s.Push([]int{0}, in[pos:pos+1]); err != nil {
+						return err
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
