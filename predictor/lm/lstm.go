@@ -48,10 +48,14 @@ type lstmNet struct {
 }
 
 type lstmLayer struct {
-	wx *matrix // 4H x hp, the columns of W_l over h_{l-1}; nil for layer 0
-	wh *matrix // 4H x hp, the columns over h_l
-	rq []rqRow
+	wx       *matrix   // 4H x hp, the columns of W_l over h_{l-1}; nil for layer 0
+	wh       *matrix   // 4H x hp, the columns over h_l
+	whBlocks []*matrix // wh cut into whBlockCount blocks of rows (for step)
+	rq       []rqRow
 }
+
+// whBlockCount is how many blocks of rows step cuts wh into.
+const whBlockCount = 8
 
 // lstmState is the state of one block: h of every layer as int16 (values in
 // [-127, 127]), layer l at h[l*hp:], the hp-H padding entries always 0; and c
@@ -162,6 +166,7 @@ func loadLSTM(r *reader, m *Model) error {
 		} else {
 			ly.wx = newMatrix(padCols(rl.w, 4*h, 2*h, 0, h, hp), 4*h, hp)
 			ly.wh = newMatrix(padCols(rl.w, 4*h, 2*h, h, h, hp), 4*h, hp)
+			ly.whBlocks = ly.wh.blocks(whBlockCount)
 		}
 	}
 	n.wo = newMatrix(padCols(wo, 256, h, 0, h, hp), 256, hp)

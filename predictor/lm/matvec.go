@@ -40,6 +40,20 @@ func newMatrix(w []int8, rows, k int) *matrix {
 	return m
 }
 
+// blocks cuts m into nb matrices of rows/nb rows each (rows/nb a multiple
+// of 4), sharing m's weights.
+func (m *matrix) blocks(nb int) []*matrix {
+	rb := m.rows / nb
+	if rb%4 != 0 || rb*nb != m.rows {
+		panic(fmt.Sprintf("lm: %d rows cut into %d blocks", m.rows, nb))
+	}
+	out := make([]*matrix, nb)
+	for i := range out {
+		out[i] = &matrix{w: m.w[i*rb*m.k : (i+1)*rb*m.k], rows: rb, k: m.k, rowsum: m.rowsum[i*rb : (i+1)*rb]}
+	}
+	return out
+}
+
 // matvecFunc sets dst[r] = sum over i < m.k of m.w[r*m.k+i] * x[i] for every
 // r < m.rows = len(dst); len(x) >= m.k and every x[i] lies in [-127, 127].
 type matvecFunc func(dst []int32, m *matrix, x []int16)
