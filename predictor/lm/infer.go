@@ -3,6 +3,7 @@ package lm
 import (
 	"context"
 	"fmt"
+	"math/bits"
 
 	"github.com/lmfs/lmfs/predictor"
 )
@@ -154,12 +155,41 @@ func freqsFromLogits(exp []uint32, logit *[256]int32, d *predictor.Dist) {
 	}
 	const total = predictor.FreqTotal
 	var fs uint32
+	dv := newDivider(sum)
 	for v := range 256 {
-		f := 1 + uint32(e[v]*(total-256)/sum)
+		f := 1 + uint32(dv.div(e[v]*(total-256)))
 		d[v] = f
 		fs += f
 	}
 	d[first] += total - fs
+}
+
+// divider divides by a fixed s >= 1 with a multiplication by a reciprocal
+// and one correction: exactly floor(n / s), for every n, faster than a
+// 64-bit division.
+type divider struct {
+	s, inv uint64 // inv = floor(2^64 / s), 0 for s = 1
+}
+
+func newDivider(s uint64) divider {
+	if s <= 1 {
+		return divider{s: 1}
+	}
+	inv, _ := bits.Div64(1, 0, s)
+	return divider{s: s, inv: inv}
+}
+
+// div returns floor(n / s). With inv >= 2^64/s - 1, q = floor(n*inv / 2^64)
+// lies in (n/s - 1 - n/2^64, n/s], so it is floor(n/s) or one less.
+func (d divider) div(n uint64) uint64 {
+	if d.inv == 0 {
+		return n
+	}
+	q, _ := bits.Mul64(n, d.inv)
+	if n-q*d.s >= d.s {
+		q++
+	}
+	return q
 }
 
 // state is the decoding state of one block: its window.

@@ -115,3 +115,26 @@ func BenchmarkMatvec(b *testing.B) {
 		}
 	}
 }
+
+// TestDivider checks the reciprocal division of the frequency code against
+// the division, on the bounds and on random values of the sizes it meets
+// (sums of 256 entries of at most 2^24, products below 2^40) and beyond.
+func TestDivider(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	divisors := []uint64{1, 2, 3, 7, 255, 256, 65280, 1 << 24, 1<<24 + 1, 1<<32 - 1, 1 << 32, 1<<63 + 5, 1<<64 - 1}
+	for range 2000 {
+		divisors = append(divisors, 1+rng.Uint64N(1<<33), 1+rng.Uint64()>>uint(rng.IntN(64)))
+	}
+	for _, s := range divisors {
+		d := newDivider(s)
+		ns := []uint64{0, 1, s - 1, s, s + 1, 2*s - 1, 1<<40 - 1, 1<<64 - 1, ^uint64(0) - s + 1}
+		for range 50 {
+			ns = append(ns, rng.Uint64N(1<<40), rng.Uint64())
+		}
+		for _, n := range ns {
+			if got, want := d.div(n), n/s; got != want {
+				t.Fatalf("%d / %d: got %d, want %d", n, s, got, want)
+			}
+		}
+	}
+}
