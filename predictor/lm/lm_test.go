@@ -72,7 +72,7 @@ func TestVectorsLSTM(t *testing.T) {
 			if m.Config().Arch != ArchLSTM1 {
 				t.Fatalf("tiny_lstm.lmm has architecture %d", m.Config().Arch)
 			}
-			m.lstm.mv = k.mv
+			m.lstm.mv, m.lstm.rq = k.mv, k.rq
 			checkVectors(t, m, v, "lstm.py")
 		})
 	}

@@ -35,12 +35,13 @@ type lstmNet struct {
 	nl, h, hp int // layers, hidden width, hidden width padded to kAlign
 	sig, tanh *[tableLen]int32
 	t0        []int32 // 257 x 4H
-	zero      []int32 // 4H zeros
+	zero      []int32 // max(4H, 256) zeros
 	layers    []lstmLayer
 	wo        *matrix // 256 x hp
-	rqo       []rqRow // output requantisation and bias
+	rqo       rqVec   // output requantisation and bias
 	exp       []uint32
 	mv        matvecFunc
+	rq        requantFunc
 
 	bos   lstmState      // the state after step(BOS), where every block starts
 	dist0 predictor.Dist // the distribution of byte 0 of every block
@@ -51,7 +52,7 @@ type lstmLayer struct {
 	wx       *matrix   // 4H x hp, the columns of W_l over h_{l-1}; nil for layer 0
 	wh       *matrix   // 4H x hp, the columns over h_l
 	whBlocks []*matrix // wh cut into whBlockCount blocks of rows (for step)
-	rq       []rqRow
+	rq       rqVec
 }
 
 // whBlockCount is how many blocks of rows step cuts wh into.
@@ -68,6 +69,7 @@ type lstmState struct {
 type lstmScratch struct {
 	acc   []int32    // 4H (and 256 for the head)
 	part  []int32    // 4H: the sums over a layer's input half
+	z     []int32    // 4H: the gate values of a layer
 	rec   []int32    // (NL-1) x 4H: the recurrent-half sums of layers 1.. (see step)
 	flip  bool       // the order of the last step (see step)
 	seq   []int16    // scoreChunk x hp: one layer's h after each step of a chunk
@@ -172,9 +174,9 @@ func loadLSTM(r *reader, m *Model) error {
 	n.wo = newMatrix(padCols(wo, 256, h, 0, h, hp), 256, hp)
 	n.rqo = newRQ(bo, mo, so)
 	n.sig, n.tanh = (*[tableLen]int32)(sig), (*[tableLen]int32)(tanh)
-	n.zero = make([]int32, 4*h)
+	n.zero = make([]int32, max(4*h, 256))
 	k := kernels()[0]
-	n.mv, m.kernel = k.mv, k.name
+	n.mv, n.rq, m.kernel = k.mv, k.rq, k.name
 	n.initBOS()
 	m.lstm = n
 	return nil

@@ -20,7 +20,7 @@ func (n *lstmNet) getScratch() *lstmScratch {
 	if s, ok := n.pool.Get().(*lstmScratch); ok {
 		return s
 	}
-	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), part: make([]int32, 4*n.h), rec: make([]int32, (n.nl-1)*4*n.h)}
+	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), part: make([]int32, 4*n.h), z: make([]int32, 4*n.h), rec: make([]int32, (n.nl-1)*4*n.h)}
 }
 
 // initBOS computes the state after step(BOS) from the zero state and the
@@ -82,7 +82,7 @@ func (n *lstmNet) layer(l int, st *lstmState, x int, sc *lstmScratch, rec []int3
 	// Every acc of the layer before any h of the layer changes.
 	if l == 0 {
 		n.mv(acc, ly.wh, st.h[:hp])
-		n.gates(l, st, acc, n.t0[x*4*H:x*4*H+4*H])
+		n.gates(l, st, acc, n.t0[x*4*H:x*4*H+4*H], sc)
 		return
 	}
 	if rec == nil {
@@ -94,7 +94,7 @@ func (n *lstmNet) layer(l int, st *lstmState, x int, sc *lstmScratch, rec []int3
 	for j, v := range part {
 		acc[j] = rec[j] + v
 	}
-	n.gates(l, st, acc, n.zero)
+	n.gates(l, st, acc, n.zero, sc)
 }
 
 // stepMany steps several states at once, layer by layer, so that each
@@ -134,50 +134,52 @@ func (sc *lstmScratch) ensureChunk(n *lstmNet) {
 
 // gates updates h and c of layer l from the layer's sums acc; in0 is what
 // the layer adds to z besides its bias (T0[x] for layer 0, else zeros).
-func (n *lstmNet) gates(l int, st *lstmState, acc, in0 []int32) {
+func (n *lstmNet) gates(l int, st *lstmState, acc, in0 []int32, sc *lstmScratch) {
 	H := n.h
-	ly := &n.layers[l]
+	z := sc.z[:4*H]
+	n.rq(z, acc[:4*H], in0[:4*H], &n.layers[l].rq, zMin, zMax)
 	h := st.h[l*n.hp : l*n.hp+H]
 	c := st.c[l*H : l*H+H]
-	ai, af, ag, ao := acc[:H], acc[H:2*H], acc[2*H:3*H], acc[3*H:4*H]
-	ri, rf, rg, ro := ly.rq[:H], ly.rq[H:2*H], ly.rq[2*H:3*H], ly.rq[3*H:4*H]
-	ti, tf, tg, to := in0[:H], in0[H:2*H], in0[2*H:3*H], in0[3*H:4*H]
+	zi, zf, zg, zo := z[:H], z[H:2*H], z[2*H:3*H], z[3*H:4*H]
 	sig, tanh := n.sig, n.tanh
 	for u := range h {
-		ig := sig[ri[u].z(ai[u], ti[u])]
-		fg := sig[rf[u].z(af[u], tf[u])]
-		gg := tanh[rg[u].z(ag[u], tg[u])]
-		og := sig[ro[u].z(ao[u], to[u])]
+		ig := sig[(zi[u]+2048)&(tableLen-1)]
+		fg := sig[(zf[u]+2048)&(tableLen-1)]
+		gg := tanh[(zg[u]+2048)&(tableLen-1)]
+		og := sig[(zo[u]+2048)&(tableLen-1)]
 		cv := clamp32((fg*c[u]+ig*gg+2048)>>12, -cellMax, cellMax)
-		tc := tanh[clamp32(cv>>4, zMin, zMax)+2048]
+		tc := tanh[(clamp32(cv>>4, zMin, zMax)+2048)&(tableLen-1)]
 		c[u] = cv
 		h[u] = int16(clamp32((og*tc+1<<16)>>17, -127, 127))
 	}
 }
 
-// rqRow holds one row's requantisation R(acc, M, S) + B, ready to use.
-type rqRow struct {
-	m, half, b int64 // M, 2^(S-1), B
-	s          uint64
+// rqVec holds the requantisation R(acc, M, S) + B of a matrix's rows.
+type rqVec struct {
+	m, s, b []int32
+	half    []int64 // 2^(S-1)
 }
 
-func newRQ(b, m, s []int32) []rqRow {
-	r := make([]rqRow, len(b))
-	for i := range r {
-		r[i] = rqRow{m: int64(m[i]), half: int64(1) << (s[i] - 1), b: int64(b[i]), s: uint64(s[i])}
+func newRQ(b, m, s []int32) rqVec {
+	r := rqVec{m: m, s: s, b: b, half: make([]int64, len(b))}
+	for i := range r.half {
+		r.half[i] = int64(1) << (s[i] - 1)
 	}
 	return r
 }
 
-// v returns R(a, M, S) + B + extra (64-bit, SPEC.md's requantisation).
-func (r *rqRow) v(a, extra int32) int64 {
-	return (int64(a)*r.m+r.half)>>(r.s&63) + r.b + int64(extra)
-}
+// requantFunc sets dst[j] = clamp(R(acc[j], M[j], S[j]) + B[j] + add[j],
+// lo, hi) (64-bit before the clamp) for j < len(dst), a multiple of 8.
+type requantFunc func(dst, acc, add []int32, p *rqVec, lo, hi int64)
 
-// z returns the table index of gate value clamp(R(a, M, S) + B + extra,
-// -2048, 2047): that value plus 2048, in [0, 4095].
-func (r *rqRow) z(a, extra int32) int {
-	return int(min(max(r.v(a, extra), zMin), zMax) + 2048)
+func requantGo(dst, acc, add []int32, p *rqVec, lo, hi int64) {
+	n := len(dst)
+	acc, add = acc[:n], add[:n]
+	m, s, b, half := p.m[:n], p.s[:n], p.b[:n], p.half[:n]
+	for j, a := range acc {
+		v := (int64(a)*int64(m[j])+half[j])>>(uint(s[j])&63) + int64(b[j]) + int64(add[j])
+		dst[j] = int32(min(max(v, lo), hi))
+	}
 }
 
 // dist computes the distribution of the next byte from st (SPEC.md, lstm1
@@ -191,10 +193,7 @@ func (n *lstmNet) dist(st *lstmState, sc *lstmScratch, d *predictor.Dist) {
 func (n *lstmNet) distFrom(h []int16, sc *lstmScratch, d *predictor.Dist) {
 	acc := sc.acc[:256]
 	n.mv(acc, n.wo, h)
-	rq := n.rqo[:256]
-	for v, a := range acc {
-		sc.logit[v] = int32(min(max(rq[v].v(a, 0), -maxLogit), maxLogit))
-	}
+	n.rq(sc.logit[:], acc, n.zero[:256], &n.rqo, -maxLogit, maxLogit)
 	freqsFromLogits(n.exp, &sc.logit, d)
 }
 
@@ -259,12 +258,12 @@ func (n *lstmNet) stepChunk(st *lstmState, syms []byte, sc *lstmScratch) {
 		for t, x := range syms {
 			n.mv(acc, ly.wh, h)
 			if l == 0 {
-				n.gates(0, st, acc, n.t0[int(x)*4*H:(int(x)+1)*4*H])
+				n.gates(0, st, acc, n.t0[int(x)*4*H:(int(x)+1)*4*H], sc)
 			} else {
 				for j, v := range sc.pre[t*4*H : (t+1)*4*H] {
 					acc[j] += v
 				}
-				n.gates(l, st, acc, n.zero)
+				n.gates(l, st, acc, n.zero, sc)
 			}
 			copy(sc.seq[t*hp:(t+1)*hp], h)
 		}

@@ -215,7 +215,7 @@ func loadWith(t testing.TB, p *lmtest.LSTM, k *kernel) *Model {
 		t.Fatal(err)
 	}
 	if k != nil {
-		m.lstm.mv, m.kernel = k.mv, k.name
+		m.lstm.mv, m.lstm.rq, m.kernel = k.mv, k.rq, k.name
 	}
 	return m
 }

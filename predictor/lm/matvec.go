@@ -89,8 +89,9 @@ func matvecGo(dst []int32, m *matrix, x []int16) {
 	}
 }
 
-// kernel is a named matrix-vector kernel.
+// kernel is a named set of the routines that lstm1 runs per byte.
 type kernel struct {
 	name string
 	mv   matvecFunc
+	rq   requantFunc
 }

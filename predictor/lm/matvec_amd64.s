@@ -167,3 +167,43 @@ vnniloop:
 vnnidone:
 	VZEROUPPER
 	RET
+
+// func requantAVX512(dst, acc, add, m, s, b *int32, half *int64, n int, lo, hi int64)
+//
+// dst[j] = clamp(((acc[j]*m[j] + half[j]) >> s[j]) + b[j] + add[j], lo, hi)
+// for j < n (a multiple of 8), eight 64-bit lanes at a time: VPMULDQ
+// multiplies the sign-extended acc by m (in [0, 2^31)) exactly, VPSRAVQ is
+// the arithmetic shift.
+TEXT ·requantAVX512(SB), NOSPLIT, $0-80
+	MOVQ dst+0(FP), DI
+	MOVQ acc+8(FP), SI
+	MOVQ add+16(FP), DX
+	MOVQ m+24(FP), R8
+	MOVQ s+32(FP), R9
+	MOVQ b+40(FP), R10
+	MOVQ half+48(FP), R11
+	MOVQ n+56(FP), CX
+	VPBROADCASTQ lo+64(FP), Z28
+	VPBROADCASTQ hi+72(FP), Z29
+	XORQ AX, AX
+rqloop:
+	CMPQ AX, CX
+	JAE rqdone
+	VPMOVSXDQ (SI)(AX*4), Z0
+	VPMOVZXDQ (R8)(AX*4), Z1
+	VPMULDQ Z1, Z0, Z0
+	VPADDQ (R11)(AX*8), Z0, Z0
+	VPMOVZXDQ (R9)(AX*4), Z1
+	VPSRAVQ Z1, Z0, Z0
+	VPMOVSXDQ (R10)(AX*4), Z1
+	VPADDQ Z1, Z0, Z0
+	VPMOVSXDQ (DX)(AX*4), Z1
+	VPADDQ Z1, Z0, Z0
+	VPMAXSQ Z28, Z0, Z0
+	VPMINSQ Z29, Z0, Z0
+	VPMOVQD Z0, (DI)(AX*4)
+	ADDQ $8, AX
+	JMP rqloop
+rqdone:
+	VZEROUPPER
+	RET

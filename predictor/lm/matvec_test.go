@@ -138,3 +138,38 @@ func TestDivider(t *testing.T) {
 		}
 	}
 }
+
+// TestRequantKernels checks every requantisation routine against SPEC.md's
+// R(acc, M, S) + B + add, clamped, on random values and on the bounds.
+func TestRequantKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	const n = 2048
+	acc, add, dst := make([]int32, n), make([]int32, n), make([]int32, n)
+	m, s, b := make([]int32, n), make([]int32, n), make([]int32, n)
+	for i := range n {
+		switch i % 4 {
+		case 0: // the largest magnitudes
+			acc[i] = int32(2048*127*127) * int32(1-2*rng.IntN(2))
+			m[i], s[i] = 1<<31-1, int32(1+rng.IntN(62))
+			b[i], add[i] = int32(1<<30)*int32(1-2*rng.IntN(2)), int32(1<<20)*int32(1-2*rng.IntN(2))
+		default:
+			acc[i] = int32(rng.IntN(2*2048*127*127+1) - 2048*127*127)
+			m[i], s[i] = int32(rng.IntN(1<<31)), int32(1+rng.IntN(62))
+			b[i], add[i] = int32(rng.IntN(1<<21)-1<<20), int32(rng.IntN(1<<21)-1<<20)
+		}
+	}
+	p := newRQ(b, m, s)
+	for _, bounds := range [][2]int64{{zMin, zMax}, {-maxLogit, maxLogit}} {
+		for _, k := range kernels() {
+			clear(dst)
+			k.rq(dst, acc, add, &p, bounds[0], bounds[1])
+			for i := range n {
+				v := (int64(acc[i])*int64(m[i])+int64(1)<<(s[i]-1))>>s[i] + int64(b[i]) + int64(add[i])
+				want := int32(min(max(v, bounds[0]), bounds[1]))
+				if dst[i] != want {
+					t.Fatalf("kernel %s, bounds %v, value %d: %d, want %d", k.name, bounds, i, dst[i], want)
+				}
+			}
+		}
+	}
+}
