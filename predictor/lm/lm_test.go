@@ -42,15 +42,46 @@ func loadVectors(t *testing.T, path string) vectorFile {
 	return v
 }
 
+// wmlp1File returns the first default model (architecture wmlp1), kept so
+// that blocks coded with it stay readable and its code stays tested.
+func wmlp1File(t testing.TB) []byte {
+	t.Helper()
+	file, err := os.ReadFile("testdata/wmlp1.lmm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// wmlp1Model loads wmlp1File.
+func wmlp1Model(t testing.TB) *Model {
+	t.Helper()
+	m, err := Load(wmlp1File(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestVectors checks the Go reference against the frequency tables that the
 // Python integer simulation (predictor/train/train.py) computed with the
-// default model: the tables of every position must be identical.
+// wmlp1 model: the tables of every position must be identical.
 func TestVectors(t *testing.T) {
+	checkVectors(t, wmlp1Model(t), loadVectors(t, "testdata/vectors.json"), "train.py export")
+}
+
+// TestVectorsDefault checks the built-in model (lstm1) against the tables
+// that IntLSTM (predictor/train/lstm.py) computed when it exported the model
+// on the GPU machine.
+func TestVectorsDefault(t *testing.T) {
 	m, err := Default()
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkVectors(t, m, loadVectors(t, "testdata/vectors.json"), "train.py export")
+	if m.Config().Arch != ArchLSTM1 {
+		t.Fatalf("the default model has architecture %d, want lstm1", m.Config().Arch)
+	}
+	checkVectors(t, m, loadVectors(t, "testdata/vectors_lstm.json"), "lstm.py export")
 }
 
 // TestVectorsLSTM checks the lstm1 code, on every matrix-vector kernel of
@@ -166,10 +197,7 @@ func checkVectors(t *testing.T, m *Model, v vectorFile, regen string) {
 // TestStreamsMatchScore decodes several blocks stepwise, interleaved, and
 // checks each table against Score's.
 func TestStreamsMatchScore(t *testing.T) {
-	m, err := Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := wmlp1Model(t)
 	blocks := [][]byte{
 		[]byte("The quick brown fox jumps over the lazy dog. "),
 		[]byte("func f(x int) int { return x * 2 }\n"),
@@ -219,7 +247,7 @@ func TestStreamsMatchScore(t *testing.T) {
 }
 
 func TestLoadRejectsBadFiles(t *testing.T) {
-	good := DefaultFile()
+	good := wmlp1File(t)
 	if _, err := Load(good); err != nil {
 		t.Fatal(err)
 	}
@@ -254,9 +282,9 @@ func TestLoadRejectsBadFiles(t *testing.T) {
 
 // FuzzLoad grafts fuzzed bytes over the start of a good model file of
 // either architecture (lstm selects a small lstm1 file, else the default
-// wmlp1 model): Load must give an error or a working model, never a panic.
+// wmlp1 model, testdata/wmlp1.lmm): Load must give an error or a working model, never a panic.
 func FuzzLoad(f *testing.F) {
-	good := DefaultFile()
+	good := wmlp1File(f)
 	goodLSTM := lmtest.RandomLSTM(1, 2, 16).Encode()
 	f.Add(false, good[:200])
 	f.Add(false, []byte(fileMagic))
