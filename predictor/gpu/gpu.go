@@ -233,7 +233,7 @@ func concat(blocks [][]byte, total int64) []byte {
 	for _, b := range blocks {
 		buf = append(buf, b...)
 	}
-	return buf[:total:total+1]
+	return buf[: total : total+1]
 }
 
 func ptr[T any](s []T) unsafe.Pointer {
