@@ -270,7 +270,9 @@ func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens 
 	var lens []int
 	for i, p := range payloads {
 		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
-			out[i], errs[i] = []byte{}, err
+			if errs[i] = err; err == nil {
+				out[i] = []byte{}
+			}
 			continue
 		}
 		idx, pays, lens = append(idx, i), append(pays, p), append(lens, rawLens[i])
@@ -422,7 +424,9 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 	longest := 0
 	for i, p := range payloads {
 		if empty, err := checkPayloadShape("lm+cm", p, rawLens[i]); empty || err != nil {
-			out[i], errs[i] = []byte{}, err
+			if errs[i] = err; err == nil {
+				out[i] = []byte{}
+			}
 			continue
 		}
 		s, err := c.newState(rawLens[i], p[0])
@@ -509,7 +513,11 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 				b.err = fmt.Errorf("lm+cm: %w", err)
 			}
 		}
-		out[b.i], errs[b.i] = b.out, b.err
+		if b.err != nil {
+			errs[b.i] = b.err
+			continue
+		}
+		out[b.i] = b.out
 	}
 }
 
@@ -560,4 +568,93 @@ func batchRun(n int, f func(out [][]byte, errs []error)) ([][]byte, []error) {
 	errs := make([]error, n)
 	f(out, errs)
 	return out, errs
+}
+
+// ---- block records in batches ----
+
+// EncodeBatchWith codes every raw block with codec c and returns complete
+// block records, through c's batch method when it has one.
+func (r *Registry) EncodeBatchWith(ctx context.Context, c Codec, raws [][]byte) ([][]byte, error) {
+	bc, ok := c.(BatchCodec)
+	if !ok {
+		recs := make([][]byte, len(raws))
+		errs := make([]error, len(raws))
+		parallelFor(len(raws), func(i int) { recs[i], errs[i] = r.EncodeWith(ctx, nil, c, raws[i]) })
+		return recs, firstErr(errs)
+	}
+	for i, raw := range raws {
+		if len(raw) > MaxBlockSize {
+			return nil, fmt.Errorf("block %d of %d bytes exceeds the maximum block size %d", i, len(raw), MaxBlockSize)
+		}
+	}
+	pays, err := bc.EncodeBatch(ctx, raws)
+	if err != nil {
+		return nil, fmt.Errorf("%s encode: %w", c.Name(), err)
+	}
+	recs := make([][]byte, len(raws))
+	for i, raw := range raws {
+		h := Header{Codec: c.ID(), RawLen: len(raw), CRC: Checksum(raw)}
+		h.Model, h.HasModel = c.Model()
+		recs[i] = append(AppendHeader(make([]byte, 0, len(pays[i])+64), h), pays[i]...)
+	}
+	return recs, nil
+}
+
+// DecodeBatch decodes block records as Decode does (length and CRC32C
+// checked), the records of each batch codec in one batch. The error names
+// the first record that failed.
+func (r *Registry) DecodeBatch(ctx context.Context, recs [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(recs))
+	errs := make([]error, len(recs))
+	heads := make([]Header, len(recs))
+	groups := map[BatchCodec][]int{}
+	var single []int
+	for i, rec := range recs {
+		h, err := ParseHeader(rec, r.UsesModel)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		heads[i] = h
+		c, err := r.lookup(h)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if bc, ok := c.(BatchCodec); ok {
+			groups[bc] = append(groups[bc], i)
+		} else {
+			single = append(single, i)
+		}
+	}
+	parallelFor(len(single), func(k int) {
+		i := single[k]
+		out[i], _, errs[i] = r.Decode(ctx, nil, recs[i])
+	})
+	for bc, idx := range groups {
+		pays := make([][]byte, len(idx))
+		lens := make([]int, len(idx))
+		for k, i := range idx {
+			pays[k], lens[k] = recs[i][heads[i].Size:], heads[i].RawLen
+		}
+		res, _ := bc.DecodeBatch(ctx, pays, lens)
+		for k, i := range idx {
+			if res == nil || res[k] == nil {
+				// the batch failed as a whole or on this block: decode it
+				// alone for its own error
+				out[i], _, errs[i] = r.Decode(ctx, nil, recs[i])
+				continue
+			}
+			got := res[k]
+			switch {
+			case len(got) != heads[i].RawLen:
+				errs[i] = fmt.Errorf("%w: %s decoded %d bytes, header says %d", ErrCorrupt, bc.Name(), len(got), heads[i].RawLen)
+			case Checksum(got) != heads[i].CRC:
+				errs[i] = fmt.Errorf("%w: CRC32C mismatch (stored %08x, decoded %08x)", ErrCorrupt, heads[i].CRC, Checksum(got))
+			default:
+				out[i] = got
+			}
+		}
+	}
+	return out, firstErr(errs)
 }

@@ -192,19 +192,18 @@ func TestLMDeviceFallback(t *testing.T) {
 		name, device, lib, want, level string
 	}{
 		{"missing library", "auto", filepath.Join(dir, "missing.so"), "no such file", "WARN"},
-		{"missing default library", "auto", "", "CUDA backend unavailable", "INFO"},
+		{"no library next to the binary", "auto", "", "liblmfs_cuda.so: no such file", "DEBUG"},
+		{"cuda asked, no library", "cuda", "", "liblmfs_cuda.so: no such file", "WARN"},
 		{"broken library", "auto", notLib, "not a loadable shared library", "WARN"},
 		{"cuda asked, broken library", "cuda", notLib, "not a loadable shared library", "WARN"},
-		{"cpu asked", "cpu", notLib, "predictor.device is cpu", "INFO"},
+		{"cpu asked", "cpu", notLib, "predictor.device is cpu", "DEBUG"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.lib == "" {
-				t.Setenv("LMFS_CUDA_LIB", filepath.Join(dir, "nowhere", "liblmfs_cuda.so"))
-			}
+			t.Setenv("LMFS_CUDA_LIB", "")
 			var logBuf bytes.Buffer
 			o := DefaultOptions()
 			o.Device, o.CUDALib = tc.device, tc.lib
-			o.Log = slog.New(slog.NewTextHandler(&logBuf, nil))
+			o.Log = slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			reg, err := NewStandard(o)
 			if err != nil {
 				t.Fatal(err)

@@ -2,8 +2,11 @@ package coder
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 
 	"github.com/lmfs/lmfs/predictor/gpu"
 	"github.com/lmfs/lmfs/predictor/lm"
@@ -77,7 +80,7 @@ func openLMDevice(o Options) *lmDevice {
 	d := &lmDevice{maxBatch: o.MaxBatch, log: log}
 	switch o.Device {
 	case "cpu":
-		log.Info("neural LM runs on the CPU", "reason", "predictor.device is cpu")
+		log.Debug("neural LM runs on the CPU", "reason", "predictor.device is cpu")
 		return d
 	case "", "auto", "cuda":
 	default:
@@ -90,9 +93,17 @@ func openLMDevice(o Options) *lmDevice {
 	}
 	lib, err := gpu.Load(path)
 	if err != nil {
-		lvl := slog.LevelInfo
-		if o.Device == "cuda" || o.CUDALib != "" {
-			lvl = slog.LevelWarn
+		// One line says why. Only a GPU asked for, or a library that is
+		// there (or was named) but does not work, is a warning; no library
+		// where none was asked for is the usual CPU-only setup.
+		lvl := slog.LevelWarn
+		explicit := o.CUDALib != "" || os.Getenv(gpu.EnvLib) != ""
+		switch {
+		case o.Device == "cuda":
+		case errors.Is(err, fs.ErrNotExist) && !explicit:
+			lvl = slog.LevelDebug
+		case errors.Is(err, gpu.ErrNoDevice):
+			lvl = slog.LevelInfo
 		}
 		log.Log(context.Background(), lvl, "neural LM runs on the CPU", "reason", err.Error())
 		return d

@@ -45,6 +45,10 @@ const EnvLib = "LMFS_CUDA_LIB"
 // ErrUnavailable is wrapped by Load's errors: no usable GPU library or GPU.
 var ErrUnavailable = errors.New("CUDA backend unavailable")
 
+// ErrNoDevice is wrapped by Load's error when the library loads but finds no
+// usable GPU.
+var ErrNoDevice = errors.New("no usable GPU")
+
 // Lib is a loaded CUDA library. It is safe for concurrent use.
 type Lib struct {
 	path string
@@ -85,7 +89,7 @@ func DefaultPath() string {
 // sees at least one GPU. Errors wrap ErrUnavailable and say why.
 func Load(path string) (*Lib, error) {
 	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("%w: library %s: %v (build it with make cuda on a machine with nvcc)", ErrUnavailable, path, err)
+		return nil, fmt.Errorf("%w: library %s: %w (build it with make cuda on a machine with nvcc)", ErrUnavailable, path, err)
 	}
 	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
@@ -116,10 +120,10 @@ func Load(path string) (*Lib, error) {
 	}
 	n := l.devices()
 	if n < 0 {
-		return nil, fmt.Errorf("%w: %s", ErrUnavailable, l.lastError())
+		return nil, fmt.Errorf("%w: %w: %s", ErrUnavailable, ErrNoDevice, l.lastError())
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("%w: no GPU visible", ErrUnavailable)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ErrNoDevice)
 	}
 	return l, nil
 }

@@ -791,7 +791,7 @@ int lmfs_cuda_devices(void) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
-    set_err(std::string("no usable GPU: ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+    set_err(std::string(cudaGetErrorName(e)) + " (" + cudaGetErrorString(e) + ")");
     return -1;
   }
   return n;
