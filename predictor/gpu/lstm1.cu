@@ -106,6 +106,8 @@ struct Model {
   std::vector<std::vector<int32_t>> wt;  // per layer: [K/4][4H] packed int8x4
   std::vector<std::vector<int32_t>> b, m, s;
   std::vector<int32_t> wot;  // [H/4][256]
+  std::vector<std::vector<int8_t>> wraw;  // per layer: row-major 4H x K
+  std::vector<int8_t> woraw;              // row-major 256 x H
   std::vector<int32_t> bo, mo, so;
 };
 
@@ -178,6 +180,8 @@ bool parse(const uint8_t *data, int64_t n, Model *m, std::string *err) {
     for (int64_t i = 0; i < 4 * H * K; i++) {
       if ((int8_t)q[i] == -128) { *err = "weight -128 in layer " + std::to_string(l) + " (weights are in [-127, 127])"; return false; }
     }
+    m->wraw.resize(NL);
+    m->wraw[l].assign((const int8_t *)q, (const int8_t *)q + 4 * H * K);
     // pack: wt[k4][j] = W[j][4k4..4k4+3]
     std::vector<int32_t> &w = m->wt[l];
     w.resize((K / 4) * 4 * H);
@@ -191,6 +195,7 @@ bool parse(const uint8_t *data, int64_t n, Model *m, std::string *err) {
     for (int64_t i = 0; i < 256 * (int64_t)H; i++) {
       if ((int8_t)q[i] == -128) { *err = "output weight -128 (weights are in [-127, 127])"; return false; }
     }
+    m->woraw.assign((const int8_t *)q, (const int8_t *)q + 256 * H);
     m->wot.resize((H / 4) * 256);
     for (int64_t v = 0; v < 256; v++)
       for (int64_t k4 = 0; k4 < H / 4; k4++) m->wot[k4 * 256 + v] = (int32_t)rd32(q + v * H + 4 * k4);
@@ -224,6 +229,32 @@ bool parse(const uint8_t *data, int64_t n, Model *m, std::string *err) {
     if (v < 0 || v > (1 << 24) || (i > 0 && v > m->exp_[i - 1]) || (i == 0 && v == 0)) { *err = "exp table entry " + std::to_string(i) + " out of range"; return false; }
   }
   return true;
+}
+
+// pack_a packs a row-major rows x K int8 matrix into mma.m16n8k32 A
+// fragments: for 16-row tile m, K chunk kc and lane (g = lane/4, t = lane%4),
+// four words: rows g and g+8 of the tile at columns t*4 and 16+t*4 of the
+// chunk. orig maps a tile row to the matrix row.
+template <class F>
+std::vector<int32_t> pack_a(const int8_t *w, int rows, int K, F orig) {
+  int mt = rows / 16, KC = K / 32;
+  std::vector<int32_t> out((size_t)mt * KC * 32 * 4);
+  auto word = [&](int r, int k) {
+    const uint8_t *p = (const uint8_t *)w + (int64_t)r * K + k;
+    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+  };
+  for (int m = 0; m < mt; m++)
+    for (int kc = 0; kc < KC; kc++)
+      for (int lane = 0; lane < 32; lane++) {
+        int g = lane >> 2, t = lane & 3;
+        int32_t *o = &out[(((size_t)m * KC + kc) * 32 + lane) * 4];
+        int k = kc * 32 + t * 4;
+        o[0] = word(orig(m, g), k);
+        o[1] = word(orig(m, g + 8), k);
+        o[2] = word(orig(m, g), k + 16);
+        o[3] = word(orig(m, g + 8), k + 16);
+      }
+  return out;
 }
 
 // ---- kernels ----
@@ -334,6 +365,148 @@ __global__ void layer_kernel(DevModel M, DevState S, int l, const int32_t *__res
   }
 }
 
+#ifndef LMFS_EMU
+// ---- int8 tensor-core kernels (mma.sync m16n8k32 s8; H a multiple of 32) ----
+//
+// A warp computes a 16 x 32 tile: 16 weight rows by 32 streams (4 mma n-tiles
+// of 8), over K in chunks of 32. The weights are packed on the host in the
+// A-fragment order of the instruction (one 16-byte load per lane per chunk).
+// For the gate matrices a 16-row tile holds the 4 gates of 4 units (row r:
+// gate r >> 2, unit 4m + (r & 3)), so a lane and its partner (lane ^ 16) hold
+// together all four gates of a unit for two streams: after one exchange,
+// each does the cell update of one stream. Sums are exact int32 sums, so the
+// result equals the dp4a kernel's bit for bit.
+
+__device__ __forceinline__ void mma_s8(int (&d)[4], const int4 &a, int b0, int b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+const int kNT = 4;  // n-tiles (of 8 streams) per warp
+
+// mma_tile accumulates the warp's tile: A fragments apack[(m*KC + kc)*32 +
+// lane]; stream inputs: chunk kc < kcA from inA, else from inB (chunk kc - kcA).
+__device__ __forceinline__ void mma_tile(int (&acc)[kNT][4], const int4 *__restrict__ apack, int m, int KC, int kcA,
+                                         const int8_t *inA, const int8_t *inB, int H, const int (&b)[kNT], int lane) {
+  int g = lane >> 2, t = lane & 3;
+  for (int kc = 0; kc < KC; kc++) {
+    int4 a = apack[((int64_t)m * KC + kc) * 32 + lane];
+    const int8_t *src = kc < kcA ? inA : inB;
+    int k0 = (kc < kcA ? kc : kc - kcA) * 32 + t * 4;
+#pragma unroll
+    for (int j = 0; j < kNT; j++) {
+      const int8_t *row = src + (int64_t)b[j] * H + k0;
+      int b0 = *(const int32_t *)row, b1 = *(const int32_t *)(row + 16);
+      mma_s8(acc[j], a, b0, b1);
+    }
+  }
+  (void)g;
+}
+
+__global__ void layer_kernel_mma(DevModel M, DevState S, int l, const int4 *__restrict__ apack, const int32_t *__restrict__ idx, int n) {
+  int64_t gid = GID();
+  int warp = (int)(gid >> 5), lane = (int)(gid & 31);
+  const int H = M.H;
+  int mtiles = H / 4;
+  int64_t nwt = (n + 8 * kNT - 1) / (8 * kNT);
+  if (warp >= mtiles * nwt) return;  // whole warps exit together
+  int m = warp % mtiles;
+  int base = (warp / mtiles) * 8 * kNT;
+  int g = lane >> 2, t = lane & 3;
+  int b[kNT];
+#pragma unroll
+  for (int j = 0; j < kNT; j++) {
+    int slot = base + j * 8 + g;
+    b[j] = idx[slot < n ? slot : n - 1];
+  }
+  int acc[kNT][4];
+#pragma unroll
+  for (int j = 0; j < kNT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+  const int64_t cap = S.cap;
+  const int8_t *inA = l == 0 ? S.hcur : S.hnew + (int64_t)(l - 1) * cap * H;
+  const int8_t *inB = S.hcur + (int64_t)l * cap * H;
+  int KC = (l == 0 ? H : 2 * H) / 32;
+  mma_tile(acc, apack, m, KC, H / 32, inA, inB, H, b, lane);
+  bool hi = g >= 4;
+  int u = 4 * m + (g & 3);
+  const int32_t *Bl = M.b[l], *Ml = M.m[l], *Sl = M.s[l];
+#pragma unroll
+  for (int j = 0; j < kNT; j++) {
+    int send0 = hi ? acc[j][0] : acc[j][1];
+    int send1 = hi ? acc[j][2] : acc[j][3];
+    int r0 = __shfl_xor_sync(0xffffffffu, send0, 16);
+    int r1 = __shfl_xor_sync(0xffffffffu, send1, 16);
+    int gate[4];  // i, f, g, o
+    if (!hi) {
+      gate[0] = acc[j][0]; gate[2] = acc[j][2]; gate[1] = r0; gate[3] = r1;
+    } else {
+      gate[1] = acc[j][1]; gate[3] = acc[j][3]; gate[0] = r0; gate[2] = r1;
+    }
+    int slot = base + j * 8 + 2 * t + (hi ? 1 : 0);
+    if (slot >= n) continue;
+    int bs = idx[slot];
+    int x = S.xcur[bs];
+    int z[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      int jr = q * H + u;
+      int64_t v = requant(gate[q], Ml[jr], Sl[jr]) + Bl[jr];
+      if (l == 0) v += M.t0[(int64_t)x * 4 * H + jr];
+      z[q] = clamp32(v, -2048, 2047);
+    }
+    int32_t ig = M.sig[z[0] + 2048], fg = M.sig[z[1] + 2048];
+    int32_t gg = M.tanh_[z[2] + 2048], og = M.sig[z[3] + 2048];
+    int64_t ci = ((int64_t)l * cap + bs) * H + u;
+    int32_t c = (fg * S.c[ci] + ig * gg + 2048) >> 12;
+    c = c < -(1 << 17) ? -(1 << 17) : (c > (1 << 17) ? (1 << 17) : c);
+    int32_t tcx = c >> 4;
+    tcx = tcx < -2048 ? -2048 : (tcx > 2047 ? 2047 : tcx);
+    int32_t tc = M.tanh_[tcx + 2048];
+    int32_t h = (og * tc + (1 << 16)) >> 17;
+    h = h < -127 ? -127 : (h > 127 ? 127 : h);
+    S.c[ci] = c;
+    S.hnew[ci] = (int8_t)h;
+  }
+}
+
+__global__ void head_kernel_mma(DevModel M, DevState S, const int4 *__restrict__ apack, const int32_t *__restrict__ idx, int n) {
+  int64_t gid = GID();
+  int warp = (int)(gid >> 5), lane = (int)(gid & 31);
+  const int H = M.H;
+  const int mtiles = 16;
+  int64_t nwt = (n + 8 * kNT - 1) / (8 * kNT);
+  if (warp >= mtiles * nwt) return;
+  int m = warp % mtiles;
+  int base = (warp / mtiles) * 8 * kNT;
+  int g = lane >> 2, t = lane & 3;
+  int b[kNT];
+#pragma unroll
+  for (int j = 0; j < kNT; j++) {
+    int slot = base + j * 8 + g;
+    b[j] = idx[slot < n ? slot : n - 1];
+  }
+  int acc[kNT][4];
+#pragma unroll
+  for (int j = 0; j < kNT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+  const int8_t *top = S.hcur + (int64_t)(M.NL - 1) * S.cap * H;
+  mma_tile(acc, apack, m, H / 32, H / 32, top, top, H, b, lane);
+#pragma unroll
+  for (int j = 0; j < kNT; j++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      int v = 16 * m + g + (e >= 2 ? 8 : 0);
+      int slot = base + j * 8 + 2 * t + (e & 1);
+      if (slot >= n) continue;
+      int bs = idx[slot];
+      int64_t L = requant(acc[j][e], M.mo[v], M.so[v]) + M.bo[v];
+      S.logit[(int64_t)bs * 256 + v] = clamp32(L, -(1 << 24), 1 << 24);
+    }
+  }
+}
+#endif
+
 // commit_kernel makes the new h of every layer the current one.
 __global__ void commit_kernel(DevState S, int NL, int H, const int32_t *__restrict__ idx, int n) {
   int64_t gid = GID();
@@ -393,9 +566,17 @@ __device__ void freqs(const DevModel &M, const int32_t *L, uint32_t *f) {
     f[v] = (uint32_t)M.exp_[d];
     s += f[v];
   }
+  // floor(e * 65280 / s) for every v, exactly: a double-precision estimate
+  // (off by at most one: the numerator is below 2^40) corrected with
+  // integer arithmetic, which is cheaper on a GPU than 256 64-bit divisions.
+  double rs = 1.0 / (double)s;
   uint32_t sum = 0;
   for (int v = 0; v < 256; v++) {
-    f[v] = 1 + (uint32_t)((uint64_t)f[v] * (65536 - 256) / s);
+    uint64_t num = (uint64_t)f[v] * (65536 - 256);
+    uint64_t q = (uint64_t)((double)num * rs);
+    if (q * s > num) q--;
+    else if ((q + 1) * s <= num) q++;
+    f[v] = 1 + (uint32_t)q;
     sum += f[v];
   }
   f[vmax] += 65536 - sum;
@@ -535,6 +716,9 @@ __global__ void set_input_kernel(DevState S, const int32_t *__restrict__ idx, co
 struct Ctx {
   Model host;
   DevModel dm{};
+  bool mma = false;              // use the tensor-core kernels
+  const int32_t *apack[4] = {};  // per layer: A fragments (int4 per lane)
+  const int32_t *apackO = nullptr;
   std::vector<void *> allocs;  // model buffers
   int device = 0;
   std::string name;
@@ -647,13 +831,26 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
   if (n <= 0) return true;
   const Model &m = g->host;
   int64_t ngrp = (n + kG - 1) / kG;
-  for (int l = 0; l < m.NL; l++) LAUNCH(layer_kernel, ngrp * m.H, g->dm, S, l, idx, n);
+#ifndef LMFS_EMU
+  if (g->mma) {
+    int64_t warps = (int64_t)(m.H / 4) * ((n + 8 * kNT - 1) / (8 * kNT));
+    for (int l = 0; l < m.NL; l++) LAUNCH(layer_kernel_mma, warps * 32, g->dm, S, l, (const int4 *)g->apack[l], idx, n);
+  } else
+#endif
+    for (int l = 0; l < m.NL; l++) LAUNCH(layer_kernel, ngrp * m.H, g->dm, S, l, idx, n);
   LAUNCH(commit_kernel, (int64_t)n * m.NL * (m.H / 4), S, m.NL, m.H, idx, n);
   return launched(g, err);
 }
 
 bool head(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
   int64_t ngrp = (n + kG - 1) / kG;
+#ifndef LMFS_EMU
+  if (g->mma) {
+    int64_t warps = (int64_t)16 * ((n + 8 * kNT - 1) / (8 * kNT));
+    LAUNCH(head_kernel_mma, warps * 32, g->dm, S, (const int4 *)g->apackO, idx, n);
+    return launched(g, err);
+  }
+#endif
   LAUNCH(head_kernel, ngrp * 256, g->dm, S, idx, n);
   return launched(g, err);
 }
@@ -832,12 +1029,33 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
   for (int l = 0; ok && l < m.NL; l++)
     ok = upload(g, &bf, m.wt[l], &d.wt[l], &err) && upload(g, &bf, m.b[l], &d.b[l], &err) && upload(g, &bf, m.m[l], &d.m[l], &err) &&
          upload(g, &bf, m.s[l], &d.s[l], &err);
+  // The tensor-core kernels need H to be a multiple of 32; LMFS_CUDA_KERNEL
+  // = dp4a or mma chooses (default: mma where it applies).
+  const char *kern = std::getenv("LMFS_CUDA_KERNEL");
+#ifndef LMFS_EMU
+  g->mma = m.H % 32 == 0 && !(kern && std::string(kern) == "dp4a");
+#else
+  (void)kern;
+#endif
+  if (ok && g->mma) {
+    for (int l = 0; ok && l < m.NL; l++) {
+      int K = l == 0 ? m.H : 2 * m.H, H = m.H;
+      std::vector<int32_t> p = pack_a(m.wraw[l].data(), 4 * H, K, [H](int mt, int r) { return (r >> 2) * H + 4 * mt + (r & 3); });
+      ok = upload(g, &bf, p, &g->apack[l], &err);
+    }
+    if (ok) {
+      std::vector<int32_t> p = pack_a(m.woraw.data(), 256, m.H, [](int mt, int r) { return 16 * mt + r; });
+      ok = upload(g, &bf, p, &g->apackO, &err);
+    }
+  }
   if (ok) ok = sync(g, &err);
   if (!ok) {
     set_err(err);
     delete g;  // bf frees the buffers
     return nullptr;
   }
+  if (g->mma) g->name += " (int8 tensor cores)";
+  else g->name += " (dp4a)";
   g->allocs.swap(bf.p);
   return g;
 }

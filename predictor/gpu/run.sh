@@ -1,0 +1,40 @@
+#!/bin/bash
+# run.sh OUTDIR: on a GPU machine without Go, from the repository root, with
+# this folder's bundle (make gpu-bundle: gpu.test and lstm1.cu next to this
+# script): build the CUDA library with nvcc, run the GPU tests (every result
+# against the Go reference) and the benchmarks, writing logs to OUTDIR.
+# It also times PyTorch bf16 scoring of the same shape (torch_bf16.py).
+# LMFS_GPU_KERNELS lists the kernel variants to test ("mma dp4a" by default).
+set -o pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/out}
+mkdir -p "$out"
+root=$(pwd)
+{
+	date -u
+	nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+	nvcc --version | tail -2
+} 2>&1 | tee "$out/env.log"
+nvcc -O3 -std=c++17 -arch=sm_90 -Xptxas -v -shared -Xcompiler -fPIC -o "$here/liblmfs_cuda.so" "$here/lstm1.cu" >"$out/build.log" 2>&1
+rc=$?
+grep -E "error|registers|spill" "$out/build.log" | head -40
+if [ $rc -ne 0 ]; then
+	echo "nvcc failed (rc $rc)"; tail -30 "$out/build.log"; exit 1
+fi
+export LMFS_CUDA_LIB=$here/liblmfs_cuda.so
+cd "$root/predictor/gpu" || exit 1
+status=0
+for k in ${LMFS_GPU_KERNELS:-mma dp4a}; do
+	echo "=== kernel $k: tests"
+	LMFS_CUDA_KERNEL=$k timeout ${TEST_TIMEOUT:-150} "$here/gpu.test" -test.v -test.count=1 -test.run "${TEST_RUN:-.}" 2>&1 | tee "$out/test-$k.log" | grep -E "^(---|ok|PASS|FAIL|panic)|device_test|gpu_test" | head -60
+	t=$?
+	if grep -q "^PASS" "$out/test-$k.log"; then
+		echo "=== kernel $k: benchmarks"
+		LMFS_CUDA_KERNEL=$k timeout ${BENCH_TIMEOUT:-200} "$here/gpu.test" -test.run '^$' -test.bench "${BENCH:-BenchmarkGPU}" -test.benchtime 1x -test.benchmem=false 2>&1 | tee "$out/bench-$k.log" | grep -E "Benchmark|device|ok|FAIL|panic"
+	else
+		echo "kernel $k: tests failed, no benchmarks"; status=1
+	fi
+done
+echo "=== PyTorch bf16 scoring of the same shape"
+timeout ${TORCH_TIMEOUT:-60} python3 "$root/predictor/gpu/torch_bf16.py" 2>&1 | tee "$out/torch.log" | tail -8
+exit $status
