@@ -22,7 +22,7 @@ if [ $rc -ne 0 ]; then
 	echo "nvcc failed (rc $rc)"; tail -30 "$out/build.log"; exit 1
 fi
 export LMFS_CUDA_LIB=$here/liblmfs_cuda.so
-cd "$root/predictor/gpu" || exit 1
+mkdir -p "$root/predictor/gpu" && cd "$root/predictor/gpu" || exit 1  # the tests read the repository as data from here
 status=0
 for k in ${LMFS_GPU_KERNELS:-mma dp4a}; do
 	echo "=== kernel $k: tests"
@@ -36,5 +36,5 @@ for k in ${LMFS_GPU_KERNELS:-mma dp4a}; do
 	fi
 done
 echo "=== PyTorch bf16 scoring of the same shape"
-timeout ${TORCH_TIMEOUT:-60} python3 "$root/predictor/gpu/torch_bf16.py" 2>&1 | tee "$out/torch.log" | tail -8
+timeout ${TORCH_TIMEOUT:-60} python3 "$here/torch_bf16.py" 2>&1 | tee "$out/torch.log" | tail -8
 exit $status
