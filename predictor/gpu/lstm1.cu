@@ -36,6 +36,12 @@
 #include <string>
 #include <vector>
 
+// LMFS_FAST: the CUDA build's tensor-core and warp kernels (not in the
+// emulation; -DLMFS_SAFE leaves them out of a CUDA build too).
+#if !defined(LMFS_EMU) && !defined(LMFS_SAFE)
+#define LMFS_FAST 1
+#endif
+
 #ifdef LMFS_EMU
 // ---- CPU emulation of the few CUDA facilities used here ----
 #define __global__
@@ -365,7 +371,7 @@ __global__ void layer_kernel(DevModel M, DevState S, int l, const int32_t *__res
   }
 }
 
-#ifndef LMFS_EMU
+#ifdef LMFS_FAST
 // ---- int8 tensor-core kernels (mma.sync m16n8k32 s8; H a multiple of 32) ----
 //
 // A warp computes a 16 x 32 tile: 16 weight rows by 32 streams (4 mma n-tiles
@@ -674,6 +680,159 @@ __global__ void freq_kernel(DevModel M, DevState S, const int32_t *__restrict__ 
   S.xcur[b] = lo;
 }
 
+#ifdef LMFS_FAST
+// freq_warp_kernel is freq_kernel with one warp per stream: lane l holds the
+// logits and frequencies of bytes 8l .. 8l+7; maxima, sums and the
+// cumulative table come from warp shuffles. Every lane walks the bit tree
+// (and runs the decoder) redundantly; lane 0 writes the results.
+__device__ __forceinline__ uint32_t pick9(const uint32_t (&c)[9], int i) {
+  uint32_t r = c[0];
+#pragma unroll
+  for (int k = 1; k < 9; k++) r = i == k ? c[k] : r;
+  return r;
+}
+
+__global__ void freq_warp_kernel(DevModel M, DevState S, const int32_t *__restrict__ idx, int n, int mode, int64_t t,
+                                 uint8_t *data, const int64_t *__restrict__ off, uint16_t *probs, uint32_t *tables, DecState D) {
+  int64_t gid = GID();
+  int64_t w = gid >> 5;
+  int lane = (int)(gid & 31);
+  if (w >= n) return;  // whole warps
+  const unsigned full = 0xffffffffu;
+  int b = idx[w];
+  const int32_t *L = S.logit + (int64_t)b * 256 + lane * 8;
+  int32_t l8[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) l8[i] = L[i];
+  // Lmax and the smallest v holding it
+  int32_t mx = l8[0];
+  int mv = lane * 8;
+#pragma unroll
+  for (int i = 1; i < 8; i++)
+    if (l8[i] > mx) { mx = l8[i]; mv = lane * 8 + i; }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    int32_t om = __shfl_xor_sync(full, mx, o);
+    int ov = __shfl_xor_sync(full, mv, o);
+    if (om > mx || (om == mx && ov < mv)) { mx = om; mv = ov; }
+  }
+  uint32_t e8[8];
+  unsigned long long sum = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    int32_t d = mx - l8[i];
+    if (d > M.E - 1) d = M.E - 1;
+    e8[i] = (uint32_t)M.exp_[d];
+    sum += e8[i];
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(full, sum, o);
+  double rs = 1.0 / (double)sum;
+  uint32_t f8[8];
+  uint32_t fs = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    uint64_t num = (uint64_t)e8[i] * (65536 - 256);
+    uint64_t q = (uint64_t)((double)num * rs);
+    if (q * sum > num) q--;
+    else if ((q + 1) * sum <= num) q++;
+    f8[i] = 1 + (uint32_t)q;
+    fs += f8[i];
+  }
+  uint32_t tot = fs;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) tot += __shfl_xor_sync(full, tot, o);
+  if ((mv >> 3) == lane) {
+    uint32_t rem = 65536 - tot;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      if (lane * 8 + i == mv) f8[i] += rem;
+    fs += rem;
+  }
+  if (mode == kTables) {
+    uint32_t *dst = tables + (off ? (off[b] + t) : w) * 256 + lane * 8;
+#pragma unroll
+    for (int i = 0; i < 8; i++) dst[i] = f8[i];
+    if (data && lane == 0) S.xcur[b] = data[off[b] + t];
+    return;
+  }
+  // exclusive prefix of the lane sums, then the lane's cumulative values
+  uint32_t incl = fs;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    uint32_t y = __shfl_up_sync(full, incl, o);
+    if (lane >= o) incl += y;
+  }
+  uint32_t c9[9];
+  c9[0] = incl - fs;
+#pragma unroll
+  for (int i = 0; i < 8; i++) c9[i + 1] = c9[i] + f8[i];
+  // cum(x) for x in [0, 256]
+#define WCUM(x) ((x) >= 256 ? 65536u : __shfl_sync(full, pick9(c9, (x) & 7), (x) >> 3))
+  if (mode == kPathProbs) {
+    int sym = data[off[b] + t];
+    int lo = 0, hi = 256;
+    uint16_t pr[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      int mid = (lo + hi) / 2;
+      uint32_t clo = WCUM(lo), cmid = WCUM(mid), chi = WCUM(hi);
+      uint64_t all = chi - clo, one = chi - cmid;
+      pr[k] = (uint16_t)((one << 16) / all);
+      if (sym >= mid) lo = mid; else hi = mid;
+    }
+    if (lane == 0) {
+      uint16_t *dst = probs + (off[b] + t) * 8;
+#pragma unroll
+      for (int k = 0; k < 8; k++) dst[k] = pr[k];
+      S.xcur[b] = sym;
+    }
+    return;
+  }
+  // kDecode: every lane runs the decoder on the same values; lane 0 stores.
+  uint32_t x1 = D.x1[b], x2 = D.x2[b], x = D.x[b];
+  int64_t pos = D.pos[b];
+  const int64_t plen = D.inoff[b + 1] - D.inoff[b];
+  const uint8_t *in = D.in + D.inoff[b];
+  int lo = 0, hi = 256;
+#pragma unroll
+  for (int k = 0; k < 8; k++) {
+    int mid = (lo + hi) / 2;
+    uint32_t clo = WCUM(lo), cmid = WCUM(mid), chi = WCUM(hi);
+    uint64_t all = chi - clo, one = chi - cmid;
+    uint32_t p = (uint32_t)((one << 16) / all);
+    if (p < 1) p = 1;
+    if (p > 65535) p = 65535;
+    uint32_t r = x2 - x1;
+    uint32_t xmid = x1 + (r >> 16) * p + (((r & 0xFFFF) * p) >> 16);
+    if (x <= xmid) {
+      x2 = xmid;
+      lo = mid;
+    } else {
+      x1 = xmid + 1;
+      hi = mid;
+    }
+    while (((x1 ^ x2) & 0xFF000000u) == 0) {
+      x1 <<= 8;
+      x2 = (x2 << 8) | 0xFF;
+      uint32_t nb = pos < plen ? in[pos] : 0xFF;
+      pos++;
+      x = (x << 8) | nb;
+    }
+  }
+#undef WCUM
+  if (lane == 0) {
+    D.x1[b] = x1;
+    D.x2[b] = x2;
+    D.x[b] = x;
+    D.pos[b] = pos;
+    if (D.overrun[b] < 0 && pos > plen + 3) D.overrun[b] = (int32_t)t;
+    data[off[b] + t] = (uint8_t)lo;
+    S.xcur[b] = lo;
+  }
+}
+#endif
+
 // dec_init_kernel primes the decoders of streams 0..n-1 (Decoder.Reset).
 __global__ void dec_init_kernel(DecState D, int n) {
   int64_t gid = GID();
@@ -717,6 +876,7 @@ struct Ctx {
   Model host;
   DevModel dm{};
   bool mma = false;              // use the tensor-core kernels
+  bool warpfreq = false;         // use the warp-per-stream frequency kernel
   const int32_t *apack[4] = {};  // per layer: A fragments (int4 per lane)
   const int32_t *apackO = nullptr;
   std::vector<void *> allocs;  // model buffers
@@ -831,7 +991,7 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
   if (n <= 0) return true;
   const Model &m = g->host;
   int64_t ngrp = (n + kG - 1) / kG;
-#ifndef LMFS_EMU
+#ifdef LMFS_FAST
   if (g->mma) {
     int64_t warps = (int64_t)(m.H / 4) * ((n + 8 * kNT - 1) / (8 * kNT));
     for (int l = 0; l < m.NL; l++) LAUNCH(layer_kernel_mma, warps * 32, g->dm, S, l, (const int4 *)g->apack[l], idx, n);
@@ -842,9 +1002,22 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
   return launched(g, err);
 }
 
+// freq launches the frequency kernel for streams idx[0..n-1].
+bool freq(Ctx *g, DevState &S, const int32_t *idx, int n, int mode, int64_t t, uint8_t *data, const int64_t *off, uint16_t *probs,
+          uint32_t *tables, DecState &D, std::string *err) {
+#ifdef LMFS_FAST
+  if (g->warpfreq) {
+    LAUNCH(freq_warp_kernel, (int64_t)n * 32, g->dm, S, idx, n, mode, t, data, off, probs, tables, D);
+    return launched(g, err);
+  }
+#endif
+  LAUNCH(freq_kernel, n, g->dm, S, idx, n, mode, t, data, off, probs, tables, D);
+  return launched(g, err);
+}
+
 bool head(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
   int64_t ngrp = (n + kG - 1) / kG;
-#ifndef LMFS_EMU
+#ifdef LMFS_FAST
   if (g->mma) {
     int64_t warps = (int64_t)16 * ((n + 8 * kNT - 1) / (8 * kNT));
     LAUNCH(head_kernel_mma, warps * 32, g->dm, S, (const int4 *)g->apackO, idx, n);
@@ -925,7 +1098,7 @@ int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uin
   for (int64_t t = 0; t < maxlen; t++) {
     int n = (int)B.active[t];
     if (!head(g, S, didx, n, err)) return -1;
-    LAUNCH(freq_kernel, n, g->dm, S, didx, n, mode, t, ddata, doff, dprobs, dtables, D);
+    if (!freq(g, S, didx, n, mode, t, ddata, doff, dprobs, dtables, D, err)) return -1;
     if (!step(g, S, didx, (int)B.active[t + 1], err)) return -1;
     if ((t & 255) == 255) {
       if (cancelled(g, token)) {
@@ -1032,8 +1205,9 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
   // The tensor-core kernels need H to be a multiple of 32; LMFS_CUDA_KERNEL
   // = dp4a or mma chooses (default: mma where it applies).
   const char *kern = std::getenv("LMFS_CUDA_KERNEL");
-#ifndef LMFS_EMU
+#ifdef LMFS_FAST
   g->mma = m.H % 32 == 0 && !(kern && std::string(kern) == "dp4a");
+  g->warpfreq = !(kern && std::string(kern) == "dp4a");
 #else
   (void)kern;
 #endif
@@ -1054,8 +1228,8 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
     delete g;  // bf frees the buffers
     return nullptr;
   }
-  if (g->mma) g->name += " (int8 tensor cores)";
-  else g->name += " (dp4a)";
+  g->name += g->mma ? " (int8 tensor cores" : " (dp4a";
+  g->name += g->warpfreq ? ", warp frequencies)" : ")";
   g->allocs.swap(bf.p);
   return g;
 }
@@ -1192,9 +1366,7 @@ int lmfs_cuda_streams_predict(void *sp, int k, const int32_t *ids, uint32_t *tab
   DecState D{};
   bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err) && head(g, s->S, s->didx, k, &err);
   if (ok) {
-    LAUNCH(freq_kernel, k, g->dm, s->S, s->didx, k, (int)kTables, (int64_t)0, (uint8_t *)nullptr, (const int64_t *)nullptr,
-           (uint16_t *)nullptr, s->dtables, D);
-    ok = launched(g, &err) && d2h(g, tables, s->dtables, (size_t)k * 256 * sizeof(uint32_t), &err) && sync(g, &err);
+    ok = freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) && d2h(g, tables, s->dtables, (size_t)k * 256 * sizeof(uint32_t), &err) && sync(g, &err);
   }
   if (!ok) { set_err(err); return -1; }
   return 0;
