@@ -78,7 +78,7 @@ func Codec(reg *coder.Registry, name string) (Method, error) {
 	}
 	if bc, ok := c.(coder.BatchCodec); ok {
 		m.Device = bc.Device()
-		m.Note += fmt.Sprintf("; model on %s, all blocks of a chunk coded in one batch", m.Device)
+		m.Note += fmt.Sprintf("; model on %s; all blocks of a chunk coded in one batch call (MB/s/core from the process CPU time)", m.Device)
 		m.EncodeBatch = func(ctx context.Context, raws [][]byte) ([][]byte, error) {
 			return reg.EncodeBatchWith(ctx, c, raws)
 		}
