@@ -201,7 +201,8 @@ func BenchmarkGPU(b *testing.B) {
 	src := realData(b, 8<<20)
 	size := 2048
 	ctx := context.Background()
-	b.Logf("device %s, %d bytes of GPU state per block in flight", m.Device(), m.BytesPerStream())
+	b.Logf("device %s, %d bytes of GPU state per block in flight (plus 17 bytes per byte of data when encoding); %d bytes free: %d blocks of 64 KiB fit in one encoding call",
+		m.Device(), m.BytesPerStream(), m.FreeMemory(), m.MaxBlocks(64<<10))
 	for _, inflight := range []int{1, 8, 64, 512, 4096} {
 		blocks := split(src, inflight, size)
 		lens := make([]int, len(blocks))

@@ -60,6 +60,7 @@ type Lib struct {
 	free         func(h uintptr)
 	name         func(h uintptr, buf unsafe.Pointer, n int32)
 	perStream    func(h uintptr) int64
+	freeMem      func(h uintptr) int64
 	cancel       func(h uintptr, token int64)
 	encode       func(h uintptr, nb int32, data, lens, probs unsafe.Pointer, token int64) int32
 	tables       func(h uintptr, nb int32, data, lens, tables unsafe.Pointer, token int64) int32
@@ -102,7 +103,7 @@ func Load(path string) (*Lib, error) {
 	}{
 		{"lmfs_cuda_abi", &l.abi}, {"lmfs_cuda_last_error", &l.lastError}, {"lmfs_cuda_devices", &l.devices},
 		{"lmfs_cuda_open", &l.open}, {"lmfs_cuda_free", &l.free}, {"lmfs_cuda_name", &l.name},
-		{"lmfs_cuda_bytes_per_stream", &l.perStream}, {"lmfs_cuda_cancel", &l.cancel},
+		{"lmfs_cuda_bytes_per_stream", &l.perStream}, {"lmfs_cuda_free_memory", &l.freeMem}, {"lmfs_cuda_cancel", &l.cancel},
 		{"lmfs_cuda_encode", &l.encode}, {"lmfs_cuda_tables", &l.tables}, {"lmfs_cuda_decode", &l.decode},
 		{"lmfs_cuda_streams_open", &l.streamsOpen}, {"lmfs_cuda_streams_predict", &l.streamsPred},
 		{"lmfs_cuda_streams_push", &l.streamsPush}, {"lmfs_cuda_streams_free", &l.streamsClose},
@@ -176,6 +177,21 @@ func (m *Model) Device() string { return m.name }
 // BytesPerStream is the GPU memory one block in flight needs for its state;
 // the data of a call needs 1 byte per byte more (17 for PathProbs).
 func (m *Model) BytesPerStream() int64 { return m.lib.perStream(m.h) }
+
+// FreeMemory returns the free memory of the model's GPU in bytes, or -1
+// where the library cannot tell.
+func (m *Model) FreeMemory() int64 { return m.lib.freeMem(m.h) }
+
+// MaxBlocks returns how many blocks of blockLen bytes fit on the GPU in one
+// encoding call (state, data and bit probabilities) with the memory free now,
+// or -1 where unknown.
+func (m *Model) MaxBlocks(blockLen int) int64 {
+	free := m.FreeMemory()
+	if free < 0 {
+		return -1
+	}
+	return free / (m.BytesPerStream() + 17*int64(blockLen))
+}
 
 // Close releases the model's GPU memory.
 func (m *Model) Close() error {

@@ -1264,6 +1264,25 @@ int64_t lmfs_cuda_bytes_per_stream(void *h) {
   return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8;
 }
 
+// lmfs_cuda_free_memory returns the free memory of the handle's GPU in
+// bytes, or -1 where unknown.
+int64_t lmfs_cuda_free_memory(void *h) {
+#ifdef LMFS_EMU
+  (void)h;
+  return -1;
+#else
+  Ctx *g = (Ctx *)h;
+  std::lock_guard<std::mutex> l(g->mu);
+  cudaSetDevice(g->device);
+  size_t fr = 0, tot = 0;
+  if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return (int64_t)fr;
+#endif
+}
+
 // lmfs_cuda_cancel asks the call running with token to stop.
 void lmfs_cuda_cancel(void *h, int64_t token) { ((Ctx *)h)->cancel.store(token); }
 
