@@ -400,6 +400,12 @@ func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int
 	return out, firstErr(errs)
 }
 
+// pushPredicter is implemented by byte streams that can push a byte to
+// streams and predict their next one in one round trip (predictor/gpu's).
+type pushPredicter interface {
+	PushPredict(ctx context.Context, ids []int, syms []byte, dst []predictor.Dist) error
+}
+
 // lmcmBlock is one block being decoded by decodeAccel.
 type lmcmBlock struct {
 	i   int // index in the batch
@@ -421,7 +427,6 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 			}
 		}
 	}()
-	longest := 0
 	for i, p := range payloads {
 		if empty, err := checkPayloadShape("lm+cm", p, rawLens[i]); empty || err != nil {
 			if errs[i] = err; err == nil {
@@ -437,7 +442,6 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 		b := &lmcmBlock{i: i, s: s, out: make([]byte, 0, rawLens[i])}
 		b.d.Reset(p[1:])
 		blocks = append(blocks, b)
-		longest = max(longest, rawLens[i])
 	}
 	if len(blocks) == 0 {
 		return
@@ -448,22 +452,19 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 			return err
 		}
 		defer st.Close()
+		pp, fused := st.(pushPredicter)
 		ids := make([]int, 0, len(blocks))
+		next := make([]int, 0, len(blocks))
 		dists := make([]predictor.Dist, len(blocks))
 		syms := make([]byte, len(blocks))
-		for pos := range longest {
-			ids = ids[:0]
-			for k, b := range blocks {
-				if b.err == nil && pos < rawLens[b.i] {
-					ids = append(ids, k)
-				}
-			}
-			if len(ids) == 0 {
-				break
-			}
-			if err := st.Predict(ctx, ids, dists[:len(ids)]); err != nil {
-				return err
-			}
+		nsyms := make([]byte, 0, len(blocks))
+		for k := range blocks {
+			ids = append(ids, k)
+		}
+		if err := st.Predict(ctx, ids, dists[:len(ids)]); err != nil {
+			return err
+		}
+		for pos := 0; len(ids) > 0; pos++ {
 			parallelFor(len(ids), func(j int) {
 				b := blocks[ids[j]]
 				if err := cumulate(&dists[j], &b.s.cum); err != nil {
@@ -487,7 +488,28 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 				syms[j] = byte(lo)
 				b.out = append(b.out, byte(lo))
 			})
-			if err := st.Push(ids, syms[:len(ids)]); err != nil {
+			// The blocks that go on get their byte pushed and their next
+			// table predicted.
+			next, nsyms = next[:0], nsyms[:0]
+			for j, k := range ids {
+				if b := blocks[k]; b.err == nil && pos+1 < rawLens[b.i] {
+					next, nsyms = append(next, k), append(nsyms, syms[j])
+				}
+			}
+			ids, next = next, ids
+			if len(ids) == 0 {
+				break
+			}
+			if fused {
+				if err := pp.PushPredict(ctx, ids, nsyms, dists[:len(ids)]); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := st.Push(ids, nsyms); err != nil {
+				return err
+			}
+			if err := st.Predict(ctx, ids, dists[:len(ids)]); err != nil {
 				return err
 			}
 		}

@@ -46,6 +46,12 @@ func NewLMCM(m *lm.Model, cmMemory int64) *LMCM {
 	return newLMCM(m, ModelID(m.ID()), cmMemory)
 }
 
+// NewLMCMModel returns the lm+cm codec for any byte model m (whose model id
+// is model), with cm models bounded by cmMemory bytes.
+func NewLMCMModel(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
+	return newLMCM(m, model, cmMemory)
+}
+
 func newLMCM(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
 	return &LMCM{model: model, lm: m, cm: cm.New(cmMemory)}
 }

@@ -68,6 +68,7 @@ type Lib struct {
 	streamsOpen  func(h uintptr, n int32) uintptr
 	streamsPred  func(s uintptr, k int32, ids, tables unsafe.Pointer) int32
 	streamsPush  func(s uintptr, k int32, ids, syms unsafe.Pointer) int32
+	streamsStep  func(s uintptr, k int32, ids, syms, tables unsafe.Pointer) int32
 	streamsClose func(s uintptr)
 	errMu        sync.Mutex // last error is per library: read it under the call's lock
 }
@@ -106,7 +107,8 @@ func Load(path string) (*Lib, error) {
 		{"lmfs_cuda_bytes_per_stream", &l.perStream}, {"lmfs_cuda_free_memory", &l.freeMem}, {"lmfs_cuda_cancel", &l.cancel},
 		{"lmfs_cuda_encode", &l.encode}, {"lmfs_cuda_tables", &l.tables}, {"lmfs_cuda_decode", &l.decode},
 		{"lmfs_cuda_streams_open", &l.streamsOpen}, {"lmfs_cuda_streams_predict", &l.streamsPred},
-		{"lmfs_cuda_streams_push", &l.streamsPush}, {"lmfs_cuda_streams_free", &l.streamsClose},
+		{"lmfs_cuda_streams_push", &l.streamsPush}, {"lmfs_cuda_streams_push_predict", &l.streamsStep},
+		{"lmfs_cuda_streams_free", &l.streamsClose},
 	}
 	for _, s := range syms {
 		p, err := purego.Dlsym(h, s.name)
@@ -453,6 +455,23 @@ func (s *streams) Push(ids []int, syms []byte) error {
 	}
 	return s.m.call(context.Background(), "step", func(int64) int32 {
 		return s.m.lib.streamsPush(s.s, int32(len(ids)), ptr(s.ids), ptr(syms))
+	})
+}
+
+// PushPredict pushes syms[i] to streams ids[i] and then predicts their next
+// byte into dst[i], in one round trip to the GPU (predictor.PushPredicter).
+func (s *streams) PushPredict(ctx context.Context, ids []int, syms []byte, dst []predictor.Dist) error {
+	if len(syms) != len(ids) || len(dst) != len(ids) {
+		return fmt.Errorf("%d ids, %d symbols, %d tables", len(ids), len(syms), len(dst))
+	}
+	if err := s.setIDs(ids); err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.m.call(ctx, "step", func(int64) int32 {
+		return s.m.lib.streamsStep(s.s, int32(len(ids)), ptr(s.ids), ptr(syms), ptr(dst))
 	})
 }
 

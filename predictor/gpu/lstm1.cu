@@ -1413,6 +1413,37 @@ int lmfs_cuda_streams_push(void *sp, int k, const int32_t *ids, const uint8_t *s
   return 0;
 }
 
+// lmfs_cuda_streams_push_predict advances streams ids[0..k-1] by syms[i]
+// (if syms is not NULL) and then writes the table of their next byte to
+// tables[256*i]: one round trip per decoded byte.
+int lmfs_cuda_streams_push_predict(void *sp, int k, const int32_t *ids, const uint8_t *syms, uint32_t *tables) {
+  Streams *s = (Streams *)sp;
+  Ctx *g = s->g;
+  std::lock_guard<std::mutex> l(g->mu);
+#ifndef LMFS_EMU
+  cudaSetDevice(g->device);
+#endif
+  std::string err;
+  if (k < 0 || k > s->n) { set_err("streams: bad count"); return -1; }
+  for (int i = 0; i < k; i++)
+    if (ids[i] < 0 || ids[i] >= s->n) { set_err("streams: id out of range"); return -1; }
+  if (k == 0) return 0;
+  DecState D{};
+  bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err);
+  if (ok && syms) {
+    ok = h2d(g, s->dsyms, syms, k, &err);
+    if (ok) {
+      LAUNCH(set_input_kernel, k, s->S, s->didx, s->dsyms, k);
+      ok = launched(g, &err) && step(g, s->S, s->didx, k, &err);
+    }
+  }
+  ok = ok && head(g, s->S, s->didx, k, &err) &&
+       freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) &&
+       d2h(g, tables, s->dtables, (size_t)k * 256 * sizeof(uint32_t), &err) && sync(g, &err);
+  if (!ok) { set_err(err); return -1; }
+  return 0;
+}
+
 // lmfs_cuda_streams_free releases streams.
 void lmfs_cuda_streams_free(void *sp) {
   Streams *s = (Streams *)sp;
