@@ -2,10 +2,12 @@ package coder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -65,7 +67,70 @@ type accel struct {
 	name string
 	enc  batcher
 	dec  batcher
+	// broken is set when the accelerator's results did not match the Go
+	// model's: from then on the codec codes on the CPU.
+	broken atomic.Bool
+	// batches counts encoding batches, to vary the block checked.
+	batches atomic.Uint64
 }
+
+// checkLen is how many leading bytes of one block per encoding batch are
+// checked against the Go model before the accelerator's probabilities are
+// used: a safety net, so that a faulty GPU cannot store blocks that only it
+// could decode.
+const checkLen = 32
+
+// probs returns the accelerator's path probabilities for srcs after checking
+// a sample of them against the CPU model pred. A mismatch marks the
+// accelerator broken (logged) and returns an error.
+func (a *accel) probs(ctx context.Context, pred predictor.ByteModel, srcs [][]byte) ([][]uint16, error) {
+	if a.broken.Load() {
+		return nil, errors.New("accelerator disabled after a result that did not match the Go model")
+	}
+	probs, err := a.Backend.PathProbs(ctx, srcs)
+	if err != nil {
+		return nil, err
+	}
+	if len(probs) != len(srcs) {
+		return nil, fmt.Errorf("accelerator gave probabilities for %d of %d blocks", len(probs), len(srcs))
+	}
+	n := a.batches.Add(1)
+	i := int(n % uint64(len(srcs)))
+	src := srcs[i][:min(len(srcs[i]), checkLen)]
+	if len(probs[i]) != 8*len(srcs[i]) {
+		return nil, fmt.Errorf("accelerator gave %d bit probabilities for %d bytes", len(probs[i]), len(srcs[i]))
+	}
+	var cum [257]uint32
+	err = pred.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
+		if err := cumulate(d, &cum); err != nil {
+			return err
+		}
+		lo, hi := 0, 256
+		for k := range 8 {
+			mid := (lo + hi) / 2
+			if want := symbolP(&cum, lo, mid, hi); int(probs[i][8*pos+k]) != want {
+				return fmt.Errorf("%w: block %d byte %d bit %d: accelerator %d, Go model %d", errMismatch, i, pos, k, probs[i][8*pos+k], want)
+			}
+			if int(src[pos]) >= mid {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errMismatch) {
+		if !a.broken.Swap(true) {
+			a.Log.Error("accelerator results differ from the Go model: it is disabled, coding on the CPU", "codec", a.name, "device", a.Backend.Device(), "err", err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return probs, nil
+}
+
+var errMismatch = errors.New("accelerator result differs from the Go model")
 
 func newAccel(a Accel, name string) *accel {
 	if a.MaxBatch < 1 {
@@ -230,7 +295,7 @@ func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, e
 }
 
 func (c *ByteCodec) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
-	probs, err := c.acc.Backend.PathProbs(ctx, srcs)
+	probs, err := c.acc.probs(ctx, c.pred, srcs)
 	if err != nil {
 		if ctx.Err() != nil {
 			for i := range errs {
@@ -278,6 +343,13 @@ func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens 
 		idx, pays, lens = append(idx, i), append(pays, p), append(lens, rawLens[i])
 	}
 	if len(idx) == 0 {
+		return
+	}
+	if c.acc.broken.Load() {
+		parallelFor(len(idx), func(k int) {
+			i := idx[k]
+			out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i])
+		})
 		return
 	}
 	res, err := c.acc.Backend.DecodeLM(ctx, pays, lens)
@@ -336,7 +408,7 @@ func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error)
 }
 
 func (c *LMCM) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
-	probs, err := c.acc.Backend.PathProbs(ctx, srcs)
+	probs, err := c.acc.probs(ctx, c.lm, srcs)
 	if err != nil {
 		if ctx.Err() != nil {
 			for i := range errs {
@@ -447,6 +519,9 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 		return
 	}
 	err := func() error {
+		if c.acc.broken.Load() {
+			return errors.New("accelerator disabled")
+		}
 		st, err := c.acc.Backend.Streams(ctx, len(blocks))
 		if err != nil {
 			return err

@@ -24,6 +24,7 @@ type refBackend struct {
 	m     predictor.ByteModel
 	calls atomic.Int32
 	fail  bool // every call fails, as a lost GPU would
+	wrong bool // PathProbs gives one wrong probability per block
 }
 
 var errLostDevice = errors.New("device lost (test)")
@@ -57,6 +58,13 @@ func (b *refBackend) PathProbs(ctx context.Context, blocks [][]byte) ([][]uint16
 		}
 		return nil
 	})
+	if b.wrong {
+		for i := range out {
+			if len(out[i]) > 0 {
+				out[i][0] ^= 1
+			}
+		}
+	}
 	return out, err
 }
 
@@ -222,5 +230,45 @@ func TestLMDeviceFallback(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAccelWrongResults checks the safety net: an accelerator whose
+// probabilities differ from the Go model's is caught before any block is
+// coded with them, disabled with an error line, and the blocks are coded on
+// the CPU.
+func TestAccelWrongResults(t *testing.T) {
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	srcs := accelInputs(t)
+	var logBuf bytes.Buffer
+	be := &refBackend{m: m, wrong: true}
+	a := Accel{Backend: be, Log: slog.New(slog.NewTextHandler(&logBuf, nil))}
+	for _, c := range []BatchCodec{NewLMAccel(m, ModelID(m.ID()), a), NewLMCMAccel(m, ModelID(m.ID()), 1<<20, a)} {
+		cpu := map[string]BatchCodec{"lm": NewLM(m), "lm+cm": NewLMCM(m, 1<<20)}[c.Name()]
+		want, err := cpu.EncodeBatch(ctx, srcs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for round := range 2 {
+			got, err := c.EncodeBatch(ctx, srcs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range srcs {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("%s round %d block %d: payload differs from the CPU's", c.Name(), round, i)
+				}
+			}
+		}
+	}
+	if n := strings.Count(logBuf.String(), "differ from the Go model"); n != 2 {
+		t.Fatalf("%d error lines, want one per codec:\n%s", n, logBuf.String())
+	}
+	if n := be.calls.Load(); n != 2 {
+		t.Fatalf("the backend was called %d times, want once per codec before it was disabled", n)
 	}
 }
