@@ -986,8 +986,11 @@ bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
          bf->alloc(&S->xcur, (size_t)cap, err) && bf->alloc(&S->logit, (size_t)cap * 256, err);
 }
 
-// step advances streams idx[0..n-1] by their input symbol.
-bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
+// step advances streams idx[0..n-1] by their input symbol. With lockstep
+// (every stream that will be used again steps together, as in a batch), the
+// new h buffers simply become the current ones; otherwise the commit kernel
+// copies the new h of the streams that stepped.
+bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err, bool lockstep = false) {
   if (n <= 0) return true;
   const Model &m = g->host;
   int64_t ngrp = (n + kG - 1) / kG;
@@ -998,7 +1001,8 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
   } else
 #endif
     for (int l = 0; l < m.NL; l++) LAUNCH(layer_kernel, ngrp * m.H, g->dm, S, l, idx, n);
-  LAUNCH(commit_kernel, (int64_t)n * m.NL * (m.H / 4), S, m.NL, m.H, idx, n);
+  if (lockstep) std::swap(S.hcur, S.hnew);
+  else LAUNCH(commit_kernel, (int64_t)n * m.NL * (m.H / 4), S, m.NL, m.H, idx, n);
   return launched(g, err);
 }
 
@@ -1093,13 +1097,13 @@ int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uin
     LAUNCH(dec_init_kernel, nb, D, nb);
   }
   LAUNCH(reset_kernel, (int64_t)nb * m.NL * m.H, S, m.NL, m.H, didx, nb);
-  if (!step(g, S, didx, nb, err)) return -1;  // step(BOS)
+  if (!step(g, S, didx, nb, err, true)) return -1;  // step(BOS)
   int64_t maxlen = (int64_t)B.active.size() - 1;
   for (int64_t t = 0; t < maxlen; t++) {
     int n = (int)B.active[t];
     if (!head(g, S, didx, n, err)) return -1;
     if (!freq(g, S, didx, n, mode, t, ddata, doff, dprobs, dtables, D, err)) return -1;
-    if (!step(g, S, didx, (int)B.active[t + 1], err)) return -1;
+    if (!step(g, S, didx, (int)B.active[t + 1], err, true)) return -1;
     if ((t & 255) == 255) {
       if (cancelled(g, token)) {
         sync(g, err);
