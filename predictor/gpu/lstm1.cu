@@ -69,6 +69,12 @@ static inline int dp4a(int a, int b, int c) {
     int64_t n_ = (int64_t)(nthreads);                                                   \
     if (n_ > 0) kern<<<(unsigned)((n_ + 127) / 128), 128, 0, g->stream>>>(__VA_ARGS__); \
   } while (0)
+// LAUNCH_BS launches with threads-per-block bs (a multiple of 32).
+#define LAUNCH_BS(kern, bs, nthreads, ...)                                                     \
+  do {                                                                                         \
+    int64_t n_ = (int64_t)(nthreads);                                                          \
+    if (n_ > 0) kern<<<(unsigned)((n_ + (bs)-1) / (bs)), (bs), 0, g->stream>>>(__VA_ARGS__); \
+  } while (0)
 static __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
 #endif
 
@@ -374,7 +380,7 @@ __global__ void layer_kernel(DevModel M, DevState S, int l, const int32_t *__res
 #ifdef LMFS_FAST
 // ---- int8 tensor-core kernels (mma.sync m16n8k32 s8; H a multiple of 32) ----
 //
-// A warp computes a 16 x 32 tile: 16 weight rows by 32 streams (4 mma n-tiles
+// A warp computes a 16 x 64 tile: 16 weight rows by 64 streams (8 mma n-tiles
 // of 8), over K in chunks of 32. The weights are packed on the host in the
 // A-fragment order of the instruction (one 16-byte load per lane per chunk).
 // For the gate matrices a 16-row tile holds the 4 gates of 4 units (row r:
@@ -390,7 +396,8 @@ __device__ __forceinline__ void mma_s8(int (&d)[4], const int4 &a, int b0, int b
       : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
 }
 
-const int kNT = 4;  // n-tiles (of 8 streams) per warp
+const int kNT = 8;      // n-tiles (of 8 streams) per warp
+const int kMmaBS = 256;  // threads per block of the mma kernels: 8 warps, consecutive tiles of the same streams
 
 // mma_tile accumulates the warp's tile: A fragments apack[(m*KC + kc)*32 +
 // lane]; stream inputs: chunk kc < kcA from inA, else from inB (chunk kc - kcA).
@@ -997,7 +1004,7 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err, bool
 #ifdef LMFS_FAST
   if (g->mma) {
     int64_t warps = (int64_t)(m.H / 4) * ((n + 8 * kNT - 1) / (8 * kNT));
-    for (int l = 0; l < m.NL; l++) LAUNCH(layer_kernel_mma, warps * 32, g->dm, S, l, (const int4 *)g->apack[l], idx, n);
+    for (int l = 0; l < m.NL; l++) LAUNCH_BS(layer_kernel_mma, kMmaBS, warps * 32, g->dm, S, l, (const int4 *)g->apack[l], idx, n);
   } else
 #endif
     for (int l = 0; l < m.NL; l++) LAUNCH(layer_kernel, ngrp * m.H, g->dm, S, l, idx, n);
@@ -1024,7 +1031,7 @@ bool head(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
 #ifdef LMFS_FAST
   if (g->mma) {
     int64_t warps = (int64_t)16 * ((n + 8 * kNT - 1) / (8 * kNT));
-    LAUNCH(head_kernel_mma, warps * 32, g->dm, S, (const int4 *)g->apackO, idx, n);
+    LAUNCH_BS(head_kernel_mma, kMmaBS, warps * 32, g->dm, S, (const int4 *)g->apackO, idx, n);
     return launched(g, err);
   }
 #endif
