@@ -35,7 +35,9 @@ for k in $kernels; do
 	t=$?
 	if grep -q "^PASS" "$out/test-$k.log"; then
 		echo "=== kernel $k: benchmarks"
-		LMFS_CUDA_KERNEL=$k timeout ${BENCH_TIMEOUT:-200} "$here/gpu.test" -test.run '^$' -test.bench "${BENCH:-BenchmarkGPU}" -test.benchtime 1x -test.benchmem=false 2>&1 | tee "$out/bench-$k.log" | grep -E "Benchmark|device|ok|FAIL|panic"
+		re=${BENCH:-BenchmarkGPU}
+		[ "$k" = dp4a ] && re=${BENCH_DP4A:-$re}
+		LMFS_CUDA_KERNEL=$k timeout ${BENCH_TIMEOUT:-200} "$here/gpu.test" -test.run '^$' -test.bench "$re" -test.benchtime 1x -test.benchmem=false 2>&1 | tee "$out/bench-$k.log" | grep -E "Benchmark|device|ok|FAIL|panic"
 	else
 		echo "kernel $k: tests failed, no benchmarks"; status=1
 	fi
