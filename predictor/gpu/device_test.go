@@ -24,12 +24,21 @@ import (
 // (LMFS_CUDA_LIB set, make test-gpu) they run in full; elsewhere (the CPU
 // emulation) the tests use small samples and the benchmarks skip.
 
+// repoRoot is the repository's root: $LMFS_REPO_ROOT (run.sh sets it on a
+// GPU machine), else two levels up from this package.
+func repoRoot() string {
+	if r := os.Getenv("LMFS_REPO_ROOT"); r != "" {
+		return r
+	}
+	return filepath.Join("..", "..")
+}
+
 // realData returns n bytes of real text and code: the repository's own
 // source and documentation files, concatenated in path order.
 func realData(t testing.TB, n int) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	root := filepath.Join("..", "..")
+	root := repoRoot()
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

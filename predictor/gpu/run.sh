@@ -27,7 +27,8 @@ if ! build >"$out/build.log" 2>&1; then
 fi
 grep -E "Function properties|registers|spill" "$out/build.log" | grep -v "^$" | head -40
 export LMFS_CUDA_LIB=$here/liblmfs_cuda.so
-mkdir -p "$root/predictor/gpu" && cd "$root/predictor/gpu" || exit 1  # the tests read the repository as data from here
+export LMFS_REPO_ROOT=$root  # the tests read the repository's files as data
+cd "$here" || exit 1
 status=0
 for k in $kernels; do
 	echo "=== kernel $k: tests"

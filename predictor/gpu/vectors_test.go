@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -21,11 +22,11 @@ import (
 // after the last byte comes from the library's streams.
 func TestTinyVectors(t *testing.T) {
 	l := testLib(t)
-	model, err := os.ReadFile("../lm/testdata/tiny_lstm.lmm")
+	model, err := os.ReadFile(filepath.Join(repoRoot(), "predictor", "lm", "testdata", "tiny_lstm.lmm"))
 	if err != nil {
 		t.Skipf("no tiny model: %v", err)
 	}
-	raw, err := os.ReadFile("../lm/testdata/vectors_lstm_tiny.json")
+	raw, err := os.ReadFile(filepath.Join(repoRoot(), "predictor", "lm", "testdata", "vectors_lstm_tiny.json"))
 	if err != nil {
 		t.Skipf("no vectors: %v", err)
 	}
