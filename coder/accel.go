@@ -151,6 +151,28 @@ func (a *accel) fellBack(what string, n int, err error) {
 	a.Log.Warn("accelerator failed, coding on the CPU instead", "codec", a.name, "device", a.Backend.Device(), "work", what, "blocks", n, "err", err)
 }
 
+// pipelined calls f on consecutive chunks [start, end) of n blocks, two
+// chunks at a time, so that the CPU work of one (arithmetic coding, cm and
+// the mixer) overlaps the accelerator work of the other. Chunks hold at most
+// MaxBatch blocks, and a batch of 64 blocks or more is cut in two at least.
+func (a *accel) pipelined(n int, f func(start, end int)) {
+	size := min(a.MaxBatch, max(n, 1))
+	if n >= 64 {
+		size = min(size, (n+1)/2)
+	}
+	sem := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for start := 0; start < n; start += size {
+		end := min(n, start+size)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(start, end)
+		})
+	}
+	wg.Wait()
+}
+
 // batchReq is one block's request to a batcher.
 type batchReq struct {
 	in     []byte // raw block (encode) or payload (decode); owned by the request
@@ -284,10 +306,9 @@ func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, e
 	out := make([][]byte, len(srcs))
 	errs := make([]error, len(srcs))
 	if c.acc != nil {
-		for start := 0; start < len(srcs); start += c.acc.MaxBatch {
-			end := min(len(srcs), start+c.acc.MaxBatch)
+		c.acc.pipelined(len(srcs), func(start, end int) {
 			c.encodeAccel(ctx, srcs[start:end], out[start:end], errs[start:end])
-		}
+		})
 	} else {
 		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
 	}
@@ -318,10 +339,9 @@ func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens 
 	out := make([][]byte, len(payloads))
 	errs := make([]error, len(payloads))
 	if c.acc != nil {
-		for start := 0; start < len(payloads); start += c.acc.MaxBatch {
-			end := min(len(payloads), start+c.acc.MaxBatch)
+		c.acc.pipelined(len(payloads), func(start, end int) {
 			c.decodeAccel(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
-		}
+		})
 	} else {
 		parallelFor(len(payloads), func(i int) { out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i]) })
 	}
@@ -397,10 +417,9 @@ func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error)
 	out := make([][]byte, len(srcs))
 	errs := make([]error, len(srcs))
 	if c.acc != nil {
-		for start := 0; start < len(srcs); start += c.acc.MaxBatch {
-			end := min(len(srcs), start+c.acc.MaxBatch)
+		c.acc.pipelined(len(srcs), func(start, end int) {
 			c.encodeAccel(ctx, srcs[start:end], out[start:end], errs[start:end])
-		}
+		})
 	} else {
 		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
 	}
@@ -462,10 +481,9 @@ func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int
 	out := make([][]byte, len(payloads))
 	errs := make([]error, len(payloads))
 	if c.acc != nil {
-		for start := 0; start < len(payloads); start += c.acc.MaxBatch {
-			end := min(len(payloads), start+c.acc.MaxBatch)
+		c.acc.pipelined(len(payloads), func(start, end int) {
 			c.decodeAccel(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
-		}
+		})
 	} else {
 		parallelFor(len(payloads), func(i int) { out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i]) })
 	}
