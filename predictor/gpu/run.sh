@@ -45,4 +45,9 @@ for k in $kernels; do
 done
 echo "=== PyTorch bf16 scoring of the same shape"
 timeout ${TORCH_TIMEOUT:-60} python3 "$here/torch_bf16.py" 2>&1 | tee "$out/torch.log" | tail -8
+if command -v compute-sanitizer >/dev/null && [ "${SAN_TIMEOUT:-60}" -gt 0 ]; then
+	echo "=== compute-sanitizer memcheck (small tests)"
+	timeout ${SAN_TIMEOUT:-60} compute-sanitizer --tool memcheck --print-limit 5 "$here/gpu.test" -test.run 'TestTinyVectors|TestDecodeLM|TestStreams' >"$out/memcheck.log" 2>&1
+	tail -12 "$out/memcheck.log"
+fi
 exit $status
