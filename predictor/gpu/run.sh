@@ -14,7 +14,7 @@ root=$(pwd)
 	date -u
 	nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
 	nvcc --version | tail -2
-} 2>&1 | tee "$out/env.log"
+} 2>&1
 build() {
 	nvcc -O3 -std=c++17 -arch=sm_90 -Xptxas -v -shared -Xcompiler -fPIC "$@" -o "$here/liblmfs_cuda.so" "$here/lstm1.cu"
 }
