@@ -312,7 +312,8 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st.Files != 1 || st.Dirs != 2 || st.LogicalBytes != 10000 || st.StoredBytes != 1100 ||
-		st.DataBytes != 4096+(10000-8192) || st.Blocks[1] != 1 || st.Blocks[0] != 1 || st.CodecBytes[1] != 100 {
+		st.DataBytes != 4096+(10000-8192) || st.Blocks[1] != 1 || st.Blocks[0] != 1 || st.CodecBytes[1] != 100 ||
+		st.CodecData[1] != 4096 || st.CodecData[0] != 10000-8192 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -415,6 +415,9 @@ type Stats struct {
 	StoredBytes  uint64          // sum of block record sizes
 	Blocks       map[byte]uint64 // blocks per codec id
 	CodecBytes   map[byte]uint64 // stored bytes per codec id
+	// CodecData is the logical bytes per codec id: DataBytes split by the
+	// codec of each block.
+	CodecData map[byte]uint64
 	// Waiting and WaitingBytes count, per codec id, the blocks (and their
 	// stored bytes) that only the fast codecs have seen (LevelFast): written
 	// by the fast write path and waiting for recompression.
@@ -425,7 +428,7 @@ type Stats struct {
 
 // Stats scans the store (see KEYS.md); it does not read block payloads.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Blocks: map[byte]uint64{}, CodecBytes: map[byte]uint64{}, Waiting: map[byte]uint64{}, WaitingBytes: map[byte]uint64{}}
+	st := Stats{Blocks: map[byte]uint64{}, CodecBytes: map[byte]uint64{}, CodecData: map[byte]uint64{}, Waiting: map[byte]uint64{}, WaitingBytes: map[byte]uint64{}}
 	sizes := map[uint64]uint64{}
 	bs := uint64(s.blockSize)
 	err := s.View(func(t *Txn) error {
@@ -476,6 +479,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 			st.StoredBytes += uint64(item.ValueSize())
 			if sz := sizes[ino]; blk*bs < sz {
 				st.DataBytes += min(bs, sz-blk*bs)
+				st.CodecData[c] += min(bs, sz-blk*bs)
 			}
 		}
 		return nil

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,6 +27,14 @@ type Config struct {
 	Mount      MountConfig      `mapstructure:"mount" yaml:"mount"`
 	Log        LogConfig        `mapstructure:"log" yaml:"log"`
 	Recompress RecompressConfig `mapstructure:"recompress" yaml:"recompress"`
+	Metrics    MetricsConfig    `mapstructure:"metrics" yaml:"metrics"`
+}
+
+// MetricsConfig configures the Prometheus metrics endpoint of the daemon.
+type MetricsConfig struct {
+	// Listen is the TCP address (host:port) the mounted daemon serves
+	// /metrics on; empty turns metrics off.
+	Listen string `mapstructure:"listen" yaml:"listen"`
 }
 
 // RecompressConfig configures background recompression: writes are coded with
@@ -128,6 +137,7 @@ func Defaults() map[string]any {
 		"recompress.enabled":   true,
 		"recompress.idle":      "2s",
 		"recompress.workers":   1,
+		"metrics.listen":       "",
 	}
 }
 
@@ -330,6 +340,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Recompress.Workers < 1 {
 		errs = append(errs, fmt.Errorf("recompress.workers %d: use 1 or more", c.Recompress.Workers))
+	}
+	if l := c.Metrics.Listen; l != "" {
+		if _, port, err := net.SplitHostPort(l); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("metrics.listen %q: use host:port (e.g. 127.0.0.1:9101 or :9101), or empty for no metrics", l))
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

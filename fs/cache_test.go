@@ -38,3 +38,30 @@ func TestBlockCacheEvictsLRUWithinBound(t *testing.T) {
 		t.Fatal("oversized block cached")
 	}
 }
+
+// TestBlockCacheGenerations: a read-ahead fill decoded before a flush or a
+// truncate changed the inode's blocks is dropped; one decoded after is kept.
+func TestBlockCacheGenerations(t *testing.T) {
+	c := newBlockCache(1 << 20)
+	for _, change := range []struct {
+		name string
+		do   func()
+	}{
+		{"flush", func() { c.store(7, 0, []byte("new")) }},
+		{"truncate", func() { c.dropFrom(7, 0) }},
+	} {
+		g := c.gen(7)
+		other := c.gen(8)
+		change.do()
+		if c.putIfGen(7, 1, []byte("stale"), g) || c.has(7, 1) {
+			t.Errorf("%s: a fill from before it was cached", change.name)
+		}
+		if !c.putIfGen(8, 1, []byte("other inode"), other) {
+			t.Errorf("%s: a fill of another inode was dropped", change.name)
+		}
+		if !c.putIfGen(7, 1, []byte("fresh"), c.gen(7)) {
+			t.Errorf("%s: a fill from after it was dropped", change.name)
+		}
+		c.dropFrom(7, 1)
+	}
+}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/lmfs/lmfs/blockstore"
+	"github.com/lmfs/lmfs/fs/sched"
 )
 
 // Open opens the file; O_TRUNC truncates it.
@@ -82,32 +84,149 @@ func (n *node) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) sysc
 	return f.errno("fsync", n.ino, err)
 }
 
-// readBlock returns the decoded contents of stored block blk (nil for a
-// hole). A block that fails its checks is an EIO error, logged with the
-// inode, path and block. The caller holds s.mu.
-func (f *FS) readBlock(ctx context.Context, n *node, blk uint64) ([]byte, error) {
-	if b, ok := f.cache.get(n.ino, blk); ok {
-		return b, nil
+// decodeCall is a decode of one block in progress; done is closed when
+// data and err are set. gen is the cache generation its record was read at.
+type decodeCall struct {
+	done chan struct{}
+	gen  uint64
+	data []byte
+	err  error
+}
+
+// startDecode registers a decode of (ino, blk) at generation gen, or returns
+// the one in progress (and false).
+func (f *FS) startDecode(k cacheKey, gen uint64) (*decodeCall, bool) {
+	f.decMu.Lock()
+	defer f.decMu.Unlock()
+	if c := f.decoding[k]; c != nil {
+		return c, false
 	}
+	c := &decodeCall{done: make(chan struct{}), gen: gen}
+	f.decoding[k] = c
+	return c, true
+}
+
+func (f *FS) endDecode(k cacheKey, c *decodeCall, data []byte, err error) {
+	f.decMu.Lock()
+	delete(f.decoding, k)
+	f.decMu.Unlock()
+	c.data, c.err = data, err
+	close(c.done)
+}
+
+// getRecord reads the stored record of block blk of ino (nil: a hole).
+func (f *FS) getRecord(ino, blk uint64) ([]byte, error) {
 	var rec []byte
 	err := f.st.View(func(t *blockstore.Txn) error {
 		var err error
-		rec, err = t.GetBlock(n.ino, blk)
+		rec, err = t.GetBlock(ino, blk)
 		return err
 	})
 	if errors.Is(err, blockstore.ErrNotFound) {
 		return nil, nil
 	}
-	if err != nil {
+	return rec, err
+}
+
+// readBlock returns the decoded contents of stored block blk (nil for a
+// hole), decoded by the coding scheduler at read priority. A block that
+// fails its checks is an EIO error, logged with the inode, path and block.
+// The caller holds s.mu.
+func (f *FS) readBlock(ctx context.Context, n *node, blk uint64) ([]byte, error) {
+	if b, ok := f.cache.get(n.ino, blk); ok {
+		f.ctr.hits.Add(1)
+		return b, nil
+	}
+	k := cacheKey{n.ino, blk}
+	gen := f.cache.gen(n.ino)
+	c, mine := f.startDecode(k, gen)
+	if !mine {
+		// A read-ahead (or another reader) is decoding it: its result is
+		// good if it read the record after the last change of the
+		// inode's blocks (we hold s.mu, so none can happen now).
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if c.err == nil && c.gen == gen {
+			f.ctr.hits.Add(1)
+			return c.data, nil
+		}
+		if c, mine = f.startDecode(k, gen); !mine {
+			return f.decodeBlock(ctx, n, blk) // rare: decode on our own
+		}
+	}
+	if b, ok := f.cache.get(n.ino, blk); ok {
+		// A decode ended between our look and our registration.
+		f.ctr.hits.Add(1)
+		f.endDecode(k, c, b, nil)
+		return b, nil
+	}
+	data, err := f.decodeBlock(ctx, n, blk)
+	f.endDecode(k, c, data, err)
+	return data, err
+}
+
+// decodeBlock reads and decodes block blk of n and caches it.
+func (f *FS) decodeBlock(ctx context.Context, n *node, blk uint64) ([]byte, error) {
+	f.ctr.misses.Add(1)
+	rec, err := f.getRecord(n.ino, blk)
+	if err != nil || rec == nil {
 		return nil, err
 	}
-	data, _, err := f.reg.Decode(ctx, nil, rec)
+	data, err := f.code(ctx, sched.Read, &CodeTask{Dir: Decode, In: rec}, nil)
 	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, sched.ErrClosed) {
+			return nil, err
+		}
+		f.ctr.decodeErrors.Add(1)
 		f.log.Error("block is damaged; reads of its range fail with EIO", "ino", n.ino, "path", n.path(), "block", blk, "offset", blk*uint64(f.bs), "err", err)
 		return nil, fmt.Errorf("%w: block %d of inode %d: %v", syscall.EIO, blk, n.ino, err)
 	}
 	f.cache.put(n.ino, blk, data)
 	return data, nil
+}
+
+// readBlocks returns the contents of the blocks of spans: dirty ones from
+// memory, the others through readBlock, in parallel when several must be
+// decoded (a large read of a slow codec runs at the scheduler's parallel
+// throughput). The caller holds n.s.mu.
+func (f *FS) readBlocks(ctx context.Context, n *node, spans []Span) ([][]byte, error) {
+	s := n.s
+	out := make([][]byte, len(spans))
+	var missing []int
+	for i, sp := range spans {
+		if b, ok := s.block(sp.Block); ok {
+			out[i] = b
+		} else if b, ok := f.cache.get(n.ino, sp.Block); ok {
+			f.ctr.hits.Add(1)
+			out[i] = b
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 1 {
+		var err error
+		out[missing[0]], err = f.readBlock(ctx, n, spans[missing[0]].Block)
+		return out, err
+	}
+	errs := make([]error, len(spans))
+	var wg sync.WaitGroup
+	for _, i := range missing {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = f.readBlock(ctx, n, spans[i].Block)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err // the first in file order
+		}
+	}
+	return out, nil
 }
 
 // dirtyBlock returns the writable buffer of block blk, reading its current
@@ -150,15 +269,17 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 		return fuse.ReadResultData(nil), 0
 	}
 	end := min(uint64(off)+uint64(len(dest)), size)
+	if h, ok := fh.(*handle); ok && f.ra > 0 {
+		f.readAhead(n, h, uint64(off), end, size)
+	}
+	spans := Spans(uint64(off), int(end-uint64(off)), f.bs)
+	blocks, err := f.readBlocks(ctx, n, spans)
+	if err != nil {
+		return nil, f.errno("read", n.ino, err)
+	}
 	pos := 0
-	for _, sp := range Spans(uint64(off), int(end-uint64(off)), f.bs) {
-		src, ok := s.block(sp.Block)
-		if !ok {
-			var err error
-			if src, err = f.readBlock(ctx, n, sp.Block); err != nil {
-				return nil, f.errno("read", n.ino, err)
-			}
-		}
+	for i, sp := range spans {
+		src := blocks[i]
 		dst := dest[pos : pos+sp.Len]
 		c := 0
 		if sp.Skip < len(src) {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/lmfs/lmfs/blockstore"
 	"github.com/lmfs/lmfs/coder"
+	"github.com/lmfs/lmfs/fs/sched"
 )
 
 // StatsXattr is the extended attribute of the root directory that returns the
@@ -45,8 +46,18 @@ type Options struct {
 	WriteBuffer int64
 	// CacheSize bounds the decoded-block cache, in bytes.
 	CacheSize int64
-	// Workers is how many blocks are coded in parallel (0: one per core).
+	// Workers is how many blocks are coded in parallel (0: one per core):
+	// the coding scheduler's workers, shared by reads, flushes and
+	// background recompression.
 	Workers int
+	// ReadAhead is how many blocks a sequential reader gets decoded ahead
+	// of it (0: four per worker, as many as lmfs decompress keeps in
+	// flight); it is capped at a quarter of the cache.
+	// -1 turns read-ahead off.
+	ReadAhead int
+	// Batchers are batch backends of the coding scheduler, by job key
+	// (see sched.Batcher; none: every job runs on its own).
+	Batchers map[string]sched.Batcher
 	// Level is the recode level (blockstore.LevelFast, ...) of Chooser's
 	// policy, stored with every block it codes (see PolicyLevel).
 	Level uint8
@@ -65,7 +76,15 @@ type FS struct {
 	bs    int
 	log   *slog.Logger
 	cache *blockCache
-	sem   chan struct{}
+	sched *sched.Scheduler
+	ctr   counters
+	ra    int // read-ahead window in blocks (0: off)
+	raMax int // its bound when reads are large (a quarter of the cache)
+
+	// decoding holds the decodes in progress, so that a read waits for a
+	// read-ahead of its block instead of decoding it again.
+	decMu    sync.Mutex
+	decoding map[cacheKey]*decodeCall
 
 	ns sync.RWMutex
 
@@ -82,8 +101,9 @@ type FS struct {
 	wg   sync.WaitGroup
 
 	level     uint8
-	lastWrite atomic.Int64  // unix nanoseconds of the last write or flush
-	wrote     chan struct{} // wakes the idle recompressor
+	lastWrite atomic.Int64    // unix nanoseconds of the last write or flush
+	wrote     chan struct{}   // wakes the idle recompressor
+	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
 	recoded   *recodeCounters
 }
@@ -106,10 +126,25 @@ func New(o Options) (*FS, error) {
 	if o.Workers <= 0 {
 		o.Workers = runtime.NumCPU()
 	}
+	ra := o.ReadAhead
+	if ra == 0 {
+		ra = 4 * o.Workers
+	}
+	raMax := int(o.CacheSize / 4 / int64(bs))
+	ra = max(0, min(ra, raMax))
+	bg := 0
+	if o.Recompress.Chooser != nil {
+		bg = max(1, o.Recompress.Workers)
+	}
 	f := &FS{
 		st: o.Store, reg: o.Registry, ch: o.Chooser, bs: bs, log: o.Logger,
-		cache:      newBlockCache(o.CacheSize),
-		sem:        make(chan struct{}, o.Workers),
+		cache: newBlockCache(o.CacheSize),
+		sched: sched.New(sched.Options{
+			Workers: o.Workers, Background: bg, Batchers: o.Batchers,
+		}),
+		ra:         ra,
+		raMax:      raMax,
+		decoding:   map[cacheKey]*decodeCall{},
 		states:     map[uint64]*inodeState{},
 		dirtyNodes: map[*inodeState]struct{}{},
 		dirtyLimit: o.WriteBuffer,
@@ -120,7 +155,7 @@ func New(o Options) (*FS, error) {
 		recoded:    &recodeCounters{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
+	f.ctx, f.cancel = ctx, cancel
 	f.wg.Add(1)
 	go f.flusher()
 	if o.Recompress.Chooser != nil {
@@ -140,6 +175,7 @@ func (f *FS) Close(ctx context.Context) error {
 	}
 	f.cancel()
 	f.wg.Wait()
+	f.sched.Close()
 	return err
 }
 
@@ -350,21 +386,28 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	recs := make([][]byte, len(idx))
 	errs := make([]error, len(idx))
 	s.mu.Unlock()
-	var wg sync.WaitGroup
+	jobs := make([]*sched.Job, len(idx))
+	tasks := make([]*CodeTask, len(idx))
 	for i, b := range idx {
 		n := blockLen(size, b, f.bs)
 		data := snap[b][:n]
 		if n == 0 || allZero(data) {
 			continue // hole: delete
 		}
-		f.sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-f.sem; wg.Done() }()
-			recs[i], errs[i] = f.ch.Encode(ctx, nil, data)
-		}()
+		// Submit waits while the flush queue is full (back-pressure).
+		tasks[i] = &CodeTask{Dir: Encode, In: data}
+		jobs[i], errs[i] = f.submitCode(ctx, sched.Flush, tasks[i], f.ch, nil)
+		if errs[i] != nil {
+			break
+		}
 	}
-	wg.Wait()
+	for i, j := range jobs {
+		if j != nil {
+			if errs[i] = f.sched.Wait(ctx, j); errs[i] == nil {
+				recs[i] = tasks[i].Out
+			}
+		}
+	}
 	s.mu.Lock()
 	err := errors.Join(errs...)
 	if err != nil {
@@ -413,9 +456,9 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 			delete(snap, b)
 			f.dirtyBytes.Add(-int64(cap(buf)))
 			if recs[i] == nil {
-				f.cache.put(ino, b, nil) // a hole
+				f.cache.store(ino, b, nil) // a hole
 			} else {
-				f.cache.put(ino, b, buf[:n:n])
+				f.cache.store(ino, b, buf[:n:n])
 			}
 		}
 		done = hi
@@ -435,6 +478,9 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	}
 	if done > 0 {
 		f.touch()
+	}
+	if err != nil {
+		f.ctr.writeErrors.Add(1)
 	}
 	s.inflight = nil
 	s.flushing = false

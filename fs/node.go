@@ -24,9 +24,12 @@ type node struct {
 	s    *inodeState
 }
 
-// handle is an open file. All state lives in the inode's inodeState, so that
-// every handle sees the same size and dirty blocks.
-type handle struct{}
+// handle is an open file. All file state lives in the inode's inodeState,
+// so that every handle sees the same size and dirty blocks; a handle only
+// tracks its own read pattern for read-ahead.
+type handle struct {
+	ra readAheadState
+}
 
 var (
 	_ gofs.NodeLookuper      = (*node)(nil)

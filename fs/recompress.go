@@ -11,6 +11,7 @@ import (
 
 	"github.com/lmfs/lmfs/blockstore"
 	"github.com/lmfs/lmfs/coder"
+	"github.com/lmfs/lmfs/fs/sched"
 )
 
 // RecompressOptions configures background recompression: blocks stored by
@@ -103,6 +104,10 @@ type recoder struct {
 	ch    *coder.Chooser
 	level uint8
 	log   *slog.Logger
+	// decode and encode, if set, replace r.reg.Decode and r.ch.Encode:
+	// the daemon runs them on its coding scheduler at background priority.
+	decode func(ctx context.Context, rec []byte) ([]byte, error)
+	encode func(ctx context.Context, raw []byte) ([]byte, error)
 }
 
 type recodeResult struct {
@@ -126,11 +131,23 @@ func (r *recoder) recode(ctx context.Context, ino, blk uint64) recodeResult {
 	if blockstore.MetaLevel(meta) >= r.level {
 		return recodeResult{lost: true} // done by someone else meanwhile
 	}
-	raw, _, err := r.reg.Decode(ctx, nil, rec)
+	var raw, out []byte
+	if r.decode != nil {
+		raw, err = r.decode(ctx, rec)
+	} else {
+		raw, _, err = r.reg.Decode(ctx, nil, rec)
+	}
+	if err != nil && ctx.Err() != nil {
+		return recodeResult{lost: true} // stopping: the block stays as it is
+	}
 	if err != nil {
 		return recodeResult{err: fmt.Errorf("decode block %d of inode %d (run lmfs fsck): %w", blk, ino, err)}
 	}
-	out, err := r.ch.Encode(ctx, nil, raw)
+	if r.encode != nil {
+		out, err = r.encode(ctx, raw)
+	} else {
+		out, err = r.ch.Encode(ctx, nil, raw)
+	}
 	if err != nil && ctx.Err() != nil {
 		return recodeResult{lost: true} // stopping: the block stays as it is
 	}
@@ -251,7 +268,14 @@ func (f *FS) recompressor(ctx context.Context, o RecompressOptions) {
 	if o.Idle <= 0 {
 		o.Idle = 2 * time.Second
 	}
-	r := &recoder{st: f.st, reg: f.reg, ch: o.Chooser, level: o.Level, log: f.log}
+	r := &recoder{st: f.st, reg: f.reg, ch: o.Chooser, level: o.Level, log: f.log,
+		decode: func(ctx context.Context, rec []byte) ([]byte, error) {
+			return f.code(ctx, sched.Background, &CodeTask{Dir: Decode, In: rec}, nil)
+		},
+		encode: func(ctx context.Context, raw []byte) ([]byte, error) {
+			return f.code(ctx, sched.Background, &CodeTask{Dir: Encode, In: raw}, o.Chooser)
+		},
+	}
 	idle := func() time.Duration { // how much longer until idle
 		return time.Duration(f.lastWrite.Load() + int64(o.Idle) - time.Now().UnixNano())
 	}

@@ -2,14 +2,21 @@ package mount
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lmfs/lmfs/blockstore"
+	lfs "github.com/lmfs/lmfs/fs"
 )
 
 // Benchmarks of the whole filesystem, run against a real lmfs process
@@ -217,4 +224,105 @@ func BenchmarkFSMeta(b *testing.B) {
 			create, stat, unlink = 0, 0, 0
 		})
 	}
+}
+
+// BenchmarkFSReadCM measures the target of read-ahead: a sequential read
+// (cat) of a cm-coded file through the mount (policy balanced, written fast
+// and recompressed to cm in the background, then remounted so nothing is
+// cached) against `lmfs decompress` of an archive of the same file made with
+// `lmfs compress --codec cm`, with all cores, in the same run. It reports
+// both rates and their ratio (mount/decompress; the target is at least 0.8).
+func BenchmarkFSReadCM(b *testing.B) {
+	needFuse(b)
+	const size = 4 << 20
+	data := textLike(size)
+	bin := lmfsBinary(b)
+	work := b.TempDir()
+	in := filepath.Join(work, "in")
+	if err := os.WriteFile(in, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	arc := filepath.Join(work, "in.lmfs")
+	if out, err := exec.Command(bin, "compress", "--codec", "cm", "--block-size", "64KiB", in, arc).CombinedOutput(); err != nil {
+		b.Fatalf("lmfs compress: %v\n%s", err, out)
+	}
+	cfg := writeConfig(b, fmt.Sprintf("log:\n  level: warn\ncodec:\n  policy: balanced\nrecompress:\n  enabled: true\n  idle: 100ms\n  workers: %d\n", runtime.NumCPU()))
+	store, mnt := b.TempDir(), b.TempDir()
+	d := startLmfs(b, cfg, store, mnt)
+	p := filepath.Join(mnt, "f")
+	writeFile(b, p, data)
+	// Wait until recompression has coded every block with cm.
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		raw, err := getxattr(mnt, lfs.StatsXattr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var st blockstore.Stats
+		if err := json.Unmarshal(raw, &st); err != nil {
+			b.Fatal(err)
+		}
+		var waiting uint64
+		for _, n := range st.Waiting {
+			waiting += n
+		}
+		if waiting == 0 {
+			if st.Blocks[3] == 0 {
+				b.Fatalf("recompressed, but no block is cm-coded: %+v", st)
+			}
+			b.Logf("store: %d cm blocks of %d, %d stored bytes", st.Blocks[3], blocksIn(st), st.StoredBytes)
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d blocks still wait for recompression", waiting)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.stop(b)
+	var mountTime, decTime time.Duration
+	for i := 0; i < b.N; i++ {
+		d = startLmfs(b, cfg, store, mnt) // nothing cached
+		t0 := time.Now()
+		cat := exec.Command("cat", p)
+		out, err := cat.Output()
+		mountTime += time.Since(t0)
+		if err != nil || len(out) != size {
+			b.Fatalf("cat through the mount: %v, %d bytes", err, len(out))
+		}
+		d.stop(b)
+		if !bytes.Equal(out, data) {
+			b.Fatal("cat through the mount returned wrong bytes")
+		}
+		dst := filepath.Join(work, "out")
+		t0 = time.Now()
+		if out, err := exec.Command(bin, "decompress", "-f", arc, dst).CombinedOutput(); err != nil {
+			b.Fatalf("lmfs decompress: %v\n%s", err, out)
+		}
+		decTime += time.Since(t0)
+	}
+	mb := float64(size) * float64(b.N) / 1e6
+	b.ReportMetric(mb/mountTime.Seconds(), "mount-MB/s")
+	b.ReportMetric(mb/decTime.Seconds(), "decompress-MB/s")
+	b.ReportMetric(decTime.Seconds()/mountTime.Seconds(), "mount/decompress")
+	b.ReportMetric(0, "ns/op")
+}
+
+func blocksIn(st blockstore.Stats) uint64 {
+	var n uint64
+	for _, c := range st.Blocks {
+		n += c
+	}
+	return n
+}
+
+func getxattr(path, name string) ([]byte, error) {
+	buf := make([]byte, 1<<16)
+	n, err := syscall.Getxattr(path, name, buf)
+	for err == syscall.EINTR { // Go's preemption signals interrupt FUSE requests
+		n, err = syscall.Getxattr(path, name, buf)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("getxattr %s %s: %w", path, name, err)
+	}
+	return buf[:n], nil
 }

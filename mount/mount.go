@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,15 @@ type Mounted struct {
 	server     *fuse.Server
 	log        *slog.Logger
 	unmounted  bool
+	metrics    *metricsServer
+}
+
+// MetricsAddr is the address /metrics is served on (nil: metrics are off).
+func (m *Mounted) MetricsAddr() net.Addr {
+	if m.metrics == nil {
+		return nil
+	}
+	return m.metrics.addr
 }
 
 // CheckMountpoint says what is wrong with dir as a mountpoint, if anything.
@@ -144,6 +154,18 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 	if err != nil {
 		return fail(err)
 	}
+	var ms *metricsServer
+	if cfg.Metrics.Listen != "" {
+		if ms, err = startMetrics(cfg.Metrics.Listen, st, fsys, reg, log); err != nil {
+			return fail(err)
+		}
+		fail = func(err error) (*Mounted, error) {
+			ms.close()
+			fsys.Close(context.Background())
+			st.Close()
+			return nil, err
+		}
+	}
 	sec := time.Second
 	opts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
@@ -171,7 +193,7 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 		return fail(fmt.Errorf("mount %s at %s: %w", cfg.Store.Path, mountpoint, err))
 	}
 	log.Info("mounted", "store", cfg.Store.Path, "mountpoint", mountpoint, "block_size", st.BlockSize(), "policy", cfg.Codec.Policy)
-	return &Mounted{Mountpoint: mountpoint, Store: st, FS: fsys, server: server, log: log}, nil
+	return &Mounted{Mountpoint: mountpoint, Store: st, FS: fsys, server: server, log: log, metrics: ms}, nil
 }
 
 // Serve runs until ctx is cancelled (SIGINT/SIGTERM) or the filesystem is
@@ -218,6 +240,9 @@ func (m *Mounted) Close() error {
 		}
 	} else {
 		m.server.Wait()
+	}
+	if m.metrics != nil {
+		errs = append(errs, m.metrics.close())
 	}
 	errs = append(errs, m.FS.Close(context.Background()))
 	errs = append(errs, m.Store.Close())

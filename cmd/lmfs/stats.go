@@ -95,9 +95,10 @@ func printStats(w io.Writer, st blockstore.Stats) {
 		ids = append(ids, int(id))
 	}
 	sort.Ints(ids)
-	fmt.Fprintf(w, "blocks per codec\n")
+	fmt.Fprintf(w, "blocks per codec (stored bytes; logical bytes and ratio)\n")
 	for _, id := range ids {
-		fmt.Fprintf(w, "  %-8s %10d blocks %14d bytes\n", reg.NameOf(coder.ID(id)), st.Blocks[byte(id)], st.CodecBytes[byte(id)])
+		c := byte(id)
+		fmt.Fprintf(w, "  %-8s %10d blocks %14d bytes %14d logical %8s\n", reg.NameOf(coder.ID(id)), st.Blocks[c], st.CodecBytes[c], st.CodecData[c], ratio(st.CodecData[c], st.CodecBytes[c]))
 	}
 	var wb, wn uint64
 	for id, n := range st.Waiting {
