@@ -401,21 +401,39 @@ const int kMmaBS = 256;  // threads per block of the mma kernels: 8 warps, conse
 
 // mma_tile accumulates the warp's tile: A fragments apack[(m*KC + kc)*32 +
 // lane]; stream inputs: chunk kc < kcA from inA, else from inB (chunk kc - kcA).
+// The loads of chunk kc+1 are issued before the products of chunk kc, so
+// that their latency overlaps the tensor-core work.
+__device__ __forceinline__ void mma_load(const int4 *__restrict__ apack, int m, int KC, int kcA, const int8_t *inA,
+                                         const int8_t *inB, int H, const int (&b)[kNT], int lane, int kc, int4 &a,
+                                         int (&b0)[kNT], int (&b1)[kNT]) {
+  int t = lane & 3;
+  a = apack[((int64_t)m * KC + kc) * 32 + lane];
+  const int8_t *src = kc < kcA ? inA : inB;
+  int k0 = (kc < kcA ? kc : kc - kcA) * 32 + t * 4;
+#pragma unroll
+  for (int j = 0; j < kNT; j++) {
+    const int8_t *row = src + (int64_t)b[j] * H + k0;
+    b0[j] = *(const int32_t *)row;
+    b1[j] = *(const int32_t *)(row + 16);
+  }
+}
+
 __device__ __forceinline__ void mma_tile(int (&acc)[kNT][4], const int4 *__restrict__ apack, int m, int KC, int kcA,
                                          const int8_t *inA, const int8_t *inB, int H, const int (&b)[kNT], int lane) {
-  int g = lane >> 2, t = lane & 3;
+  int4 a, an;
+  int b0[kNT], b1[kNT], n0[kNT], n1[kNT];
+  mma_load(apack, m, KC, kcA, inA, inB, H, b, lane, 0, a, b0, b1);
   for (int kc = 0; kc < KC; kc++) {
-    int4 a = apack[((int64_t)m * KC + kc) * 32 + lane];
-    const int8_t *src = kc < kcA ? inA : inB;
-    int k0 = (kc < kcA ? kc : kc - kcA) * 32 + t * 4;
+    if (kc + 1 < KC) mma_load(apack, m, KC, kcA, inA, inB, H, b, lane, kc + 1, an, n0, n1);
+#pragma unroll
+    for (int j = 0; j < kNT; j++) mma_s8(acc[j], a, b0[j], b1[j]);
+    a = an;
 #pragma unroll
     for (int j = 0; j < kNT; j++) {
-      const int8_t *row = src + (int64_t)b[j] * H + k0;
-      int b0 = *(const int32_t *)row, b1 = *(const int32_t *)(row + 16);
-      mma_s8(acc[j], a, b0, b1);
+      b0[j] = n0[j];
+      b1[j] = n1[j];
     }
   }
-  (void)g;
 }
 
 __global__ void layer_kernel_mma(DevModel M, DevState S, int l, const int4 *__restrict__ apack, const int32_t *__restrict__ idx, int n) {

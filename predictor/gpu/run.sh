@@ -30,6 +30,17 @@ export LMFS_CUDA_LIB=$here/liblmfs_cuda.so
 export LMFS_REPO_ROOT=$root  # the tests read the repository's files as data
 cd "$here" || exit 1
 status=0
+if [ -n "$PROFILE" ]; then
+	echo "=== step times (kernels: $kernels)"
+	for k in $kernels; do
+		LMFS_CUDA_KERNEL=$k LMFS_GPU_PROFILE=all timeout 60 "$here/gpu.test" -test.v -test.run TestProfileSteps 2>&1 | grep -E "streams|device|FAIL|panic" | sed "s/^/$k /"
+	done | tee "$out/steps.log"
+	if command -v ncu >/dev/null; then
+		echo "=== ncu: kernels of a step at $PROFILE streams"
+		LMFS_GPU_PROFILE=$PROFILE LMFS_GPU_PROFILE_STEPS=16 timeout 90 ncu --clock-control none --section SpeedOfLight --section Occupancy --launch-skip 40 --launch-count 8 "$here/gpu.test" -test.run TestProfileSteps >"$out/ncu.log" 2>&1
+		grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ" "$out/ncu.log" | head -80
+	fi
+fi
 for k in $kernels; do
 	echo "=== kernel $k: tests"
 	LMFS_CUDA_KERNEL=$k timeout ${TEST_TIMEOUT:-150} "$here/gpu.test" -test.v -test.count=1 -test.run "${TEST_RUN:-.}" 2>&1 | tee "$out/test-$k.log" | grep -E "^(---|ok|PASS|FAIL|panic)|device_test|gpu_test" | head -60
