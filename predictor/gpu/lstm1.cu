@@ -245,8 +245,9 @@ bool parse(const uint8_t *data, int64_t n, Model *m, std::string *err) {
 
 // pack_a packs a row-major rows x K int8 matrix into mma.m16n8k32 A
 // fragments: for 16-row tile m, K chunk kc and lane (g = lane/4, t = lane%4),
-// four words: rows g and g+8 of the tile at columns t*4 and 16+t*4 of the
-// chunk. orig maps a tile row to the matrix row.
+// four words: rows g and g+8 of the tile at fragment columns t*4 and 16+t*4
+// of the chunk, which hold the chunk's bytes 8t..8t+3 and 8t+4..8t+7 (see
+// below). orig maps a tile row to the matrix row.
 template <class F>
 std::vector<int32_t> pack_a(const int8_t *w, int rows, int K, F orig) {
   int mt = rows / 16, KC = K / 32;
@@ -260,11 +261,15 @@ std::vector<int32_t> pack_a(const int8_t *w, int rows, int K, F orig) {
       for (int lane = 0; lane < 32; lane++) {
         int g = lane >> 2, t = lane & 3;
         int32_t *o = &out[(((size_t)m * KC + kc) * 32 + lane) * 4];
-        int k = kc * 32 + t * 4;
+        // The chunk's columns are permuted (the same way for the streams'
+        // inputs, see mma_load): fragment columns 4t..4t+3 and 16+4t..16+4t+3
+        // are the chunk's bytes 8t..8t+7, so a lane loads its input bytes
+        // with one 8-byte load. Sums do not depend on the order.
+        int k = kc * 32 + t * 8;
         o[0] = word(orig(m, g), k);
         o[1] = word(orig(m, g + 8), k);
-        o[2] = word(orig(m, g), k + 16);
-        o[3] = word(orig(m, g + 8), k + 16);
+        o[2] = word(orig(m, g), k + 4);
+        o[3] = word(orig(m, g + 8), k + 4);
       }
   return out;
 }
@@ -409,12 +414,12 @@ __device__ __forceinline__ void mma_load(const int4 *__restrict__ apack, int m, 
   int t = lane & 3;
   a = apack[((int64_t)m * KC + kc) * 32 + lane];
   const int8_t *src = kc < kcA ? inA : inB;
-  int k0 = (kc < kcA ? kc : kc - kcA) * 32 + t * 4;
+  int k0 = (kc < kcA ? kc : kc - kcA) * 32 + t * 8;
 #pragma unroll
   for (int j = 0; j < kNT; j++) {
-    const int8_t *row = src + (int64_t)b[j] * H + k0;
-    b0[j] = *(const int32_t *)row;
-    b1[j] = *(const int32_t *)(row + 16);
+    int2 v = *(const int2 *)(src + (int64_t)b[j] * H + k0);  // bytes 8t..8t+7 of the chunk (see pack_a)
+    b0[j] = v.x;
+    b1[j] = v.y;
   }
 }
 
@@ -437,6 +442,13 @@ __device__ __forceinline__ void mma_tile(int (&acc)[kNT][4], const int4 *__restr
 }
 
 __global__ void layer_kernel_mma(DevModel M, DevState S, int l, const int4 *__restrict__ apack, const int32_t *__restrict__ idx, int n) {
+  // The gate tables in shared memory: their lookups are scattered.
+  __shared__ int32_t ssig[4096], stanh[4096];
+  for (int i = threadIdx.x; i < 4096; i += blockDim.x) {
+    ssig[i] = M.sig[i];
+    stanh[i] = M.tanh_[i];
+  }
+  __syncthreads();
   int64_t gid = GID();
   int warp = (int)(gid >> 5), lane = (int)(gid & 31);
   const int H = M.H;
@@ -487,14 +499,14 @@ __global__ void layer_kernel_mma(DevModel M, DevState S, int l, const int4 *__re
       if (l == 0) v += M.t0[(int64_t)x * 4 * H + jr];
       z[q] = clamp32(v, -2048, 2047);
     }
-    int32_t ig = M.sig[z[0] + 2048], fg = M.sig[z[1] + 2048];
-    int32_t gg = M.tanh_[z[2] + 2048], og = M.sig[z[3] + 2048];
+    int32_t ig = ssig[z[0] + 2048], fg = ssig[z[1] + 2048];
+    int32_t gg = stanh[z[2] + 2048], og = ssig[z[3] + 2048];
     int64_t ci = ((int64_t)l * cap + bs) * H + u;
     int32_t c = (fg * S.c[ci] + ig * gg + 2048) >> 12;
     c = c < -(1 << 17) ? -(1 << 17) : (c > (1 << 17) ? (1 << 17) : c);
     int32_t tcx = c >> 4;
     tcx = tcx < -2048 ? -2048 : (tcx > 2047 ? 2047 : tcx);
-    int32_t tc = M.tanh_[tcx + 2048];
+    int32_t tc = stanh[tcx + 2048];
     int32_t h = (og * tc + (1 << 16)) >> 17;
     h = h < -127 ? -127 : (h > 127 ? 127 : h);
     S.c[ci] = c;
@@ -1164,7 +1176,22 @@ struct Streams {
   int32_t *didx;
   uint8_t *dsyms;
   uint32_t *dtables;
+  uint32_t *pinned = nullptr;  // page-locked staging for the tables (faster copies)
+  ~Streams() {
+#ifndef LMFS_EMU
+    if (pinned) cudaFreeHost(pinned);
+#endif
+  }
 };
+
+// tables_out copies k tables of streams s from the GPU to dst and waits.
+bool tables_out(Streams *s, uint32_t *dst, int k, std::string *err) {
+  size_t bytes = (size_t)k * 256 * sizeof(uint32_t);
+  if (!s->pinned) return d2h(s->g, dst, s->dtables, bytes, err) && sync(s->g, err);
+  if (!d2h(s->g, s->pinned, s->dtables, bytes, err) || !sync(s->g, err)) return false;
+  std::memcpy(dst, s->pinned, bytes);
+  return true;
+}
 
 }  // namespace
 
@@ -1385,6 +1412,12 @@ void *lmfs_cuda_streams_open(void *h, int n) {
   for (int i = 0; i < n; i++) all[i] = i;
   bool ok = alloc_state(g, &s->bf, n, &s->S, &err) && s->bf.alloc(&s->didx, n, &err) && s->bf.alloc(&s->dsyms, n, &err) &&
             s->bf.alloc(&s->dtables, (size_t)n * 256, &err) && h2d(g, s->didx, all.data(), n * sizeof(int32_t), &err);
+#ifndef LMFS_EMU
+  if (ok && cudaMallocHost((void **)&s->pinned, (size_t)n * 256 * sizeof(uint32_t)) != cudaSuccess) {
+    cudaGetLastError();
+    s->pinned = nullptr;  // copy through pageable memory instead
+  }
+#endif
   if (ok) {
     LAUNCH(reset_kernel, (int64_t)n * g->host.NL * g->host.H, s->S, g->host.NL, g->host.H, s->didx, n);
     ok = step(g, s->S, s->didx, n, &err) && sync(g, &err);
@@ -1414,7 +1447,7 @@ int lmfs_cuda_streams_predict(void *sp, int k, const int32_t *ids, uint32_t *tab
   DecState D{};
   bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err) && head(g, s->S, s->didx, k, &err);
   if (ok) {
-    ok = freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) && d2h(g, tables, s->dtables, (size_t)k * 256 * sizeof(uint32_t), &err) && sync(g, &err);
+    ok = freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) && tables_out(s, tables, k, &err);
   }
   if (!ok) { set_err(err); return -1; }
   return 0;
@@ -1467,8 +1500,7 @@ int lmfs_cuda_streams_push_predict(void *sp, int k, const int32_t *ids, const ui
     }
   }
   ok = ok && head(g, s->S, s->didx, k, &err) &&
-       freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) &&
-       d2h(g, tables, s->dtables, (size_t)k * 256 * sizeof(uint32_t), &err) && sync(g, &err);
+       freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) && tables_out(s, tables, k, &err);
   if (!ok) { set_err(err); return -1; }
   return 0;
 }
