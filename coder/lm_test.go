@@ -214,27 +214,51 @@ func BenchmarkLMCodecs(b *testing.B) {
 }
 
 // TestLMGolden pins the payloads of lm and lm+cm for a fixed input with the
-// built-in model: any change to the LM arithmetic, the mixer or cm shows up
-// here and needs a new codec id (or, for a new model, a new model id).
+// built-in model (lstm1) and with the first built-in model (wmlp1, kept in
+// predictor/lm/testdata so its blocks stay readable): any change to the LM
+// arithmetic, the mixer or cm shows up here and needs a new codec id (or, for
+// a new model, a new model id).
 func TestLMGolden(t *testing.T) {
-	m, err := lm.Default()
+	def, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile("../predictor/lm/testdata/wmlp1.lmm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := lm.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	src := []byte("Golden test input: the lmfs LM codes this sentence, twice. The lmfs LM codes this sentence, twice.\n")
-	want := map[string]string{"lm": lmGolden, "lm+cm": lmcmGolden}
-	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20)} {
-		p, err := c.Encode(context.Background(), nil, src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := fmt.Sprintf("%x", sha256.Sum256(p)); got != want[c.Name()] {
-			t.Errorf("%s payload (%d bytes) hashes to %s, golden %s", c.Name(), len(p), got, want[c.Name()])
+	for _, tc := range []struct {
+		name   string
+		m      *lm.Model
+		golden map[string]string
+	}{
+		{"lstm1 default", def, map[string]string{"lm": lmGolden, "lm+cm": lmcmGolden}},
+		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
+	} {
+		for _, c := range []Codec{NewLM(tc.m), NewLMCM(tc.m, 64<<20)} {
+			p, err := c.Encode(context.Background(), nil, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fmt.Sprintf("%x", sha256.Sum256(p)); got != tc.golden[c.Name()] {
+				t.Errorf("%s, %s payload (%d bytes) hashes to %s, golden %s", tc.name, c.Name(), len(p), got, tc.golden[c.Name()])
+			}
+			back, err := c.Decode(context.Background(), nil, p, len(src))
+			if err != nil || !bytes.Equal(back, src) {
+				t.Errorf("%s, %s: the golden payload does not decode back (%v)", tc.name, c.Name(), err)
+			}
 		}
 	}
 }
 
 const (
-	lmGolden   = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
-	lmcmGolden = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
+	lmGolden        = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
+	lmcmGolden      = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
+	lmGoldenWMLP1   = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
+	lmcmGoldenWMLP1 = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
 )

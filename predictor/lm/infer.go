@@ -3,6 +3,7 @@ package lm
 import (
 	"context"
 	"fmt"
+	"math/bits"
 
 	"github.com/lmfs/lmfs/predictor"
 )
@@ -128,37 +129,67 @@ func (m *Model) predict(w []uint16, sc *scratch, d *predictor.Dist) {
 	acc3 := sc.acc3[:]
 	denseSWAR(acc3, m.b3, m.w3p, nz, sc.a2, sc.lanes3[:])
 	sc.nz = nz
-	freqs(m, acc3, &sc.logit, d)
-}
-
-// freqs turns the layer-3 accumulators into the frequency table (SPEC.md,
-// "Frequencies").
-func freqs(m *Model, acc3 []int32, logit *[256]int32, d *predictor.Dist) {
-	mx, first := int32(-maxLogit-1), 0
 	for v := range 256 {
 		l := requant(acc3[v], m.m3[v], m.s3[v])
-		l = max(min(l, maxLogit), -maxLogit)
-		logit[v] = int32(l)
-		if int32(l) > mx {
-			mx, first = int32(l), v
+		sc.logit[v] = int32(max(min(l, maxLogit), -maxLogit))
+	}
+	freqsFromLogits(m.exp, &sc.logit, d)
+}
+
+// freqsFromLogits turns the logits (each in [-2^24, 2^24]) into the
+// frequency table (SPEC.md, "Frequencies"; both architectures).
+func freqsFromLogits(exp []uint32, logit *[256]int32, d *predictor.Dist) {
+	mx, first := int32(-maxLogit-1), 0
+	for v, l := range logit {
+		if l > mx {
+			mx, first = l, v
 		}
 	}
-	last := int32(len(m.exp) - 1)
+	last := int32(len(exp) - 1)
 	var e [256]uint64
 	var sum uint64
 	for v := range 256 {
-		x := uint64(m.exp[min(mx-logit[v], last)])
+		x := uint64(exp[min(mx-logit[v], last)])
 		e[v] = x
 		sum += x
 	}
 	const total = predictor.FreqTotal
 	var fs uint32
+	dv := newDivider(sum)
 	for v := range 256 {
-		f := 1 + uint32(e[v]*(total-256)/sum)
+		f := 1 + uint32(dv.div(e[v]*(total-256)))
 		d[v] = f
 		fs += f
 	}
 	d[first] += total - fs
+}
+
+// divider divides by a fixed s >= 1 with a multiplication by a reciprocal
+// and one correction: exactly floor(n / s), for every n, faster than a
+// 64-bit division.
+type divider struct {
+	s, inv uint64 // inv = floor(2^64 / s), 0 for s = 1
+}
+
+func newDivider(s uint64) divider {
+	if s <= 1 {
+		return divider{s: 1}
+	}
+	inv, _ := bits.Div64(1, 0, s)
+	return divider{s: s, inv: inv}
+}
+
+// div returns floor(n / s). With inv >= 2^64/s - 1, q = floor(n*inv / 2^64)
+// lies in (n/s - 1 - n/2^64, n/s], so it is floor(n/s) or one less.
+func (d divider) div(n uint64) uint64 {
+	if d.inv == 0 {
+		return n
+	}
+	q, _ := bits.Mul64(n, d.inv)
+	if n-q*d.s >= d.s {
+		q++
+	}
+	return q
 }
 
 // state is the decoding state of one block: its window.
@@ -182,6 +213,9 @@ func (s *state) push(b byte) {
 // Score implements predictor.ByteModel: it calls emit with the table of every
 // position of every block, block by block.
 func (m *Model) Score(ctx context.Context, blocks [][]byte, emit func(b, pos int, d *predictor.Dist) error) error {
+	if m.lstm != nil {
+		return m.lstm.score(ctx, blocks, emit)
+	}
 	sc := m.getScratch()
 	defer m.pool.Put(sc)
 	var d predictor.Dist
@@ -205,6 +239,9 @@ func (m *Model) Score(ctx context.Context, blocks [][]byte, emit func(b, pos int
 
 // Streams implements predictor.ByteModel.
 func (m *Model) Streams(ctx context.Context, n int) (predictor.ByteStreams, error) {
+	if m.lstm != nil {
+		return m.lstm.streams(n)
+	}
 	if n < 0 {
 		return nil, fmt.Errorf("lm: %d streams asked for", n)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/lm/lmtest"
 )
 
 type vectorFile struct {
@@ -28,9 +29,9 @@ type vectorFile struct {
 	} `json:"cases"`
 }
 
-func loadVectors(t *testing.T) vectorFile {
+func loadVectors(t *testing.T, path string) vectorFile {
 	t.Helper()
-	raw, err := os.ReadFile("testdata/vectors.json")
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,18 +42,79 @@ func loadVectors(t *testing.T) vectorFile {
 	return v
 }
 
+// wmlp1File returns the first default model (architecture wmlp1), kept so
+// that blocks coded with it stay readable and its code stays tested.
+func wmlp1File(t testing.TB) []byte {
+	t.Helper()
+	file, err := os.ReadFile("testdata/wmlp1.lmm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// wmlp1Model loads wmlp1File.
+func wmlp1Model(t testing.TB) *Model {
+	t.Helper()
+	m, err := Load(wmlp1File(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // TestVectors checks the Go reference against the frequency tables that the
 // Python integer simulation (predictor/train/train.py) computed with the
-// default model: the tables of every position must be identical.
+// wmlp1 model: the tables of every position must be identical.
 func TestVectors(t *testing.T) {
+	checkVectors(t, wmlp1Model(t), loadVectors(t, "testdata/vectors.json"), "train.py export")
+}
+
+// TestVectorsDefault checks the built-in model (lstm1) against the tables
+// that IntLSTM (predictor/train/lstm.py) computed when it exported the model
+// on the GPU machine.
+func TestVectorsDefault(t *testing.T) {
 	m, err := Default()
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := loadVectors(t)
+	if m.Config().Arch != ArchLSTM1 {
+		t.Fatalf("the default model has architecture %d, want lstm1", m.Config().Arch)
+	}
+	checkVectors(t, m, loadVectors(t, "testdata/vectors_lstm.json"), "lstm.py export")
+}
+
+// TestVectorsLSTM checks the lstm1 code, on every matrix-vector kernel of
+// this build, against the tables that the Python integer simulation IntLSTM
+// (predictor/train/lstm.py) computed with the small model
+// testdata/tiny_lstm.lmm.
+func TestVectorsLSTM(t *testing.T) {
+	file, err := os.ReadFile("testdata/tiny_lstm.lmm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := loadVectors(t, "testdata/vectors_lstm_tiny.json")
+	for _, k := range kernels() {
+		t.Run(k.name, func(t *testing.T) {
+			m, err := Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Config().Arch != ArchLSTM1 {
+				t.Fatalf("tiny_lstm.lmm has architecture %d", m.Config().Arch)
+			}
+			m.lstm.mv, m.lstm.rq = k.mv, k.rq
+			checkVectors(t, m, v, "lstm.py")
+		})
+	}
+}
+
+// checkVectors recomputes the tables of every case of v with m (regen names
+// the tool that makes the vector file).
+func checkVectors(t *testing.T, m *Model, v vectorFile, regen string) {
 	id := m.ID()
 	if got := hex.EncodeToString(id[:]); got != v.ModelSHA256 {
-		t.Fatalf("default model is %s, the vectors were made with %s: regenerate testdata/vectors.json with train.py export", got, v.ModelSHA256)
+		t.Fatalf("the model is %s, the vectors were made with %s: regenerate them with %s", got, v.ModelSHA256, regen)
 	}
 	if 1<<v.TotalBits != predictor.FreqTotal {
 		t.Fatalf("vectors use total 2^%d, predictor.FreqTotal is %d", v.TotalBits, predictor.FreqTotal)
@@ -135,10 +197,7 @@ func TestVectors(t *testing.T) {
 // TestStreamsMatchScore decodes several blocks stepwise, interleaved, and
 // checks each table against Score's.
 func TestStreamsMatchScore(t *testing.T) {
-	m, err := Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := wmlp1Model(t)
 	blocks := [][]byte{
 		[]byte("The quick brown fox jumps over the lazy dog. "),
 		[]byte("func f(x int) int { return x * 2 }\n"),
@@ -188,7 +247,7 @@ func TestStreamsMatchScore(t *testing.T) {
 }
 
 func TestLoadRejectsBadFiles(t *testing.T) {
-	good := DefaultFile()
+	good := wmlp1File(t)
 	if _, err := Load(good); err != nil {
 		t.Fatal(err)
 	}
@@ -221,14 +280,22 @@ func TestLoadRejectsBadFiles(t *testing.T) {
 	}
 }
 
+// FuzzLoad grafts fuzzed bytes over the start of a good model file of
+// either architecture (lstm selects a small lstm1 file, else the default
+// wmlp1 model, testdata/wmlp1.lmm): Load must give an error or a working model, never a panic.
 func FuzzLoad(f *testing.F) {
-	good := DefaultFile()
-	f.Add(good[:200])
-	f.Add([]byte(fileMagic))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		// Headers of arbitrary bytes must give an error or a working model,
-		// never a panic: graft the fuzzed bytes over the start of a good file.
-		b := append([]byte(nil), good...)
+	good := wmlp1File(f)
+	goodLSTM := lmtest.RandomLSTM(1, 2, 16).Encode()
+	f.Add(false, good[:200])
+	f.Add(false, []byte(fileMagic))
+	f.Add(true, goodLSTM[:200])
+	f.Add(true, goodLSTM[:40])
+	f.Fuzz(func(t *testing.T, lstm bool, data []byte) {
+		base := good
+		if lstm {
+			base = goodLSTM
+		}
+		b := append([]byte(nil), base...)
 		copy(b, data)
 		m, err := Load(b)
 		if err != nil {

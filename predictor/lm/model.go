@@ -1,6 +1,7 @@
 // Package lm is the Go reference implementation of the lmfs neural byte
-// language model: a window MLP whose every step is integer arithmetic, as
-// written down in SPEC.md next to this file. Its frequency tables are the
+// language model, whose every step is integer arithmetic, as written down in
+// SPEC.md next to this file: architecture 1 (wmlp1) is a window MLP,
+// architecture 2 (lstm1) an integer LSTM. Its frequency tables are the
 // contract that every other implementation (the CUDA backend, the Python
 // training code's integer simulation) must reproduce bit for bit.
 //
@@ -45,13 +46,18 @@ const (
 // valid lmfs LM model.
 var ErrBadModel = errors.New("bad lm model file")
 
-// Config is the shape of a model, read from its file header.
+// Config is the shape of a model, read from its file header. Window to
+// HashBits describe wmlp1 models, Layers and Hidden lstm1 models; the fields
+// of the other architecture are zero.
 type Config struct {
+	Arch      int   // ArchWMLP1 or ArchLSTM1
 	Window    int   // N: bytes of context
 	Hidden1   int   // H1: width of the table sum
 	Hidden2   int   // H2: width of the second layer
 	Orders    []int // orders of the hashed contexts
 	HashBits  int   // log2 of the buckets per hashed order
+	Layers    int   // NL: LSTM layers
+	Hidden    int   // H: LSTM width
 	LogitFrac int   // logits are in units of 2^-LogitFrac nats
 }
 
@@ -74,6 +80,9 @@ type Model struct {
 	exp      []uint32
 
 	pool sync.Pool // *scratch
+
+	lstm   *lstmNet // set for lstm1 models, which use none of the fields above
+	kernel string   // the name of the lstm1 matrix-vector kernel
 }
 
 // ID returns the model id: the SHA-256 of the model file.
@@ -89,14 +98,28 @@ func (m *Model) Config() Config {
 // FileSize returns the size of the model file in bytes.
 func (m *Model) FileSize() int { return m.size }
 
-// Params returns the number of weights and biases.
+// Kernel names the matrix-vector kernel an lstm1 model runs on
+// ("avx512vnni", "avx2" or "go": the fastest this machine has); it is empty
+// for wmlp1 models.
+func (m *Model) Kernel() string { return m.kernel }
+
+// Params returns the number of weights and biases (for lstm1 the input
+// table T0 included).
 func (m *Model) Params() int {
+	if m.lstm != nil {
+		return m.lstm.params()
+	}
 	return len(m.table) + len(m.w2t) + len(m.w3t) + len(m.b1) + len(m.b2) + len(m.b3)
 }
 
-// MACs returns the multiply-accumulates per predicted byte (the table sum is
-// additions only).
-func (m *Model) MACs() int { return len(m.w2t) + len(m.w3t) }
+// MACs returns the multiply-accumulates per predicted byte (wmlp1's table
+// sum is additions only).
+func (m *Model) MACs() int {
+	if m.lstm != nil {
+		return m.lstm.macs()
+	}
+	return len(m.w2t) + len(m.w3t)
+}
 
 //go:embed default.lmm
 var defaultFile []byte
@@ -149,6 +172,20 @@ func (r *reader) u32() int {
 	return int(v)
 }
 
+// end reads the end marker and checks that nothing follows it.
+func (r *reader) end() error {
+	if string(r.take(len(endMagic))) != endMagic && r.err == nil {
+		return fmt.Errorf("%w: end marker missing: the file is damaged", ErrBadModel)
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if r.off != len(r.b) {
+		return fmt.Errorf("%w: %d unexpected bytes after the end marker", ErrBadModel, len(r.b)-r.off)
+	}
+	return nil
+}
+
 func (r *reader) i8s(n int) []int8 {
 	s := r.take(n)
 	if s == nil {
@@ -173,9 +210,11 @@ func (r *reader) i32s(n int) []int32 {
 	return out
 }
 
-// Load parses a model file. It checks the format, the version and every
-// value the arithmetic depends on, so a model that loads can never overflow
-// or divide by zero; a bad file gives an error wrapping ErrBadModel.
+// Load parses a model file of either architecture. It checks the format, the
+// version and every value the arithmetic depends on, so a model that loads
+// can never overflow or divide by zero; a bad file gives an error wrapping
+// ErrBadModel. lstm1 models run on the fastest matrix-vector kernel of the
+// machine (see Kernel).
 func Load(data []byte) (*Model, error) {
 	r := &reader{b: data}
 	if string(r.take(len(fileMagic))) != fileMagic {
@@ -185,10 +224,18 @@ func Load(data []byte) (*Model, error) {
 	if r.err == nil && version != FileFormat {
 		return nil, fmt.Errorf("%w: model file format %d, this build reads format %d: use the lmfs release that wrote it", ErrBadModel, version, FileFormat)
 	}
-	if r.err == nil && arch != ArchWMLP1 {
-		return nil, fmt.Errorf("%w: unknown architecture %d (this build knows %d, wmlp1)", ErrBadModel, arch, ArchWMLP1)
+	if r.err == nil && arch != ArchWMLP1 && arch != ArchLSTM1 {
+		return nil, fmt.Errorf("%w: unknown architecture %d (this build knows %d, wmlp1, and %d, lstm1)", ErrBadModel, arch, ArchWMLP1, ArchLSTM1)
 	}
-	c := Config{Window: r.u32(), Hidden1: r.u32(), Hidden2: r.u32()}
+	if r.err == nil && arch == ArchLSTM1 {
+		m := &Model{size: len(data)}
+		if err := loadLSTM(r, m); err != nil {
+			return nil, err
+		}
+		m.id = sha256.Sum256(data)
+		return m, nil
+	}
+	c := Config{Arch: ArchWMLP1, Window: r.u32(), Hidden1: r.u32(), Hidden2: r.u32()}
 	k := r.u32()
 	c.HashBits = r.u32()
 	c.LogitFrac = r.u32()
@@ -239,14 +286,8 @@ func Load(data []byte) (*Model, error) {
 	w3 := r.i8s(256 * H2)
 	m.b3, m.m3, m.s3 = r.i32s(256), r.i32s(256), r.i32s(256)
 	e := r.i32s(expLen)
-	if string(r.take(len(endMagic))) != endMagic && r.err == nil {
-		return nil, fmt.Errorf("%w: end marker missing: the file is damaged", ErrBadModel)
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	if r.off != len(data) {
-		return nil, fmt.Errorf("%w: %d unexpected bytes after the end marker", ErrBadModel, len(data)-r.off)
+	if err := r.end(); err != nil {
+		return nil, err
 	}
 	for _, v := range m.table {
 		if v == -128 {
@@ -273,12 +314,9 @@ func Load(data []byte) (*Model, error) {
 			}
 		}
 	}
-	m.exp = make([]uint32, expLen)
-	for i, v := range e {
-		if v < 0 || v > maxExp || (i > 0 && uint32(v) > m.exp[i-1]) || (i == 0 && v == 0) {
-			return nil, fmt.Errorf("%w: exp table entry %d = %d (entries lie in [0, 2^24], start above 0 and never grow)", ErrBadModel, i, v)
-		}
-		m.exp[i] = uint32(v)
+	var err error
+	if m.exp, err = checkExp(e); err != nil {
+		return nil, err
 	}
 	m.w2t = transpose(w2, H2, H1)
 	m.w3t = transpose(w3, 256, H2)

@@ -1,0 +1,674 @@
+package lm
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/lm/lmtest"
+)
+
+// refLSTM is SPEC.md's lstm1 written out literally, in int64 and without any
+// of the package's layouts or kernels, to check the package against.
+type refLSTM struct {
+	t *testing.T
+	p *lmtest.LSTM
+	h [][]int64
+	c [][]int64
+
+	in, z []int64 // scratch
+}
+
+func newRef(t *testing.T, p *lmtest.LSTM) *refLSTM {
+	r := &refLSTM{t: t, p: p, z: make([]int64, 4*p.Hidden)}
+	for range p.Layers {
+		r.h = append(r.h, make([]int64, p.Hidden))
+		r.c = append(r.c, make([]int64, p.Hidden))
+	}
+	r.step(256)
+	return r
+}
+
+func refR(acc int64, m, s int32) int64 { return (acc*int64(m) + int64(1)<<(s-1)) >> s }
+
+func refClamp(x, lo, hi int64) int64 { return min(max(x, lo), hi) }
+
+func (r *refLSTM) fits32(what string, v int64) {
+	if v < -(1<<31) || v >= 1<<31 {
+		r.t.Fatalf("%s = %d does not fit in 32 bits", what, v)
+	}
+}
+
+func (r *refLSTM) step(x int) {
+	p, H := r.p, r.p.Hidden
+	for l := range p.Layers {
+		in := r.h[0]
+		if l > 0 {
+			in = append(append(r.in[:0], r.h[l-1]...), r.h[l]...)
+		}
+		K := len(in)
+		z := r.z[:4*H]
+		for j := range z {
+			var acc int64
+			w := p.W[l][j*K : j*K+K]
+			for k, x := range in {
+				acc += int64(w[k]) * x
+			}
+			r.fits32("gate sum", acc)
+			v := refR(acc, p.M[l][j], p.S[l][j]) + int64(p.B[l][j])
+			if l == 0 {
+				v += int64(p.T0[x*4*H+j])
+			}
+			z[j] = refClamp(v, -2048, 2047)
+		}
+		for u := range H {
+			ig := int64(p.Sig[z[u]+2048])
+			fg := int64(p.Sig[z[H+u]+2048])
+			gg := int64(p.Tanh[z[2*H+u]+2048])
+			og := int64(p.Sig[z[3*H+u]+2048])
+			sum := fg*r.c[l][u] + ig*gg + 2048
+			r.fits32("cell sum", sum)
+			c := refClamp(sum>>12, -(1 << 17), 1<<17)
+			tc := int64(p.Tanh[refClamp(c>>4, -2048, 2047)+2048])
+			r.c[l][u] = c
+			r.h[l][u] = refClamp((og*tc+1<<16)>>17, -127, 127)
+		}
+	}
+}
+
+func (r *refLSTM) dist() predictor.Dist {
+	p, H := r.p, r.p.Hidden
+	var L [256]int64
+	for v := range 256 {
+		var acc int64
+		for k := range H {
+			acc += int64(p.WO[v*H+k]) * r.h[p.Layers-1][k]
+		}
+		r.fits32("logit sum", acc)
+		L[v] = refClamp(refR(acc, p.MO[v], p.SO[v])+int64(p.BO[v]), -(1 << 24), 1<<24)
+	}
+	vmax := 0
+	for v := range 256 {
+		if L[v] > L[vmax] {
+			vmax = v
+		}
+	}
+	var e [256]int64
+	var s int64
+	for v := range 256 {
+		e[v] = int64(p.Exp[min(L[vmax]-L[v], int64(len(p.Exp)-1))])
+		s += e[v]
+	}
+	var d predictor.Dist
+	var fs int64
+	for v := range 256 {
+		f := 1 + e[v]*(65536-256)/s
+		d[v] = uint32(f)
+		fs += f
+	}
+	d[vmax] += uint32(65536 - fs)
+	return d
+}
+
+// refTables returns the reference tables of positions 0..len(in).
+func refTables(t *testing.T, p *lmtest.LSTM, in []byte) []predictor.Dist {
+	r := newRef(t, p)
+	out := []predictor.Dist{r.dist()}
+	for _, b := range in {
+		r.step(int(b))
+		out = append(out, r.dist())
+	}
+	return out
+}
+
+// extremeLSTM is a valid model whose every value sits at a bound of SPEC.md:
+// weights at +-127, the largest multipliers, biases and input table at
+// +-2^20, so that sums reach their largest size and every clamp is hit.
+func extremeLSTM(seed uint64, layers, hidden int) *lmtest.LSTM {
+	p := lmtest.RandomLSTM(seed, layers, hidden)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	sign := func() int32 { return int32(1 - 2*rng.IntN(2)) }
+	for i := range p.T0 {
+		p.T0[i] = sign() << 20
+	}
+	for l := range p.W {
+		for i := range p.W[l] {
+			p.W[l][i] = int8(127 * sign())
+		}
+		for j := range p.B[l] {
+			p.B[l][j] = sign() << 20
+			p.M[l][j], p.S[l][j] = 1<<31-1, int32(1+rng.IntN(40))
+		}
+	}
+	for i := range p.WO {
+		p.WO[i] = int8(127 * sign())
+	}
+	for v := range p.BO {
+		p.BO[v] = sign() << 30
+		p.MO[v], p.SO[v] = 1<<31-1, int32(1+rng.IntN(62))
+	}
+	return p
+}
+
+// lstmCases are the models the tests run: small random ones of several
+// shapes (widths that are and are not multiples of the kernels' 16), and
+// extreme ones.
+func lstmCases() []struct {
+	name string
+	p    *lmtest.LSTM
+} {
+	type c = struct {
+		name string
+		p    *lmtest.LSTM
+	}
+	out := []c{}
+	for i, s := range [][2]int{{1, 8}, {1, 24}, {2, 16}, {2, 40}, {3, 32}, {4, 8}, {1, 64}} {
+		out = append(out, c{fmt.Sprintf("random NL=%d H=%d", s[0], s[1]), lmtest.RandomLSTM(uint64(i+1), s[0], s[1])})
+	}
+	out = append(out, c{"extreme NL=2 H=24", extremeLSTM(11, 2, 24)})
+	out = append(out, c{"extreme NL=2 H=72", extremeLSTM(12, 2, 72)})
+	sat := lmtest.RandomLSTM(13, 2, 16)
+	for k := range sat.Sig {
+		sat.Sig[k], sat.Tanh[k] = 4096, 4096 // the cell grows to its bound, h to 127
+	}
+	out = append(out, c{"saturated +", sat})
+	neg := lmtest.RandomLSTM(14, 2, 16)
+	for k := range neg.Sig {
+		neg.Sig[k], neg.Tanh[k] = 4096, -4096
+	}
+	out = append(out, c{"saturated -", neg})
+	return out
+}
+
+func lstmInputs() [][]byte {
+	rng := rand.New(rand.NewPCG(3, 4))
+	bin := make([]byte, 64)
+	for i := range bin {
+		bin[i] = byte(rng.UintN(256))
+	}
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	return [][]byte{
+		nil,
+		{'x'},
+		[]byte("The quick brown fox jumps over the lazy dog.\r\nfunc main() { println(42) }\n"),
+		bin,
+		make([]byte, 32),
+		bytes.Repeat([]byte{0xff}, 32),
+		bytes.Repeat([]byte("ab"), 17)[:33],
+		all,
+	}
+}
+
+// loadWith loads p to run on kernel k (nil: the default one).
+func loadWith(t testing.TB, p *lmtest.LSTM, k *kernel) *Model {
+	t.Helper()
+	m, err := Load(p.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k != nil {
+		m.lstm.mv, m.lstm.rq, m.kernel = k.mv, k.rq, k.name
+	}
+	return m
+}
+
+// TestLSTMMatchesReference checks Score and Streams, on every kernel, against
+// the literal transcription of SPEC.md, table by table, and every table
+// against the Dist rules.
+func TestLSTMMatchesReference(t *testing.T) {
+	kernels := kernels()
+	for _, c := range lstmCases() {
+		inputs := lstmInputs()
+		if c.p.Hidden > 64 {
+			// The reference is slow on wide models: a few short inputs.
+			inputs = [][]byte{nil, {0x80}, inputs[2][:24]}
+		}
+		want := make([][]predictor.Dist, len(inputs))
+		for i, in := range inputs {
+			want[i] = refTables(t, c.p, in)
+			for pos := range want[i] {
+				if err := want[i][pos].Check(); err != nil {
+					t.Fatalf("%s: the reference's table %d breaks the rules: %v", c.name, pos, err)
+				}
+			}
+		}
+		for ki, k := range kernels {
+			if ki > 0 {
+				// The kernels agree on every sum (TestMatvecKernels): the
+				// slower ones see the first few inputs only.
+				inputs = inputs[:min(len(inputs), 4)]
+			}
+			m := loadWith(t, c.p, &k)
+			err := m.Score(context.Background(), inputs, func(b, pos int, d *predictor.Dist) error {
+				if *d != want[b][pos] {
+					return fmt.Errorf("input %d position %d: Score's table differs from the reference", b, pos)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("%s, kernel %s: %v", c.name, k.name, err)
+			}
+			s, err := m.Streams(context.Background(), len(inputs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// All streams advance together; each finishes with the table
+			// after its last byte.
+			for pos := 0; ; pos++ {
+				var ids []int
+				for b, in := range inputs {
+					if pos <= len(in) {
+						ids = append(ids, b)
+					}
+				}
+				if len(ids) == 0 {
+					break
+				}
+				dst := make([]predictor.Dist, len(ids))
+				if err := s.Predict(context.Background(), ids, dst); err != nil {
+					t.Fatal(err)
+				}
+				var push []int
+				var syms []byte
+				for i, b := range ids {
+					if dst[i] != want[b][pos] {
+						t.Fatalf("%s, kernel %s: input %d position %d: the stream's table differs from the reference", c.name, k.name, b, pos)
+					}
+					if pos < len(inputs[b]) {
+						push = append(push, b)
+						syms = append(syms, inputs[b][pos])
+					}
+				}
+				if err := s.Push(push, syms); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func TestLSTMModelInfo(t *testing.T) {
+	p := lmtest.RandomLSTM(1, 2, 24)
+	file := p.Encode()
+	m, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m.Config()
+	if c.Arch != ArchLSTM1 || c.Layers != 2 || c.Hidden != 24 || c.LogitFrac != p.LogitFrac || c.Window != 0 {
+		t.Errorf("Config() = %+v", c)
+	}
+	H := 24
+	if want := 4*H*H + 4*H*2*H + 256*H; m.MACs() != want {
+		t.Errorf("MACs() = %d, want %d", m.MACs(), want)
+	}
+	if want := 257*4*H + 4*H*H + 4*H + 4*H*2*H + 4*H + 256*H + 256; m.Params() != want {
+		t.Errorf("Params() = %d, want %d", m.Params(), want)
+	}
+	if m.FileSize() != len(file) {
+		t.Errorf("FileSize() = %d, want %d", m.FileSize(), len(file))
+	}
+	if _, err := LoadVerified(file, m.ID()); err != nil {
+		t.Error(err)
+	}
+	if m.Kernel() == "" {
+		t.Error("an lstm1 model names no kernel")
+	}
+}
+
+func TestLSTMStreamsErrors(t *testing.T) {
+	m := loadWith(t, lmtest.RandomLSTM(1, 1, 8), nil)
+	ctx := context.Background()
+	if _, err := m.Streams(ctx, -1); err == nil {
+		t.Error("Streams(-1) gave no error")
+	}
+	s, err := m.Streams(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Predict(ctx, []int{2}, make([]predictor.Dist, 1)); err == nil {
+		t.Error("Predict on a stream that does not exist gave no error")
+	}
+	if err := s.Predict(ctx, []int{0, 1}, make([]predictor.Dist, 1)); err == nil {
+		t.Error("Predict with fewer tables than ids gave no error")
+	}
+	if err := s.Push([]int{0}, []byte{1, 2}); err == nil {
+		t.Error("Push with more bytes than ids gave no error")
+	}
+	if err := s.Push([]int{-1}, []byte{1}); err == nil {
+		t.Error("Push to stream -1 gave no error")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Predict(cctx, []int{0}, make([]predictor.Dist, 1)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Predict with a cancelled context gave %v", err)
+	}
+	err = m.Score(cctx, [][]byte{[]byte("abc")}, func(int, int, *predictor.Dist) error { return nil })
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Score with a cancelled context gave %v", err)
+	}
+	stop := errors.New("stop")
+	if err := m.Score(ctx, [][]byte{[]byte("abc")}, func(int, int, *predictor.Dist) error { return stop }); err != stop {
+		t.Errorf("Score did not return emit's error: %v", err)
+	}
+	s.Close()
+	if err := s.Push([]int{0}, []byte{1}); err == nil {
+		t.Error("Push after Close gave no error")
+	}
+}
+
+// TestLSTMLoadRejectsBadFiles breaks each load-time check of SPEC.md once.
+func TestLSTMLoadRejectsBadFiles(t *testing.T) {
+	const H = 16
+	// Offsets of the fields of a 2-layer H=16 file.
+	const (
+		hdr   = 8 + 7*4
+		sig   = hdr
+		tanh  = sig + 4096*4
+		t0    = tanh + 4096*4
+		w0    = t0 + 257*4*H*4
+		b0    = w0 + 4*H*H
+		m0    = b0 + 4*H*4
+		s0    = m0 + 4*H*4
+		w1    = s0 + 4*H*4
+		b1    = w1 + 4*H*2*H
+		wo    = b1 + 3*4*H*4
+		bo    = wo + 256*H
+		mo    = bo + 256*4
+		so    = mo + 256*4
+		expAt = so + 256*4
+	)
+	good := lmtest.RandomLSTM(5, 2, H).Encode()
+	if _, err := Load(good); err != nil {
+		t.Fatal(err)
+	}
+	if len(good) != expAt+4096*4+8 {
+		t.Fatalf("file layout: %d bytes, the offsets here say %d", len(good), expAt+4096*4+8)
+	}
+	put := func(off int, v int32) []byte {
+		b := bytes.Clone(good)
+		binary.LittleEndian.PutUint32(b[off:], uint32(v))
+		return b
+	}
+	set8 := func(off int, v int8) []byte {
+		b := bytes.Clone(good)
+		b[off] = byte(v)
+		return b
+	}
+	mod := func(f func(p *lmtest.LSTM)) []byte {
+		p := lmtest.RandomLSTM(5, 2, H)
+		f(p)
+		return p.Encode()
+	}
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"magic", set8(1, 'X')},
+		{"format", put(8, 2)},
+		{"arch", put(12, 3)},
+		{"layers 0", put(16, 0)},
+		{"layers 5", put(16, 5)},
+		{"hidden 4", put(20, 4)},
+		{"hidden 20", put(20, 20)},
+		{"hidden 2048", put(20, 2048)},
+		{"logit fraction 17", put(24, 17)},
+		{"exp length 0", put(28, 0)},
+		{"exp length 70000", put(28, 70000)},
+		{"total bits 15", put(32, 15)},
+		{"header only", good[:hdr]},
+		{"truncated", good[:len(good)/2]},
+		{"no end marker", good[:len(good)-1]},
+		{"trailing bytes", append(bytes.Clone(good), 0)},
+		{"SIG below 0", put(sig, -1)},
+		{"SIG above 4096", put(sig+4095*4, 4097)},
+		{"SIG falls", put(sig+2000*4, 0)},
+		{"TANH below -4096", put(tanh, -4097)},
+		{"TANH falls", put(tanh+3000*4, -4096)},
+		{"T0 above 2^20", put(t0+40, 1<<20+1)},
+		{"T0 below -2^20", put(t0+4*(257*4*H-1), -(1<<20)-1)},
+		{"layer-0 weight -128", set8(w0+5, -128)},
+		{"layer-1 weight -128", set8(w1+4*H*2*H-1, -128)},
+		{"layer-0 bias", put(b0, 1<<20+1)},
+		{"layer-0 M negative", put(m0+8, -1)},
+		{"layer-0 S 0", put(s0, 0)},
+		{"layer-0 S 63", put(s0+4, 63)},
+		{"layer-1 bias", put(b1+4, -(1<<20)-1)},
+		{"output weight -128", set8(wo, -128)},
+		{"output bias", put(bo+4, 1<<30+1)},
+		{"output M negative", put(mo, -5)},
+		{"output S 0", put(so+4*255, 0)},
+		{"EXP[0] = 0", put(expAt, 0)},
+		{"EXP above 2^24", put(expAt, 1<<24+1)},
+		{"EXP grows", put(expAt+4*4095, 1<<24)},
+		{"one layer short", mod(func(p *lmtest.LSTM) { p.Layers = 3 })},
+		{"layer 1 sized as layer 0", mod(func(p *lmtest.LSTM) { p.W[1] = p.W[1][:4*H*H] })},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Load(c.data)
+			if !errors.Is(err, ErrBadModel) {
+				t.Fatalf("Load gave %v, want an error wrapping ErrBadModel", err)
+			}
+		})
+	}
+	// The bounds themselves are allowed.
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{
+		{"T0 at 2^20", put(t0, 1<<20)},
+		{"output bias at -2^30", put(bo, -(1 << 30))},
+		{"M at 2^31-1", put(m0, 1<<31-1)},
+		{"S at 62", put(s0, 62)},
+		{"M 0", put(mo, 0)},
+	} {
+		if _, err := Load(c.data); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
+
+// BenchmarkLSTM measures encoding (Score), decoding (a stream, one Predict
+// and Push per byte) and decoding eight blocks at once (decode8) in bytes
+// per second on one core, for random
+// models of the shapes lstm.py trains (s, m, m2, l2: H = 384 and 512, one
+// and two layers), on each kernel. Run it with -cpu 1.
+func BenchmarkLSTM(b *testing.B) {
+	text := bytes.Repeat([]byte("The quick brown fox jumps over the lazy dog. "), 12)[:512]
+	for _, shape := range [][2]int{{1, 384}, {1, 512}, {2, 384}, {2, 512}} {
+		nl, h := shape[0], shape[1]
+		p := lmtest.RandomLSTM(1, nl, h)
+		for _, k := range kernels() {
+			m := loadWith(b, p, &k)
+			prefix := fmt.Sprintf("H%d-NL%d/%s", h, nl, k.name)
+			b.Run(prefix+"/encode", func(b *testing.B) {
+				b.ReportMetric(float64(m.MACs()), "MACs/byte")
+				defer reportKBs(b, len(text))
+				for b.Loop() {
+					if err := m.Score(context.Background(), [][]byte{text}, func(int, int, *predictor.Dist) error { return nil }); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run(prefix+"/decode", func(b *testing.B) {
+				b.ReportMetric(float64(m.MACs()), "MACs/byte")
+				defer reportKBs(b, len(text))
+				ctx := context.Background()
+				ids, dst := []int{0}, make([]predictor.Dist, 1)
+				for b.Loop() {
+					s, err := m.Streams(ctx, 1)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for i := range text {
+						if err := s.Predict(ctx, ids, dst); err != nil {
+							b.Fatal(err)
+						}
+						if err := s.Push(ids, text[i:i+1]); err != nil {
+							b.Fatal(err)
+						}
+					}
+					s.Close()
+				}
+			})
+			b.Run(prefix+"/decode8", func(b *testing.B) {
+				// Eight blocks decoded together: one Predict and Push for
+				// the eight per byte.
+				const ns = 8
+				b.ReportMetric(float64(m.MACs()), "MACs/byte")
+				defer reportKBs(b, ns*len(text))
+				ctx := context.Background()
+				ids, dst, syms := []int{0, 1, 2, 3, 4, 5, 6, 7}, make([]predictor.Dist, ns), make([]byte, ns)
+				for b.Loop() {
+					s, err := m.Streams(ctx, ns)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for i := range text {
+						if err := s.Predict(ctx, ids, dst); err != nil {
+							b.Fatal(err)
+						}
+						for j := range syms {
+							syms[j] = text[(i+j)%len(text)]
+						}
+						if err := s.Push(ids, syms); err != nil {
+							b.Fatal(err)
+						}
+					}
+					s.Close()
+				}
+			})
+		}
+	}
+}
+
+// reportKBs reports the speed of a benchmark that codes n bytes per
+// iteration in KB/s (1000 bytes), the unit of the model's speed targets.
+func reportKBs(b *testing.B, n int) {
+	if e := b.Elapsed().Seconds(); e > 0 {
+		b.ReportMetric(float64(b.N*n)/e/1000, "KB/s")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// TestLSTMPushSameStreamTwice checks that a Push naming a stream twice
+// appends both bytes in order, as two Pushes would.
+func TestLSTMPushSameStreamTwice(t *testing.T) {
+	p := lmtest.RandomLSTM(3, 2, 16)
+	m := loadWith(t, p, nil)
+	ctx := context.Background()
+	s, err := m.Streams(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Push([]int{0, 2, 0, 1}, []byte("abcd")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]string{0: "ac", 1: "d", 2: "b"}
+	dst := make([]predictor.Dist, 3)
+	if err := s.Predict(ctx, []int{0, 1, 2}, dst); err != nil {
+		t.Fatal(err)
+	}
+	for id, in := range want {
+		ref := refTables(t, p, []byte(in))
+		if dst[id] != ref[len(in)] {
+			t.Errorf("stream %d after %q: table differs from the reference", id, in)
+		}
+	}
+}
+
+// TestLSTMNoAllocsPerByte checks that decoding a byte (Predict and Push on
+// one stream and on several) allocates nothing.
+func TestLSTMNoAllocsPerByte(t *testing.T) {
+	m := loadWith(t, lmtest.RandomLSTM(2, 2, 16), nil)
+	ctx := context.Background()
+	for _, ids := range [][]int{{0}, {0, 1, 2}} {
+		s, err := m.Streams(ctx, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := make([]predictor.Dist, len(ids))
+		syms := []byte("abc")[:len(ids)]
+		allocs := testing.AllocsPerRun(50, func() {
+			if err := s.Predict(ctx, ids, dst); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Push(ids, syms); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%d streams: %v allocations per byte", len(ids), allocs)
+		}
+		s.Close()
+	}
+}
+
+// TestLSTMConcurrentUse codes the same blocks from several goroutines at
+// once on one model (as the coding pool does) and checks every table
+// against a serial run.
+func TestLSTMConcurrentUse(t *testing.T) {
+	m := loadWith(t, lmtest.RandomLSTM(4, 2, 32), nil)
+	inputs := lstmInputs()
+	want := map[[2]int]predictor.Dist{}
+	ctx := context.Background()
+	if err := m.Score(ctx, inputs, func(b, pos int, d *predictor.Dist) error {
+		want[[2]int{b, pos}] = *d
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			errs <- func() error {
+				if g%2 == 0 {
+					return m.Score(ctx, inputs, func(b, pos int, d *predictor.Dist) error {
+						if *d != want[[2]int{b, pos}] {
+							return fmt.Errorf("goroutine %d: block %d position %d differs", g, b, pos)
+						}
+						return nil
+					})
+				}
+				s, err := m.Streams(ctx, 1)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				in := inputs[len(inputs)-1]
+				dst := make([]predictor.Dist, 1)
+				for pos := range in {
+					if err := s.Predict(ctx, []int{0}, dst); err != nil {
+						return err
+					}
+					if dst[0] != want[[2]int{len(inputs) - 1, pos}] {
+						return fmt.Errorf("goroutine %d: stream position %d differs", g, pos)
+					}
+					if err := s.Push([]int{0}, in[pos:pos+1]); err != nil {
+						return err
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

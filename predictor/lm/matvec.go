@@ -1,0 +1,97 @@
+package lm
+
+import "fmt"
+
+// The cost of lstm1 is in its matrix-vector products: int8 weights times a
+// hidden state in [-127, 127], summed in int32. Every row of a matrix is
+// stored padded with zeros to a multiple of kAlign columns and the input
+// vector, extended to int16, is padded likewise, so the kernels need no tail
+// code. The sums are exact whatever the order of the additions (SPEC.md:
+// no row can reach 2^31), so every kernel gives identical results.
+
+// kAlign is the column padding of the stored matrices: one 64-byte vector of
+// int8 weights.
+const kAlign = 64
+
+// maxCols is the most columns a matrix can have: 2H for the largest H.
+const maxCols = 2 * maxLSTMH
+
+// matrix is an int8 matrix as the kernels read it.
+type matrix struct {
+	w      []int8  // rows x k, row-major
+	rows   int     // a multiple of 4
+	k      int     // columns, a multiple of kAlign, at most maxCols
+	rowsum []int32 // the sum of each row (for kernels that offset the input)
+	swar   swarMatrix
+}
+
+func newMatrix(w []int8, rows, k int) *matrix {
+	if rows%4 != 0 || k%kAlign != 0 || k > maxCols || len(w) != rows*k {
+		panic(fmt.Sprintf("lm: matrix of %d x %d from %d weights", rows, k, len(w)))
+	}
+	m := &matrix{w: w, rows: rows, k: k, rowsum: make([]int32, rows)}
+	for r := range rows {
+		var s int32
+		for _, v := range w[r*k : r*k+k] {
+			s += int32(v)
+		}
+		m.rowsum[r] = s
+	}
+	return m
+}
+
+// blocks cuts m into nb matrices of rows/nb rows each (rows/nb a multiple
+// of 4), sharing m's weights.
+func (m *matrix) blocks(nb int) []*matrix {
+	rb := m.rows / nb
+	if rb%4 != 0 || rb*nb != m.rows {
+		panic(fmt.Sprintf("lm: %d rows cut into %d blocks", m.rows, nb))
+	}
+	out := make([]*matrix, nb)
+	for i := range out {
+		out[i] = &matrix{w: m.w[i*rb*m.k : (i+1)*rb*m.k], rows: rb, k: m.k, rowsum: m.rowsum[i*rb : (i+1)*rb]}
+	}
+	return out
+}
+
+// matvecFunc sets dst[r] = sum over i < m.k of m.w[r*m.k+i] * x[i] for every
+// r < m.rows = len(dst); len(x) >= m.k and every x[i] lies in [-127, 127].
+type matvecFunc func(dst []int32, m *matrix, x []int16)
+
+// checkMatvec panics when the arguments break matvecFunc's rules (a bug in
+// this package, never a bad model file: the loader pads every matrix).
+func checkMatvec(dst []int32, m *matrix, x []int16) {
+	if len(dst) != m.rows || len(x) < m.k || len(m.w) < m.rows*m.k || len(m.rowsum) < m.rows {
+		panic(fmt.Sprintf("lm: matvec of %d x %d into %d rows from %d inputs", m.rows, m.k, len(dst), len(x)))
+	}
+}
+
+// matvecGo is the pure-Go kernel: four rows at a time, so each input value
+// loaded serves four products.
+func matvecGo(dst []int32, m *matrix, x []int16) {
+	checkMatvec(dst, m, x)
+	k, w := m.k, m.w
+	x = x[:k]
+	for r := 0; r < len(dst); r += 4 {
+		w0 := w[r*k : r*k+k]
+		w1 := w[(r+1)*k : (r+1)*k+k]
+		w2 := w[(r+2)*k : (r+2)*k+k]
+		w3 := w[(r+3)*k : (r+3)*k+k]
+		var s0, s1, s2, s3 int32
+		for i, xv := range x {
+			v := int32(xv)
+			s0 += int32(w0[i]) * v
+			s1 += int32(w1[i]) * v
+			s2 += int32(w2[i]) * v
+			s3 += int32(w3[i]) * v
+		}
+		dst[r], dst[r+1], dst[r+2], dst[r+3] = s0, s1, s2, s3
+	}
+}
+
+// kernel is a named set of the routines that lstm1 runs per byte.
+type kernel struct {
+	name string
+	mv   matvecFunc
+	rq   requantFunc
+}

@@ -1,0 +1,65 @@
+//go:build amd64 && !purego
+
+package lm
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/cpu"
+)
+
+// kernels returns the matrix-vector kernels this build has for this machine,
+// fastest first: AVX-512 VNNI (with the requantisation in AVX-512) and AVX2
+// assembly where the CPU has them, and the two pure-Go kernels.
+func kernels() []kernel {
+	var ks []kernel
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
+		ks = append(ks, kernel{"avx512vnni", matvecVNNI, requantAVX512Go})
+	}
+	if cpu.X86.HasAVX2 {
+		ks = append(ks, kernel{"avx2", matvecAVX2, requantGo})
+	}
+	return append(ks, kernel{"swar", matvecSWAR, requantGo}, kernel{"go", matvecGo, requantGo})
+}
+
+// matvecAVX2 is matvecFunc in AVX2 assembly (matvec_amd64.s).
+func matvecAVX2(dst []int32, m *matrix, x []int16) {
+	checkMatvec(dst, m, x)
+	if m.rows > 0 {
+		matvecAVX2Asm(&dst[0], &m.w[0], &x[0], m.rows, m.k)
+	}
+}
+
+// matvecVNNI is matvecFunc in AVX-512 VNNI assembly (matvec_amd64.s).
+func matvecVNNI(dst []int32, m *matrix, x []int16) {
+	checkMatvec(dst, m, x)
+	if m.rows > 0 {
+		matvecVNNIAsm(&dst[0], &m.w[0], &x[0], &m.rowsum[0], m.rows, m.k)
+	}
+}
+
+// matvecAVX2Asm computes rows (a multiple of 4) sums of k (a multiple of 32)
+// products each.
+//
+//go:noescape
+func matvecAVX2Asm(dst *int32, w *int8, x *int16, rows, k int)
+
+// matvecVNNIAsm computes rows (a multiple of 4) sums of k (a multiple of 64,
+// at most maxCols) products each; rowsum holds the sum of each row.
+//
+//go:noescape
+func matvecVNNIAsm(dst *int32, w *int8, x *int16, rowsum *int32, rows, k int)
+
+// requantAVX512Go is requantFunc in AVX-512 assembly (matvec_amd64.s).
+func requantAVX512Go(dst, acc, add []int32, p *rqVec, lo, hi int64) {
+	n := len(dst)
+	if n%8 != 0 || len(acc) < n || len(add) < n || len(p.m) < n || len(p.s) < n || len(p.b) < n || len(p.half) < n {
+		panic(fmt.Sprintf("lm: requantisation of %d values", n))
+	}
+	if n > 0 {
+		requantAVX512(&dst[0], &acc[0], &add[0], &p.m[0], &p.s[0], &p.b[0], &p.half[0], n, lo, hi)
+	}
+}
+
+//go:noescape
+func requantAVX512(dst, acc, add, m, s, b *int32, half *int64, n int, lo, hi int64)

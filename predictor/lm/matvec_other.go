@@ -1,0 +1,9 @@
+//go:build !amd64 || purego
+
+package lm
+
+// kernels returns the matrix-vector kernels this build has for this machine,
+// fastest first: pure Go only here (not amd64, or built with the purego tag).
+func kernels() []kernel {
+	return []kernel{{"swar", matvecSWAR, requantGo}, {"go", matvecGo, requantGo}}
+}

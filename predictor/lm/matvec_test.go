@@ -1,0 +1,175 @@
+package lm
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestMatvecKernels checks every kernel this machine can run against a plain
+// transcription of the sum, on random data, on the extremes (every weight and
+// input at -127 or 127, the largest sums a model can make) and on small and
+// odd shapes.
+func TestMatvecKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	type fill func(i int) int
+	random := func(int) int { return rng.IntN(255) - 127 }
+	cases := []struct {
+		name    string
+		rows, k int
+		w, x    fill
+	}{
+		{"random 4x64", 4, 64, random, random},
+		{"random 8x128", 8, 128, random, random},
+		{"random 36x192", 36, 192, random, random},
+		{"random 2048x512", 2048, 512, random, random},
+		{"random 256x1024", 256, 1024, random, random},
+		{"all +127", 12, 2048, func(int) int { return 127 }, func(int) int { return 127 }},
+		{"-127 times +127", 8, 2048, func(int) int { return -127 }, func(int) int { return 127 }},
+		{"-127 times -127", 8, 2048, func(int) int { return -127 }, func(int) int { return -127 }},
+		{"alternating", 16, 1088, func(i int) int { return 127 - 254*(i&1) }, func(i int) int { return 127 - 254*(i>>1&1) }},
+		{"zeros", 4, 64, func(int) int { return 0 }, random},
+		{"zero input", 4, 64, random, func(int) int { return 0 }},
+	}
+	for _, c := range cases {
+		w := make([]int8, c.rows*c.k)
+		for i := range w {
+			w[i] = int8(c.w(i))
+		}
+		m := newMatrix(w, c.rows, c.k)
+		x := make([]int16, c.k)
+		for i := range x {
+			x[i] = int16(c.x(i))
+		}
+		want := make([]int32, c.rows)
+		for r := range want {
+			var s int64
+			for i := range c.k {
+				s += int64(w[r*c.k+i]) * int64(x[i])
+			}
+			want[r] = int32(s)
+		}
+		for _, k := range kernels() {
+			got := make([]int32, c.rows+4)
+			got[c.rows] = 12345 // must stay untouched
+			k.mv(got[:c.rows], m, x)
+			for r := range want {
+				if got[r] != want[r] {
+					t.Fatalf("%s, kernel %s: row %d = %d, want %d", c.name, k.name, r, got[r], want[r])
+				}
+			}
+			if got[c.rows] != 12345 {
+				t.Fatalf("%s, kernel %s wrote past the last row", c.name, k.name)
+			}
+		}
+	}
+}
+
+func TestMatvecRejectsBadShapes(t *testing.T) {
+	m := newMatrix(make([]int8, 4*64), 4, 64)
+	for _, k := range kernels() {
+		for _, c := range []struct {
+			name string
+			dst  []int32
+			x    []int16
+		}{{"short input", make([]int32, 4), make([]int16, 63)}, {"wrong rows", make([]int32, 8), make([]int16, 64)}} {
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Errorf("kernel %s, %s: no panic", k.name, c.name)
+					}
+				}()
+				k.mv(c.dst, m, c.x)
+			}()
+		}
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a matrix of 48 columns was made")
+			}
+		}()
+		newMatrix(make([]int8, 4*48), 4, 48)
+	}()
+}
+
+// BenchmarkMatvec measures the kernels on the shapes of an H = 512 model:
+// B/s reads as MACs/s (one byte of weights per multiply-accumulate).
+func BenchmarkMatvec(b *testing.B) {
+	for _, s := range [][2]int{{2048, 512}, {2048, 1024}, {256, 512}} {
+		rows, cols := s[0], s[1]
+		w := make([]int8, rows*cols)
+		for i := range w {
+			w[i] = int8(i*7%255 - 127)
+		}
+		m := newMatrix(w, rows, cols)
+		x := make([]int16, cols)
+		dst := make([]int32, rows)
+		for _, k := range kernels() {
+			b.Run(fmt.Sprintf("%dx%d/%s", rows, cols, k.name), func(b *testing.B) {
+				b.SetBytes(int64(rows * cols))
+				for b.Loop() {
+					k.mv(dst, m, x)
+				}
+			})
+		}
+	}
+}
+
+// TestDivider checks the reciprocal division of the frequency code against
+// the division, on the bounds and on random values of the sizes it meets
+// (sums of 256 entries of at most 2^24, products below 2^40) and beyond.
+func TestDivider(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	divisors := []uint64{1, 2, 3, 7, 255, 256, 65280, 1 << 24, 1<<24 + 1, 1<<32 - 1, 1 << 32, 1<<63 + 5, 1<<64 - 1}
+	for range 2000 {
+		divisors = append(divisors, 1+rng.Uint64N(1<<33), 1+rng.Uint64()>>uint(rng.IntN(64)))
+	}
+	for _, s := range divisors {
+		d := newDivider(s)
+		ns := []uint64{0, 1, s - 1, s, s + 1, 2*s - 1, 1<<40 - 1, 1<<64 - 1, ^uint64(0) - s + 1}
+		for range 50 {
+			ns = append(ns, rng.Uint64N(1<<40), rng.Uint64())
+		}
+		for _, n := range ns {
+			if got, want := d.div(n), n/s; got != want {
+				t.Fatalf("%d / %d: got %d, want %d", n, s, got, want)
+			}
+		}
+	}
+}
+
+// TestRequantKernels checks every requantisation routine against SPEC.md's
+// R(acc, M, S) + B + add, clamped, on random values and on the bounds.
+func TestRequantKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	const n = 2048
+	acc, add, dst := make([]int32, n), make([]int32, n), make([]int32, n)
+	m, s, b := make([]int32, n), make([]int32, n), make([]int32, n)
+	for i := range n {
+		switch i % 4 {
+		case 0: // the largest magnitudes
+			acc[i] = int32(2048*127*127) * int32(1-2*rng.IntN(2))
+			m[i], s[i] = 1<<31-1, int32(1+rng.IntN(62))
+			b[i], add[i] = int32(1<<30)*int32(1-2*rng.IntN(2)), int32(1<<20)*int32(1-2*rng.IntN(2))
+		default:
+			acc[i] = int32(rng.IntN(2*2048*127*127+1) - 2048*127*127)
+			m[i], s[i] = int32(rng.IntN(1<<31)), int32(1+rng.IntN(62))
+			b[i], add[i] = int32(rng.IntN(1<<21)-1<<20), int32(rng.IntN(1<<21)-1<<20)
+		}
+	}
+	p := newRQ(b, m, s)
+	for _, bounds := range [][2]int64{{zMin, zMax}, {-maxLogit, maxLogit}} {
+		for _, k := range kernels() {
+			clear(dst)
+			k.rq(dst, acc, add, &p, bounds[0], bounds[1])
+			for i := range n {
+				v := (int64(acc[i])*int64(m[i])+int64(1)<<(s[i]-1))>>s[i] + int64(b[i]) + int64(add[i])
+				want := int32(min(max(v, bounds[0]), bounds[1]))
+				if dst[i] != want {
+					t.Fatalf("kernel %s, bounds %v, value %d: %d, want %d", k.name, bounds, i, dst[i], want)
+				}
+			}
+		}
+	}
+}

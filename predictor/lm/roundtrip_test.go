@@ -1,0 +1,70 @@
+package lm_test
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/lmfs/lmfs/coder"
+	"github.com/lmfs/lmfs/predictor/lm"
+	"github.com/lmfs/lmfs/predictor/lm/lmtest"
+)
+
+// TestLSTMCodecsRoundTrip codes blocks through the lm and lm+cm codecs of
+// package coder with an lstm1 model and decodes them back.
+func TestLSTMCodecsRoundTrip(t *testing.T) {
+	m, err := lm.Load(lmtest.RandomLSTM(7, 2, 32).Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := coder.NewRegistry(coder.NewLM(m), coder.NewLMCM(m, 1<<20))
+	rng := rand.New(rand.NewPCG(8, 9))
+	bin := make([]byte, 1000)
+	for i := range bin {
+		bin[i] = byte(rng.Uint32())
+	}
+	inputs := map[string][]byte{
+		"empty":  {},
+		"one":    {'x'},
+		"two":    {0, 255},
+		"text":   []byte(strings.Repeat("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.\r\n", 6)),
+		"binary": bin,
+		"zeros":  make([]byte, 700),
+	}
+	ctx := context.Background()
+	for _, name := range []string{"lm", "lm+cm"} {
+		c, err := reg.ByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for in, raw := range inputs {
+			t.Run(name+"/"+in, func(t *testing.T) {
+				rec, err := reg.EncodeWith(ctx, nil, c, raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, h, err := reg.Decode(ctx, nil, rec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !h.HasModel || h.Model != coder.ModelID(m.ID()) {
+					t.Fatalf("header model %v %x, want the LSTM's id", h.HasModel, h.Model)
+				}
+				if !bytes.Equal(got, raw) {
+					t.Fatal("round trip mismatch")
+				}
+				// A damaged payload is an error or the right bytes, never a
+				// panic or wrong bytes.
+				if len(rec) > 0 {
+					bad := bytes.Clone(rec)
+					bad[len(bad)-1] ^= 0x55
+					if got, _, err := reg.Decode(ctx, nil, bad); err == nil && !bytes.Equal(got, raw) {
+						t.Fatal("a damaged block decoded to other bytes without an error")
+					}
+				}
+			})
+		}
+	}
+}
