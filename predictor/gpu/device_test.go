@@ -84,11 +84,14 @@ func split(data []byte, count, size int) [][]byte {
 // when it runs this architecture, else the spec transcription of this
 // package's tests (slow: only for small samples).
 func goReference(t testing.TB, data []byte, spec *specModel) (predictor.ByteModel, string) {
-	if m, err := lm.Load(data); err == nil {
+	m, err := lm.Load(data)
+	if err == nil {
 		return m, "predictor/lm"
-	} else {
-		t.Logf("predictor/lm does not load the model (%v): checking against the spec transcription", err)
 	}
+	if spec == nil {
+		t.Fatalf("predictor/lm does not load the model: %v", err)
+	}
+	t.Logf("predictor/lm does not load the model (%v): checking against the spec transcription", err)
 	return spec, "spec transcription"
 }
 
@@ -98,11 +101,27 @@ func goReference(t testing.TB, data []byte, spec *specModel) (predictor.ByteMode
 // reverse, checking every byte.
 func TestDefaultShape(t *testing.T) {
 	l := testLib(t)
-	h := 512
-	if !onGPU() {
-		h = 32 // the emulation at full size is too slow for CI
+	type model struct {
+		name string
+		data []byte
+		spec *specModel
 	}
-	data, spec := genModel(42, 2, h, false)
+	var models []model
+	if onGPU() {
+		models = append(models, model{name: "trained default", data: lm.DefaultFile()})
+		data, spec := genModel(42, 2, 512, false)
+		models = append(models, model{"random H=512", data, spec})
+	} else {
+		data, spec := genModel(42, 2, 32, false) // the emulation at full size is too slow for CI
+		models = append(models, model{"random H=32", data, spec})
+	}
+	for _, md := range models {
+		t.Run(md.name, func(t *testing.T) { checkModel(t, l, md.data, md.spec) })
+	}
+}
+
+// checkModel checks the library on one model file against the Go reference.
+func checkModel(t *testing.T, l *gpu.Lib, data []byte, spec *specModel) {
 	m := openModel(t, l, data)
 	ref, refName := goReference(t, data, spec)
 	nblk, size := 3, 200 // the spec transcription is slow
@@ -182,8 +201,8 @@ func TestDefaultShape(t *testing.T) {
 	}
 }
 
-// BenchmarkGPU measures coding throughput on the GPU at the default model's
-// shape against the number of blocks in flight. Run it on a GPU machine with
+// BenchmarkGPU measures coding throughput on the GPU with the built-in model
+// against the number of blocks in flight. Run it on a GPU machine with
 // -test.benchtime=1x (make test-gpu does). Block length is 2 KiB: the work
 // per step grows with the blocks in flight, not with their length, so
 // throughput does not depend on it.
@@ -192,20 +211,16 @@ func BenchmarkGPU(b *testing.B) {
 		b.Skip("needs a GPU: set " + gpu.EnvLib)
 	}
 	l := testLib(b)
-	data, _ := genModel(42, 2, 512, false)
+	data := lm.DefaultFile()
 	m := openModel(b, l, data)
 	ref, err := lm.Load(data)
 	if err != nil {
-		ref = nil
+		b.Fatal(err)
 	}
 	// The codecs measured have no CPU fallback: a GPU failure fails the
 	// benchmark at once instead of timing the CPU. The Go model only checks
 	// the codecs' sample of each batch.
-	_, spec := genModel(42, 2, 512, false)
-	refModel := checkOnly{spec}
-	if ref != nil {
-		refModel = checkOnly{ref}
-	}
+	refModel := checkOnly{ref}
 	id := coder.ModelID(sha256.Sum256(data))
 	src := realData(b, 8<<20)
 	size := 2048
@@ -253,14 +268,22 @@ func BenchmarkGPU(b *testing.B) {
 			})
 		}
 	}
-	if ref != nil {
-		// The Go reference on one core, same model, same data.
-		blk := src[:size]
-		cpu := coder.NewLM(ref)
-		b.Run("encode/lm/go-reference-1-core", func(b *testing.B) {
+	// The Go reference on one core, same model, same data.
+	blk := src[:size]
+	for _, cpu := range []coder.Codec{coder.NewLM(ref), coder.NewLMCM(ref, 64<<20)} {
+		var enc []byte
+		b.Run("encode/"+cpu.Name()+"/go-reference-1-core", func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
-				if _, err := cpu.Encode(ctx, nil, blk); err != nil {
+				if enc, err = cpu.Encode(ctx, nil, blk); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("decode/"+cpu.Name()+"/go-reference-1-core", func(b *testing.B) {
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				if _, err := cpu.Decode(ctx, nil, enc, size); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -6,9 +6,11 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/lmfs/lmfs/predictor/lm"
 )
 
-// TestProfileSteps times the library's step at the default model's shape for
+// TestProfileSteps times the library's step with the built-in model for
 // several numbers of streams (a short encoding call each), for profiling on a
 // GPU machine: it runs only with LMFS_GPU_PROFILE set (to a comma-free list
 // of stream counts, e.g. "4096", or "all").
@@ -18,8 +20,7 @@ func TestProfileSteps(t *testing.T) {
 		t.Skip("set LMFS_GPU_PROFILE to profile")
 	}
 	l := testLib(t)
-	data, _ := genModel(42, 2, 512, false)
-	m := openModel(t, l, data)
+	m := openModel(t, l, lm.DefaultFile())
 	counts := []int{1, 8, 64, 512, 2048, 4096}
 	if n, err := strconv.Atoi(spec); err == nil {
 		counts = []int{n}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/gpu"
 )
 
 // TestTinyVectors checks the library against the test vectors that the
@@ -21,12 +22,27 @@ import (
 // in one batch (blocks of different lengths in flight together); the table
 // after the last byte comes from the library's streams.
 func TestTinyVectors(t *testing.T) {
-	l := testLib(t)
-	model, err := os.ReadFile(filepath.Join(repoRoot(), "predictor", "lm", "testdata", "tiny_lstm.lmm"))
-	if err != nil {
-		t.Skipf("no tiny model: %v", err)
+	dir := filepath.Join(repoRoot(), "predictor", "lm")
+	checkVectors(t, filepath.Join(dir, "testdata", "tiny_lstm.lmm"), filepath.Join(dir, "testdata", "vectors_lstm_tiny.json"))
+}
+
+// TestDefaultVectors does the same with the built-in model and its vectors
+// (on a GPU only: the emulation is too slow for that model).
+func TestDefaultVectors(t *testing.T) {
+	if !onGPU() {
+		t.Skip("needs a GPU: set " + gpu.EnvLib)
 	}
-	raw, err := os.ReadFile(filepath.Join(repoRoot(), "predictor", "lm", "testdata", "vectors_lstm_tiny.json"))
+	dir := filepath.Join(repoRoot(), "predictor", "lm")
+	checkVectors(t, filepath.Join(dir, "default.lmm"), filepath.Join(dir, "testdata", "vectors_lstm.json"))
+}
+
+func checkVectors(t *testing.T, modelPath, vectorPath string) {
+	l := testLib(t)
+	model, err := os.ReadFile(modelPath)
+	if err != nil {
+		t.Skipf("no model: %v", err)
+	}
+	raw, err := os.ReadFile(vectorPath)
 	if err != nil {
 		t.Skipf("no vectors: %v", err)
 	}
@@ -44,7 +60,7 @@ func TestTinyVectors(t *testing.T) {
 		t.Fatal(err)
 	}
 	if sum := sha256.Sum256(model); hex.EncodeToString(sum[:]) != v.ModelSHA256 {
-		t.Fatalf("tiny model hashes to %x, the vectors were made with %s", sum, v.ModelSHA256)
+		t.Fatalf("model hashes to %x, the vectors were made with %s", sum, v.ModelSHA256)
 	}
 	m := openModel(t, l, model)
 	ctx := context.Background()
