@@ -1,12 +1,13 @@
 """Scoring throughput of the same LSTM shape in PyTorch bf16 (cuDNN), for
 comparison with the integer CUDA backend in the same run (issue 4). Not part
 of lmfs: floating point never shapes a coded probability."""
+import os
 import sys
 import time
 
 import torch
 
-H, NL, L = 512, 2, 2048
+H, NL, L = int(os.environ.get("TORCH_H", "384")), 2, 2048
 dev = torch.device("cuda")
 emb = torch.nn.Embedding(257, H).to(dev, torch.bfloat16)
 lstm = torch.nn.LSTM(H, H, NL, batch_first=True).to(dev, torch.bfloat16)
