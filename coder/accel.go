@@ -173,15 +173,6 @@ func (a *accel) pipelined(n int, f func(start, end int)) {
 	wg.Wait()
 }
 
-// chunked calls f on consecutive chunks of at most MaxBatch blocks, one
-// after the other: for lm, whose work is nearly all on the accelerator, one
-// large call beats two overlapping halves.
-func (a *accel) chunked(n int, f func(start, end int)) {
-	for start := 0; start < n; start += a.MaxBatch {
-		f(start, min(n, start+a.MaxBatch))
-	}
-}
-
 // batchReq is one block's request to a batcher.
 type batchReq struct {
 	in     []byte // raw block (encode) or payload (decode); owned by the request
@@ -315,7 +306,7 @@ func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, e
 	out := make([][]byte, len(srcs))
 	errs := make([]error, len(srcs))
 	if c.acc != nil {
-		c.acc.chunked(len(srcs), func(start, end int) {
+		c.acc.pipelined(len(srcs), func(start, end int) {
 			c.encodeAccel(ctx, srcs[start:end], out[start:end], errs[start:end])
 		})
 	} else {
@@ -348,7 +339,7 @@ func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens 
 	out := make([][]byte, len(payloads))
 	errs := make([]error, len(payloads))
 	if c.acc != nil {
-		c.acc.chunked(len(payloads), func(start, end int) {
+		c.acc.pipelined(len(payloads), func(start, end int) {
 			c.decodeAccel(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
 		})
 	} else {

@@ -441,7 +441,7 @@ __device__ __forceinline__ void mma_tile(int (&acc)[kNT][4], const int4 *__restr
   }
 }
 
-__global__ void __launch_bounds__(kMmaBS, 3) layer_kernel_mma(DevModel M, DevState S, int l, const int4 *__restrict__ apack, const int32_t *__restrict__ idx, int n) {
+__global__ void layer_kernel_mma(DevModel M, DevState S, int l, const int4 *__restrict__ apack, const int32_t *__restrict__ idx, int n) {
   // The gate tables in shared memory: their lookups are scattered.
   __shared__ int32_t ssig[4096], stanh[4096];
   for (int i = threadIdx.x; i < 4096; i += blockDim.x) {
