@@ -7,7 +7,7 @@ STORE ?= /var/lib/lmfs-demo
 MNT ?= /mnt/lmfs
 FUZZTIME ?= 30000x
 
-.PHONY: all build deps run test test-short vet fmt-check fuzz bench bench-corpus bench-fs clean
+.PHONY: all build deps run test test-short vet fmt-check fuzz bench bench-corpus bench-fs clean cuda cuda-emu test-gpu gpu-bundle
 
 all: build
 
@@ -70,6 +70,36 @@ bench-fs:
 	mkdir -p bin
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkFS' -benchtime $(BENCHTIME) -timeout 30m ./mount | tee bin/bench-fs.txt
 	@awk -f mount/testdata/benchratio.awk bin/bench-fs.txt
+
+# cuda builds the CUDA backend of the neural LM (predictor/gpu/lstm1.cu) into
+# bin/liblmfs_cuda.so, next to bin/lmfs, where lmfs looks for it (see
+# predictor.cuda_lib). Needs nvcc (CUDA 12 or later); the Go build never does.
+NVCC ?= nvcc
+CUDA_ARCH ?= sm_90
+CUDA_LIB ?= bin/liblmfs_cuda.so
+cuda: $(CUDA_LIB)
+$(CUDA_LIB): predictor/gpu/lstm1.cu
+	mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -shared -Xcompiler -fPIC -o $@ $<
+
+# cuda-emu builds the same source as a CPU emulation (no CUDA needed): what
+# the predictor/gpu tests load when no GPU library is given.
+cuda-emu:
+	mkdir -p bin
+	g++ -x c++ -std=c++17 -O2 -DLMFS_EMU -shared -fPIC -o bin/liblmfs_emu.so predictor/gpu/lstm1.cu
+
+# test-gpu runs the GPU tests and benchmarks on a machine with nvcc, Go and
+# an NVIDIA GPU: every result checked against the Go reference.
+test-gpu: cuda
+	cd predictor/gpu && LMFS_CUDA_LIB=$(CURDIR)/$(CUDA_LIB) $(GO) test -count=1 -v -timeout 20m -run . -bench BenchmarkGPU -benchtime 1x .
+
+# gpu-bundle prepares a GPU machine without Go: the test binary (pure Go,
+# CGO_ENABLED=0) and the kernel source in bin/gpu; there run
+# bin/gpu/run.sh OUTDIR, which builds with nvcc, tests and benchmarks.
+gpu-bundle:
+	mkdir -p bin/gpu
+	CGO_ENABLED=0 $(GO) test -c -o bin/gpu/gpu.test ./predictor/gpu
+	cp predictor/gpu/lstm1.cu predictor/gpu/run.sh predictor/gpu/torch_bf16.py bin/gpu/
 
 clean:
 	rm -rf bin

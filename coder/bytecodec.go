@@ -17,6 +17,7 @@ type ByteCodec struct {
 	name  string
 	model ModelID
 	pred  predictor.ByteModel
+	acc   *accel // nil: the model runs on the CPU (pred)
 }
 
 // NewByteCodec returns a codec with the given id and name that codes with
@@ -37,8 +38,19 @@ func (c *ByteCodec) Name() string { return c.name }
 // Model implements Codec.
 func (c *ByteCodec) Model() (ModelID, bool) { return c.model, true }
 
-// Encode implements Codec.
+// Encode implements Codec. With an accelerator, concurrent calls are coded
+// together in batches.
 func (c *ByteCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
+	if c.acc != nil && len(src) > 0 {
+		return c.acc.encodeBatched(ctx, dst, src, func(ctx context.Context, srcs [][]byte) ([][]byte, []error) {
+			return batchRun(len(srcs), func(out [][]byte, errs []error) { c.encodeAccel(ctx, srcs, out, errs) })
+		})
+	}
+	return c.encodeCPU(ctx, dst, src)
+}
+
+// encodeCPU codes src with the Go model.
+func (c *ByteCodec) encodeCPU(ctx context.Context, dst, src []byte) ([]byte, error) {
 	if len(src) == 0 {
 		return dst, nil
 	}
@@ -53,8 +65,19 @@ func (c *ByteCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error)
 	return e.Finish(), nil
 }
 
-// Decode implements Codec.
+// Decode implements Codec. With an accelerator, concurrent calls are
+// decoded together in batches.
 func (c *ByteCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
+	if c.acc != nil && rawLen > 0 && len(payload) > 0 {
+		return c.acc.decodeBatched(ctx, dst, payload, rawLen, func(ctx context.Context, pays [][]byte, lens []int) ([][]byte, []error) {
+			return batchRun(len(pays), func(out [][]byte, errs []error) { c.decodeAccel(ctx, pays, lens, out, errs) })
+		})
+	}
+	return c.decodeCPU(ctx, dst, payload, rawLen)
+}
+
+// decodeCPU decodes with the Go model.
+func (c *ByteCodec) decodeCPU(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
 	if empty, err := checkPayloadShape(c.name, payload, rawLen); empty || err != nil {
 		return dst, err
 	}

@@ -22,8 +22,9 @@ import (
 // LM's confidence. Blocks carry the LM's model id.
 type LMCM struct {
 	model ModelID
-	lm    *lm.Model
+	lm    predictor.ByteModel
 	cm    *cm.Predictor
+	acc   *accel // nil: the LM runs on the CPU (lm)
 }
 
 // Mixer settings of lm+cm. Changing any of them changes the coded bits and
@@ -42,7 +43,17 @@ var lmcmInit = []int32{32768, 32768} // weights of LM and cm, 16.16: one half ea
 // NewLMCM returns the lm+cm codec for LM m with cm models bounded by cmMemory
 // bytes each.
 func NewLMCM(m *lm.Model, cmMemory int64) *LMCM {
-	return &LMCM{model: ModelID(m.ID()), lm: m, cm: cm.New(cmMemory)}
+	return newLMCM(m, ModelID(m.ID()), cmMemory)
+}
+
+// NewLMCMModel returns the lm+cm codec for any byte model m (whose model id
+// is model), with cm models bounded by cmMemory bytes.
+func NewLMCMModel(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
+	return newLMCM(m, model, cmMemory)
+}
+
+func newLMCM(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
+	return &LMCM{model: model, lm: m, cm: cm.New(cmMemory)}
 }
 
 // ID implements Codec.
@@ -79,9 +90,9 @@ func (c *LMCM) newState(n int, params byte) (*lmcmState, error) {
 }
 
 // p returns the mixed P(next bit = 1) for bit k (0 = most significant) of
-// the node [lo, hi) split at mid.
-func (s *lmcmState) p(k, lo, mid, hi int) int {
-	pl := int32(symbolP(&s.cum, lo, mid, hi))
+// the bit-tree node that starts at symbol lo, given the LM's probability pl
+// (symbolP of the node).
+func (s *lmcmState) p(k, lo int, pl int32) int {
 	s.in[0] = pl
 	s.in[1] = int32(s.cm.P())
 	st := mix.Stretch(pl >> 4)
@@ -108,8 +119,19 @@ func (s *lmcmState) update(bit int) {
 	s.cm.Update(bit)
 }
 
-// Encode implements Codec.
+// Encode implements Codec. With an accelerator, concurrent calls are coded
+// together in batches.
 func (c *LMCM) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
+	if c.acc != nil && len(src) > 0 {
+		return c.acc.encodeBatched(ctx, dst, src, func(ctx context.Context, srcs [][]byte) ([][]byte, []error) {
+			return batchRun(len(srcs), func(out [][]byte, errs []error) { c.encodeAccel(ctx, srcs, out, errs) })
+		})
+	}
+	return c.encodeCPU(ctx, dst, src)
+}
+
+// encodeCPU codes src with the Go LM.
+func (c *LMCM) encodeCPU(ctx context.Context, dst, src []byte) ([]byte, error) {
 	if len(src) == 0 {
 		return dst, nil
 	}
@@ -133,7 +155,7 @@ func (c *LMCM) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
 			if sym >= mid {
 				bit = 1
 			}
-			e.EncodeBit(bit, s.p(k, lo, mid, hi))
+			e.EncodeBit(bit, s.p(k, lo, int32(symbolP(&s.cum, lo, mid, hi))))
 			s.update(bit)
 			if bit != 0 {
 				lo = mid
@@ -149,8 +171,19 @@ func (c *LMCM) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
 	return e.Finish(), nil
 }
 
-// Decode implements Codec.
+// Decode implements Codec. With an accelerator, concurrent calls are
+// decoded together in batches.
 func (c *LMCM) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
+	if c.acc != nil && rawLen > 0 && len(payload) > 0 {
+		return c.acc.decodeBatched(ctx, dst, payload, rawLen, func(ctx context.Context, pays [][]byte, lens []int) ([][]byte, []error) {
+			return batchRun(len(pays), func(out [][]byte, errs []error) { c.decodeAccel(ctx, pays, lens, out, errs) })
+		})
+	}
+	return c.decodeCPU(ctx, dst, payload, rawLen)
+}
+
+// decodeCPU decodes with the Go LM.
+func (c *LMCM) decodeCPU(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
 	if empty, err := checkPayloadShape("lm+cm", payload, rawLen); empty || err != nil {
 		return dst, err
 	}
@@ -183,7 +216,7 @@ func (c *LMCM) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]b
 		lo, hi := 0, 256
 		for k := range 8 {
 			mid := (lo + hi) / 2
-			bit := d.DecodeBit(s.p(k, lo, mid, hi))
+			bit := d.DecodeBit(s.p(k, lo, int32(symbolP(&s.cum, lo, mid, hi))))
 			s.update(bit)
 			if bit != 0 {
 				lo = mid

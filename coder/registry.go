@@ -49,6 +49,8 @@ type Registry struct {
 	// modelIDs marks ids registered as model codecs, so that a block naming an
 	// unknown model gets a precise error rather than "unknown codec".
 	modelIDs map[ID]bool
+	// lm is where LM codecs registered later run (NewStandard sets it).
+	lm *lmDevice
 }
 
 // NewRegistry returns a registry holding codecs. Raw is always present.

@@ -1,8 +1,14 @@
 package coder
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
 
+	"github.com/lmfs/lmfs/predictor/gpu"
 	"github.com/lmfs/lmfs/predictor/lm"
 )
 
@@ -17,6 +23,20 @@ type Options struct {
 	// cannot be read, so only tests that need a fast registry set it: the
 	// pure-Go LM codes about 10-20 KB/s per core.
 	NoLM bool
+	// Device is where the neural LM runs (config predictor.device): "auto"
+	// (the GPU when the CUDA library loads and sees one, else the CPU),
+	// "cpu", or "cuda" (as auto, but a missing GPU is logged as a warning).
+	// "" means auto.
+	Device string
+	// CUDALib is the path of the CUDA library (config predictor.cuda_lib);
+	// "" means $LMFS_CUDA_LIB, else liblmfs_cuda.so next to the binary.
+	CUDALib string
+	// MaxBatch bounds the blocks of one GPU call (config
+	// predictor.cuda_batch); 0 means 512.
+	MaxBatch int
+	// Log receives the line saying where the LM runs and why, and any GPU
+	// failure; nil means slog.Default().
+	Log *slog.Logger
 }
 
 // DefaultOptions are the options lmfs uses when none are configured.
@@ -38,9 +58,77 @@ func NewStandard(o Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("built-in LM model: %w", err)
 	}
-	reg.Register(NewLM(m))
-	reg.Register(NewLMCM(m, o.CMMemory))
+	reg.lm = openLMDevice(o)
+	reg.registerLM(m, lm.DefaultFile(), o.CMMemory)
 	return reg, nil
+}
+
+// lmDevice is the GPU library the LM codecs of a registry use, if any.
+type lmDevice struct {
+	lib      *gpu.Lib
+	maxBatch int
+	log      *slog.Logger
+}
+
+// openLMDevice loads the CUDA library as o says, and logs one line saying
+// where the LM runs and why.
+func openLMDevice(o Options) *lmDevice {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &lmDevice{maxBatch: o.MaxBatch, log: log}
+	switch o.Device {
+	case "cpu":
+		log.Debug("neural LM runs on the CPU", "reason", "predictor.device is cpu")
+		return d
+	case "", "auto", "cuda":
+	default:
+		log.Warn("neural LM runs on the CPU", "reason", fmt.Sprintf("unknown predictor.device %q (use auto, cpu or cuda)", o.Device))
+		return d
+	}
+	path := o.CUDALib
+	if path == "" {
+		path = gpu.DefaultPath()
+	}
+	lib, err := gpu.Load(path)
+	if err != nil {
+		// One line says why. Only a GPU asked for, or a library that is
+		// there (or was named) but does not work, is a warning; no library
+		// where none was asked for is the usual CPU-only setup.
+		lvl := slog.LevelWarn
+		explicit := o.CUDALib != "" || os.Getenv(gpu.EnvLib) != ""
+		switch {
+		case o.Device == "cuda":
+		case errors.Is(err, fs.ErrNotExist) && !explicit:
+			lvl = slog.LevelDebug
+		case errors.Is(err, gpu.ErrNoDevice):
+			lvl = slog.LevelInfo
+		}
+		log.Log(context.Background(), lvl, "neural LM runs on the CPU", "reason", err.Error())
+		return d
+	}
+	d.lib = lib
+	return d
+}
+
+// registerLM registers the lm and lm+cm codecs of model m (whose file is
+// file), on the GPU when the registry has one and the library runs m.
+func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64) {
+	id := ModelID(m.ID())
+	if r.lm != nil && r.lm.lib != nil {
+		gm, err := r.lm.lib.Open(file, 0)
+		if err == nil {
+			r.lm.log.Info("neural LM runs on the GPU", "model", id.Short(), "device", gm.Device(), "library", r.lm.lib.Path())
+			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log}
+			r.Register(NewLMAccel(m, id, a))
+			r.Register(NewLMCMAccel(m, id, cmMemory, a))
+			return
+		}
+		r.lm.log.Info("neural LM runs on the CPU", "model", id.Short(), "reason", err.Error())
+	}
+	r.Register(NewLM(m))
+	r.Register(NewLMCM(m, cmMemory))
 }
 
 // RegisterModel loads the model file data, checks that it hashes to id, and
@@ -54,8 +142,7 @@ func (r *Registry) RegisterModel(id ModelID, data []byte, cmMemory int64) error 
 	if err != nil {
 		return fmt.Errorf("model %s: %w", id.Short(), err)
 	}
-	r.Register(NewLM(m))
-	r.Register(NewLMCM(m, cmMemory))
+	r.registerLM(m, data, cmMemory)
 	return nil
 }
 

@@ -23,6 +23,7 @@ type Config struct {
 	FS         FSConfig         `mapstructure:"fs" yaml:"fs"`
 	Cache      CacheConfig      `mapstructure:"cache" yaml:"cache"`
 	Codec      CodecConfig      `mapstructure:"codec" yaml:"codec"`
+	Predictor  PredictorConfig  `mapstructure:"predictor" yaml:"predictor"`
 	Mount      MountConfig      `mapstructure:"mount" yaml:"mount"`
 	Log        LogConfig        `mapstructure:"log" yaml:"log"`
 	Recompress RecompressConfig `mapstructure:"recompress" yaml:"recompress"`
@@ -86,6 +87,18 @@ type CodecConfig struct {
 	Workers int `mapstructure:"workers" yaml:"workers"`
 }
 
+// PredictorConfig configures where the neural LM runs.
+type PredictorConfig struct {
+	// Device is auto (a GPU when the CUDA library loads and sees one, else
+	// the CPU), cpu or cuda.
+	Device string `mapstructure:"device" yaml:"device"`
+	// CUDALib is the path of liblmfs_cuda.so ("": $LMFS_CUDA_LIB, else next
+	// to the lmfs binary).
+	CUDALib string `mapstructure:"cuda_lib" yaml:"cuda_lib"`
+	// CUDABatch bounds the blocks of one GPU call.
+	CUDABatch int `mapstructure:"cuda_batch" yaml:"cuda_batch"`
+}
+
 // MountConfig configures mounting.
 type MountConfig struct {
 	// AllowOther lets other users access the mount (default on for root).
@@ -104,24 +117,27 @@ type LogConfig struct {
 // base used for the store path when not root.
 func Defaults() map[string]any {
 	return map[string]any{
-		"store.path":          DefaultStorePath(),
-		"store.sync_writes":   false,
-		"store.gc_interval":   "5m",
-		"store.memtable_size": "16MiB",
-		"fs.block_size":       "64KiB",
-		"fs.write_buffer":     "64MiB",
-		"cache.size":          "64MiB",
-		"codec.policy":        "balanced",
-		"codec.zstd_level":    3,
-		"codec.cm_memory":     "64MiB",
-		"codec.workers":       0,
-		"mount.allow_other":   os.Geteuid() == 0,
-		"mount.debug":         false,
-		"log.level":           "info",
-		"recompress.enabled":  true,
-		"recompress.idle":     "2s",
-		"recompress.workers":  1,
-		"metrics.listen":      "",
+		"store.path":           DefaultStorePath(),
+		"store.sync_writes":    false,
+		"store.gc_interval":    "5m",
+		"store.memtable_size":  "16MiB",
+		"fs.block_size":        "64KiB",
+		"fs.write_buffer":      "64MiB",
+		"cache.size":           "64MiB",
+		"codec.policy":         "balanced",
+		"codec.zstd_level":     3,
+		"codec.cm_memory":      "64MiB",
+		"codec.workers":        0,
+		"predictor.device":     "auto",
+		"predictor.cuda_lib":   "",
+		"predictor.cuda_batch": 512,
+		"mount.allow_other":    os.Geteuid() == 0,
+		"mount.debug":          false,
+		"log.level":            "info",
+		"recompress.enabled":   true,
+		"recompress.idle":      "2s",
+		"recompress.workers":   1,
+		"metrics.listen":       "",
 	}
 }
 
@@ -310,6 +326,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Codec.Workers < 0 {
 		errs = append(errs, fmt.Errorf("codec.workers %d: use 0 (one per core) or more", c.Codec.Workers))
+	}
+	switch c.Predictor.Device {
+	case "auto", "cpu", "cuda":
+	default:
+		errs = append(errs, fmt.Errorf("predictor.device %q: use auto, cpu or cuda", c.Predictor.Device))
+	}
+	if c.Predictor.CUDABatch < 1 || c.Predictor.CUDABatch > 65536 {
+		errs = append(errs, fmt.Errorf("predictor.cuda_batch %d: use 1..65536", c.Predictor.CUDABatch))
 	}
 	if _, err := parseDuration(c.Recompress.Idle); err != nil {
 		errs = append(errs, fmt.Errorf("recompress.idle: %w", err))

@@ -62,6 +62,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad recompress idle", "recompress:\n  idle: soon\n", "recompress.idle"},
 		{"negative recompress idle", "recompress:\n  idle: -1s\n", "recompress.idle"},
 		{"no recompress workers", "recompress:\n  workers: 0\n", "recompress.workers"},
+		{"bad predictor device", "predictor:\n  device: tpu\n", "predictor.device"},
+		{"no cuda batch", "predictor:\n  cuda_batch: 0\n", "predictor.cuda_batch"},
 		{"bad metrics address", "metrics:\n  listen: localhost\n", "metrics.listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -105,7 +105,10 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 		st.Close()
 		return nil, err
 	}
-	reg, err := coder.NewStandard(coder.Options{ZstdLevel: cfg.Codec.ZstdLevel, CMMemory: int64(cfg.Codec.CMMemory)})
+	reg, err := coder.NewStandard(coder.Options{
+		ZstdLevel: cfg.Codec.ZstdLevel, CMMemory: int64(cfg.Codec.CMMemory),
+		Device: cfg.Predictor.Device, CUDALib: cfg.Predictor.CUDALib, MaxBatch: cfg.Predictor.CUDABatch,
+	})
 	if err != nil {
 		return fail(err)
 	}

@@ -40,7 +40,24 @@ func (a *app) loadExcept(cmd *cobra.Command, skip ...string) (*config.Config, er
 
 // registry builds the standard codec registry from the configuration.
 func registry(c *config.Config) (*coder.Registry, error) {
-	return coder.NewStandard(coder.Options{ZstdLevel: c.Codec.ZstdLevel, CMMemory: int64(c.Codec.CMMemory)})
+	return coder.NewStandard(coder.Options{
+		ZstdLevel: c.Codec.ZstdLevel, CMMemory: int64(c.Codec.CMMemory),
+		Device: c.Predictor.Device, CUDALib: c.Predictor.CUDALib, MaxBatch: c.Predictor.CUDABatch,
+	})
+}
+
+// gpuWorkers returns the number of blocks to code at once: with the LM codecs
+// on a GPU, enough for the GPU's batches (predictor.cuda_batch), whose single
+// block calls the codecs gather into batches; else nw.
+func gpuWorkers(reg *coder.Registry, c *config.Config, nw int) int {
+	for _, name := range []string{"lm", "lm+cm"} {
+		if cd, err := reg.ByName(name); err == nil {
+			if bc, ok := cd.(coder.BatchCodec); ok && bc.Device() != "cpu" {
+				return max(nw, c.Predictor.CUDABatch)
+			}
+		}
+	}
+	return nw
 }
 
 // blockSizeFlag parses --block-size (e.g. 65536, 64KiB, 1M): any size from 1
@@ -233,7 +250,11 @@ codec for every block (a block it would enlarge is stored raw). Use - for stdin 
 					return err
 				}
 			}
-			return a.compress(cmd.Context(), reg, enc, args[0], args[1], bs, workers(c), force, verbose)
+			nw := workers(c)
+			if codecName == "lm" || codecName == "lm+cm" || c.Codec.Policy == string(coder.PolicyMax) {
+				nw = gpuWorkers(reg, c, nw)
+			}
+			return a.compress(cmd.Context(), reg, enc, args[0], args[1], bs, nw, force, verbose)
 		},
 	}
 	f := cmd.Flags()
@@ -299,7 +320,7 @@ stdout, the blocks before the bad one have been written).`,
 				return err
 			}
 			prog, done := a.progress("decompress", -1)
-			st, err := archive.Decompress(cmd.Context(), o.w, r, reg, archive.Options{Workers: workers(c), Progress: prog})
+			st, err := archive.Decompress(cmd.Context(), o.w, r, reg, archive.Options{Workers: gpuWorkers(reg, c, workers(c)), Progress: prog})
 			done()
 			if err := o.finish(err); err != nil {
 				return fmt.Errorf("decompress %s: %w", in, err)

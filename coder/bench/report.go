@@ -231,8 +231,9 @@ func toJSON(rs []Result) []JSONResult {
 
 // JSONMethod names and explains a method in WriteJSON's output.
 type JSONMethod struct {
-	Name string `json:"name"`
-	Note string `json:"note"`
+	Name   string `json:"name"`
+	Note   string `json:"note"`
+	Device string `json:"device,omitempty"`
 }
 
 // JSONFile is one file's results in WriteJSON's output.
@@ -263,7 +264,7 @@ type JSONReport struct {
 func (rep *Report) WriteJSON(w io.Writer) error {
 	j := JSONReport{BlockSize: rep.BlockSize, Workers: rep.Workers, CPUClock: cpuClock}
 	for _, m := range rep.Methods {
-		j.Methods = append(j.Methods, JSONMethod{m.Name, m.Note})
+		j.Methods = append(j.Methods, JSONMethod{m.Name, m.Note, m.Device})
 	}
 	for _, f := range rep.Files {
 		j.Files = append(j.Files, JSONFile{f.Name, f.Kind, toJSON(f.Results)})

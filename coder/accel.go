@@ -1,0 +1,775 @@
+package coder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lmfs/lmfs/predictor"
+)
+
+// LMBackend runs the neural LM of the lm and lm+cm codecs on an accelerator
+// for many blocks at once (predictor/gpu's *Model is one). Its results must
+// be those of the Go reference bit for bit; an error means the work was not
+// done (the codecs then code on the CPU).
+type LMBackend interface {
+	// Device names where it runs, e.g. "cuda:0 NVIDIA H200".
+	Device() string
+	// PathProbs returns for every byte of every block the 8 probabilities
+	// that EncodeSymbol codes the byte's bits with (symbolP along the byte,
+	// most significant bit first): probs[b][8*t+k].
+	PathProbs(ctx context.Context, blocks [][]byte) ([][]uint16, error)
+	// DecodeLM decodes payloads of codec lm (the arithmetic coder's
+	// streams). Any error, a damaged stream included, means: decode these
+	// blocks another way.
+	DecodeLM(ctx context.Context, streams [][]byte, rawLens []int) ([][]byte, error)
+	// Streams starts n cold streams for stepwise decoding.
+	Streams(ctx context.Context, n int) (predictor.ByteStreams, error)
+}
+
+// BatchCodec is a codec that codes many blocks at once much faster than one
+// by one (the LM codecs on a GPU). Callers that hold many blocks should use
+// the batch methods; single-block Encode and Decode calls made concurrently
+// are gathered into batches too.
+type BatchCodec interface {
+	Codec
+	// Device names where the codec's model runs: "cpu" or the accelerator.
+	Device() string
+	// EncodeBatch returns the payload of every block (as Encode).
+	EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error)
+	// DecodeBatch decodes every payload (as Decode); the error names the
+	// first block that failed.
+	DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int) ([][]byte, error)
+}
+
+// Accel makes the LM codecs run their model on an accelerator.
+type Accel struct {
+	// Backend runs the model.
+	Backend LMBackend
+	// MaxBatch bounds the blocks of one backend call (and, for lm+cm, the
+	// cm models in memory at once: about 5 MiB each at 64 KiB blocks).
+	MaxBatch int
+	// Wait is how long a single-block call waits for others to join its
+	// batch.
+	Wait time.Duration
+	// Log receives a line for every batch that falls back to the CPU.
+	Log *slog.Logger
+}
+
+// accel is an Accel in use by one codec.
+type accel struct {
+	Accel
+	name string
+	enc  batcher
+	dec  batcher
+	// broken is set when the accelerator's results did not match the Go
+	// model's: from then on the codec codes on the CPU.
+	broken atomic.Bool
+	// batches counts encoding batches, to vary the block checked.
+	batches atomic.Uint64
+}
+
+// checkLen is how many leading bytes of one block per encoding batch are
+// checked against the Go model before the accelerator's probabilities are
+// used: a safety net, so that a faulty GPU cannot store blocks that only it
+// could decode.
+const checkLen = 32
+
+// probs returns the accelerator's path probabilities for srcs after checking
+// a sample of them against the CPU model pred. A mismatch marks the
+// accelerator broken (logged) and returns an error.
+func (a *accel) probs(ctx context.Context, pred predictor.ByteModel, srcs [][]byte) ([][]uint16, error) {
+	if a.broken.Load() {
+		return nil, errors.New("accelerator disabled after a result that did not match the Go model")
+	}
+	probs, err := a.Backend.PathProbs(ctx, srcs)
+	if err != nil {
+		return nil, err
+	}
+	if len(probs) != len(srcs) {
+		return nil, fmt.Errorf("accelerator gave probabilities for %d of %d blocks", len(probs), len(srcs))
+	}
+	n := a.batches.Add(1)
+	i := int(n % uint64(len(srcs)))
+	src := srcs[i][:min(len(srcs[i]), checkLen)]
+	if len(probs[i]) != 8*len(srcs[i]) {
+		return nil, fmt.Errorf("accelerator gave %d bit probabilities for %d bytes", len(probs[i]), len(srcs[i]))
+	}
+	var cum [257]uint32
+	err = pred.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
+		if err := cumulate(d, &cum); err != nil {
+			return err
+		}
+		lo, hi := 0, 256
+		for k := range 8 {
+			mid := (lo + hi) / 2
+			if want := symbolP(&cum, lo, mid, hi); int(probs[i][8*pos+k]) != want {
+				return fmt.Errorf("%w: block %d byte %d bit %d: accelerator %d, Go model %d", errMismatch, i, pos, k, probs[i][8*pos+k], want)
+			}
+			if int(src[pos]) >= mid {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errMismatch) {
+		if !a.broken.Swap(true) {
+			a.Log.Error("accelerator results differ from the Go model: it is disabled, coding on the CPU", "codec", a.name, "device", a.Backend.Device(), "err", err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return probs, nil
+}
+
+var errMismatch = errors.New("accelerator result differs from the Go model")
+
+func newAccel(a Accel, name string) *accel {
+	if a.MaxBatch < 1 {
+		a.MaxBatch = 512
+	}
+	if a.Wait <= 0 {
+		a.Wait = 2 * time.Millisecond
+	}
+	if a.Log == nil {
+		a.Log = slog.Default()
+	}
+	return &accel{Accel: a, name: name}
+}
+
+// fellBack logs that a batch is coded on the CPU after the accelerator
+// failed.
+func (a *accel) fellBack(what string, n int, err error) {
+	a.Log.Warn("accelerator failed, coding on the CPU instead", "codec", a.name, "device", a.Backend.Device(), "work", what, "blocks", n, "err", err)
+}
+
+// pipelined calls f on consecutive chunks [start, end) of n blocks, two
+// chunks at a time, so that the CPU work of one (arithmetic coding, cm and
+// the mixer) overlaps the accelerator work of the other. Chunks hold at most
+// MaxBatch blocks, and a batch of 64 blocks or more is cut in two at least.
+func (a *accel) pipelined(n int, f func(start, end int)) {
+	size := min(a.MaxBatch, max(n, 1))
+	if n >= 64 {
+		size = min(size, (n+1)/2)
+	}
+	sem := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for start := 0; start < n; start += size {
+		end := min(n, start+size)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(start, end)
+		})
+	}
+	wg.Wait()
+}
+
+// batchReq is one block's request to a batcher.
+type batchReq struct {
+	in     []byte // raw block (encode) or payload (decode); owned by the request
+	rawLen int
+	out    []byte
+	err    error
+	done   chan struct{}
+}
+
+// batcher gathers concurrent single-block calls into batches of at most max
+// blocks, waiting at most wait for a batch to fill.
+type batcher struct {
+	mu      sync.Mutex
+	pending []*batchReq
+	timer   *time.Timer
+}
+
+// do adds r to the next batch and waits for it; run codes a batch (it must
+// set out or err of every request).
+func (b *batcher) do(ctx context.Context, r *batchReq, max int, wait time.Duration, run func([]*batchReq)) error {
+	r.done = make(chan struct{})
+	b.mu.Lock()
+	b.pending = append(b.pending, r)
+	var take []*batchReq
+	if len(b.pending) >= max {
+		take, b.pending = b.pending, nil
+		if b.timer != nil {
+			b.timer.Stop()
+			b.timer = nil
+		}
+	} else if b.timer == nil {
+		b.timer = time.AfterFunc(wait, func() {
+			b.mu.Lock()
+			t := b.pending
+			b.pending, b.timer = nil, nil
+			b.mu.Unlock()
+			if len(t) > 0 {
+				runBatch(t, run)
+			}
+		})
+	}
+	b.mu.Unlock()
+	if take != nil {
+		go runBatch(take, run)
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func runBatch(reqs []*batchReq, run func([]*batchReq)) {
+	run(reqs)
+	for _, r := range reqs {
+		close(r.done)
+	}
+}
+
+// parallelFor calls f(i) for i in [0, n) on up to GOMAXPROCS goroutines.
+func parallelFor(n int, f func(i int)) {
+	w := min(n, runtime.GOMAXPROCS(0))
+	if w <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for g := range w {
+		wg.Go(func() {
+			for i := g; i < n; i += w {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// encodePath codes src with the bit probabilities probs (8 per byte, as
+// LMBackend.PathProbs gives them): exactly what EncodeSymbol writes for the
+// tables they come from.
+func encodePath(dst, src []byte, probs []uint16) ([]byte, error) {
+	if len(probs) != 8*len(src) {
+		return dst, fmt.Errorf("accelerator gave %d bit probabilities for %d bytes", len(probs), len(src))
+	}
+	if len(src) == 0 {
+		return dst, nil
+	}
+	e := Encoder{}
+	e.Reset(dst)
+	for t, x := range src {
+		p := probs[8*t : 8*t+8 : 8*t+8]
+		for k := range 8 {
+			e.EncodeBit(int(x>>(7-k))&1, int(p[k]))
+		}
+	}
+	return e.Finish(), nil
+}
+
+// firstErr returns the first non-nil error, naming its block.
+func firstErr(errs []error) error {
+	for i, err := range errs {
+		if err != nil {
+			return fmt.Errorf("block %d of the batch: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// ---- lm ----
+
+// NewLMAccel returns the lm codec for model m with its model run by a.
+func NewLMAccel(m predictor.ByteModel, model ModelID, a Accel) *ByteCodec {
+	c := NewByteCodec(IDLM, "lm", model, m)
+	c.acc = newAccel(a, "lm")
+	return c
+}
+
+// Device implements BatchCodec.
+func (c *ByteCodec) Device() string {
+	if c.acc == nil {
+		return "cpu"
+	}
+	return c.acc.Backend.Device()
+}
+
+// EncodeBatch implements BatchCodec.
+func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(srcs))
+	errs := make([]error, len(srcs))
+	if c.acc != nil {
+		c.acc.pipelined(len(srcs), func(start, end int) {
+			c.encodeAccel(ctx, srcs[start:end], out[start:end], errs[start:end])
+		})
+	} else {
+		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
+	}
+	return out, firstErr(errs)
+}
+
+func (c *ByteCodec) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
+	probs, err := c.acc.probs(ctx, c.pred, srcs)
+	if err != nil {
+		if ctx.Err() != nil {
+			for i := range errs {
+				errs[i] = ctx.Err()
+			}
+			return
+		}
+		c.acc.fellBack("encode", len(srcs), err)
+		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
+		return
+	}
+	parallelFor(len(srcs), func(i int) { out[i], errs[i] = encodePath(nil, srcs[i], probs[i]) })
+}
+
+// DecodeBatch implements BatchCodec.
+func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int) ([][]byte, error) {
+	if len(payloads) != len(rawLens) {
+		return nil, fmt.Errorf("%d payloads but %d lengths", len(payloads), len(rawLens))
+	}
+	out := make([][]byte, len(payloads))
+	errs := make([]error, len(payloads))
+	if c.acc != nil {
+		c.acc.pipelined(len(payloads), func(start, end int) {
+			c.decodeAccel(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
+		})
+	} else {
+		parallelFor(len(payloads), func(i int) { out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i]) })
+	}
+	return out, firstErr(errs)
+}
+
+func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	// Blocks of a bad shape never reach the accelerator.
+	var idx []int
+	var pays [][]byte
+	var lens []int
+	for i, p := range payloads {
+		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
+			if errs[i] = err; err == nil {
+				out[i] = []byte{}
+			}
+			continue
+		}
+		idx, pays, lens = append(idx, i), append(pays, p), append(lens, rawLens[i])
+	}
+	if len(idx) == 0 {
+		return
+	}
+	if c.acc.broken.Load() {
+		parallelFor(len(idx), func(k int) {
+			i := idx[k]
+			out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i])
+		})
+		return
+	}
+	res, err := c.acc.Backend.DecodeLM(ctx, pays, lens)
+	if err != nil {
+		if ctx.Err() != nil {
+			for _, i := range idx {
+				errs[i] = ctx.Err()
+			}
+			return
+		}
+		// A damaged block fails the whole call: decoding each block on the
+		// CPU names it precisely.
+		c.acc.Log.Debug("accelerated decode failed, decoding on the CPU", "codec", c.name, "blocks", len(idx), "err", err)
+		parallelFor(len(idx), func(k int) {
+			i := idx[k]
+			out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i])
+		})
+		return
+	}
+	for k, i := range idx {
+		out[i] = res[k]
+	}
+}
+
+// ---- lm+cm ----
+
+// NewLMCMAccel returns the lm+cm codec for model m (with model id model) and
+// cm models bounded by cmMemory bytes, with the LM run by a.
+func NewLMCMAccel(m predictor.ByteModel, model ModelID, cmMemory int64, a Accel) *LMCM {
+	c := newLMCM(m, model, cmMemory)
+	c.acc = newAccel(a, "lm+cm")
+	return c
+}
+
+// Device implements BatchCodec.
+func (c *LMCM) Device() string {
+	if c.acc == nil {
+		return "cpu"
+	}
+	return c.acc.Backend.Device()
+}
+
+// EncodeBatch implements BatchCodec.
+func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(srcs))
+	errs := make([]error, len(srcs))
+	if c.acc != nil {
+		c.acc.pipelined(len(srcs), func(start, end int) {
+			c.encodeAccel(ctx, srcs[start:end], out[start:end], errs[start:end])
+		})
+	} else {
+		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
+	}
+	return out, firstErr(errs)
+}
+
+func (c *LMCM) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
+	probs, err := c.acc.probs(ctx, c.lm, srcs)
+	if err != nil {
+		if ctx.Err() != nil {
+			for i := range errs {
+				errs[i] = ctx.Err()
+			}
+			return
+		}
+		c.acc.fellBack("encode", len(srcs), err)
+		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
+		return
+	}
+	parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeProbs(nil, srcs[i], probs[i]) })
+}
+
+// encodeProbs codes src with the LM's bit probabilities given (8 per byte).
+func (c *LMCM) encodeProbs(dst, src []byte, probs []uint16) ([]byte, error) {
+	if len(probs) != 8*len(src) {
+		return dst, fmt.Errorf("accelerator gave %d bit probabilities for %d bytes", len(probs), len(src))
+	}
+	if len(src) == 0 {
+		return dst, nil
+	}
+	params := c.cm.Params(len(src))
+	s, err := c.newState(len(src), params)
+	if err != nil {
+		return dst, err
+	}
+	defer c.cm.Release(s.cm)
+	e := Encoder{}
+	e.Reset(append(dst, params))
+	for t, x := range src {
+		p := probs[8*t : 8*t+8 : 8*t+8]
+		lo := 0
+		for k := range 8 {
+			bit := int(x>>(7-k)) & 1
+			e.EncodeBit(bit, s.p(k, lo, int32(p[k])))
+			s.update(bit)
+			if bit != 0 {
+				lo += 128 >> k
+			}
+		}
+	}
+	return e.Finish(), nil
+}
+
+// DecodeBatch implements BatchCodec.
+func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int) ([][]byte, error) {
+	if len(payloads) != len(rawLens) {
+		return nil, fmt.Errorf("%d payloads but %d lengths", len(payloads), len(rawLens))
+	}
+	out := make([][]byte, len(payloads))
+	errs := make([]error, len(payloads))
+	if c.acc != nil {
+		c.acc.pipelined(len(payloads), func(start, end int) {
+			c.decodeAccel(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
+		})
+	} else {
+		parallelFor(len(payloads), func(i int) { out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i]) })
+	}
+	return out, firstErr(errs)
+}
+
+// pushPredicter is implemented by byte streams that can push a byte to
+// streams and predict their next one in one round trip (predictor/gpu's).
+type pushPredicter interface {
+	PushPredict(ctx context.Context, ids []int, syms []byte, dst []predictor.Dist) error
+}
+
+// lmcmBlock is one block being decoded by decodeAccel.
+type lmcmBlock struct {
+	i   int // index in the batch
+	s   *lmcmState
+	d   Decoder
+	out []byte
+	err error
+}
+
+// decodeAccel decodes lm+cm blocks with the LM on the accelerator (one round
+// trip per byte position for all blocks) and cm and the mixer on the CPU
+// cores, one goroutine per block share.
+func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	var blocks []*lmcmBlock
+	defer func() {
+		for _, b := range blocks {
+			if b.s != nil {
+				c.cm.Release(b.s.cm)
+			}
+		}
+	}()
+	for i, p := range payloads {
+		if empty, err := checkPayloadShape("lm+cm", p, rawLens[i]); empty || err != nil {
+			if errs[i] = err; err == nil {
+				out[i] = []byte{}
+			}
+			continue
+		}
+		s, err := c.newState(rawLens[i], p[0])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		b := &lmcmBlock{i: i, s: s, out: make([]byte, 0, rawLens[i])}
+		b.d.Reset(p[1:])
+		blocks = append(blocks, b)
+	}
+	if len(blocks) == 0 {
+		return
+	}
+	err := func() error {
+		if c.acc.broken.Load() {
+			return errors.New("accelerator disabled")
+		}
+		st, err := c.acc.Backend.Streams(ctx, len(blocks))
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		pp, fused := st.(pushPredicter)
+		ids := make([]int, 0, len(blocks))
+		next := make([]int, 0, len(blocks))
+		dists := make([]predictor.Dist, len(blocks))
+		syms := make([]byte, len(blocks))
+		nsyms := make([]byte, 0, len(blocks))
+		for k := range blocks {
+			ids = append(ids, k)
+		}
+		if err := st.Predict(ctx, ids, dists[:len(ids)]); err != nil {
+			return err
+		}
+		for pos := 0; len(ids) > 0; pos++ {
+			parallelFor(len(ids), func(j int) {
+				b := blocks[ids[j]]
+				if err := cumulate(&dists[j], &b.s.cum); err != nil {
+					b.err = fmt.Errorf("accelerator gave an invalid distribution: %w", err)
+					return
+				}
+				lo, hi := 0, 256
+				for k := range 8 {
+					mid := (lo + hi) / 2
+					bit := b.d.DecodeBit(b.s.p(k, lo, int32(symbolP(&b.s.cum, lo, mid, hi))))
+					b.s.update(bit)
+					if bit != 0 {
+						lo = mid
+					} else {
+						hi = mid
+					}
+				}
+				if b.d.Overrun() {
+					b.err = fmt.Errorf("%w: lm+cm payload ends after %d of %d bytes", ErrCorrupt, pos, rawLens[b.i])
+				}
+				syms[j] = byte(lo)
+				b.out = append(b.out, byte(lo))
+			})
+			// The blocks that go on get their byte pushed and their next
+			// table predicted.
+			next, nsyms = next[:0], nsyms[:0]
+			for j, k := range ids {
+				if b := blocks[k]; b.err == nil && pos+1 < rawLens[b.i] {
+					next, nsyms = append(next, k), append(nsyms, syms[j])
+				}
+			}
+			ids, next = next, ids
+			if len(ids) == 0 {
+				break
+			}
+			if fused {
+				if err := pp.PushPredict(ctx, ids, nsyms, dists[:len(ids)]); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := st.Push(ids, nsyms); err != nil {
+				return err
+			}
+			if err := st.Predict(ctx, ids, dists[:len(ids)]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		if ctx.Err() != nil {
+			for _, b := range blocks {
+				errs[b.i] = ctx.Err()
+			}
+			return
+		}
+		c.acc.fellBack("decode", len(blocks), err)
+		parallelFor(len(blocks), func(k int) {
+			i := blocks[k].i
+			out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i])
+		})
+		return
+	}
+	for _, b := range blocks {
+		if b.err == nil {
+			if err := b.d.Finish(); err != nil {
+				b.err = fmt.Errorf("lm+cm: %w", err)
+			}
+		}
+		if b.err != nil {
+			errs[b.i] = b.err
+			continue
+		}
+		out[b.i] = b.out
+	}
+}
+
+// ---- single-block calls through the batchers ----
+
+// encodeBatched codes one block as part of a batch of concurrent calls.
+func (a *accel) encodeBatched(ctx context.Context, dst, src []byte, run func(ctx context.Context, srcs [][]byte) ([][]byte, []error)) ([]byte, error) {
+	r := &batchReq{in: append([]byte(nil), src...)}
+	err := a.enc.do(ctx, r, a.MaxBatch, a.Wait, func(reqs []*batchReq) {
+		srcs := make([][]byte, len(reqs))
+		for i, q := range reqs {
+			srcs[i] = q.in
+		}
+		outs, errs := run(context.Background(), srcs)
+		for i, q := range reqs {
+			q.out, q.err = outs[i], errs[i]
+		}
+	})
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, r.out...), nil
+}
+
+// decodeBatched decodes one block as part of a batch of concurrent calls.
+func (a *accel) decodeBatched(ctx context.Context, dst, payload []byte, rawLen int, run func(ctx context.Context, pays [][]byte, lens []int) ([][]byte, []error)) ([]byte, error) {
+	r := &batchReq{in: append([]byte(nil), payload...), rawLen: rawLen}
+	err := a.dec.do(ctx, r, a.MaxBatch, a.Wait, func(reqs []*batchReq) {
+		pays := make([][]byte, len(reqs))
+		lens := make([]int, len(reqs))
+		for i, q := range reqs {
+			pays[i], lens[i] = q.in, q.rawLen
+		}
+		outs, errs := run(context.Background(), pays, lens)
+		for i, q := range reqs {
+			q.out, q.err = outs[i], errs[i]
+		}
+	})
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, r.out...), nil
+}
+
+// batchRun runs a batch method and returns per-block results.
+func batchRun(n int, f func(out [][]byte, errs []error)) ([][]byte, []error) {
+	out := make([][]byte, n)
+	errs := make([]error, n)
+	f(out, errs)
+	return out, errs
+}
+
+// ---- block records in batches ----
+
+// EncodeBatchWith codes every raw block with codec c and returns complete
+// block records, through c's batch method when it has one.
+func (r *Registry) EncodeBatchWith(ctx context.Context, c Codec, raws [][]byte) ([][]byte, error) {
+	bc, ok := c.(BatchCodec)
+	if !ok {
+		recs := make([][]byte, len(raws))
+		errs := make([]error, len(raws))
+		parallelFor(len(raws), func(i int) { recs[i], errs[i] = r.EncodeWith(ctx, nil, c, raws[i]) })
+		return recs, firstErr(errs)
+	}
+	for i, raw := range raws {
+		if len(raw) > MaxBlockSize {
+			return nil, fmt.Errorf("block %d of %d bytes exceeds the maximum block size %d", i, len(raw), MaxBlockSize)
+		}
+	}
+	pays, err := bc.EncodeBatch(ctx, raws)
+	if err != nil {
+		return nil, fmt.Errorf("%s encode: %w", c.Name(), err)
+	}
+	recs := make([][]byte, len(raws))
+	for i, raw := range raws {
+		h := Header{Codec: c.ID(), RawLen: len(raw), CRC: Checksum(raw)}
+		h.Model, h.HasModel = c.Model()
+		recs[i] = append(AppendHeader(make([]byte, 0, len(pays[i])+64), h), pays[i]...)
+	}
+	return recs, nil
+}
+
+// DecodeBatch decodes block records as Decode does (length and CRC32C
+// checked), the records of each batch codec in one batch. The error names
+// the first record that failed.
+func (r *Registry) DecodeBatch(ctx context.Context, recs [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(recs))
+	errs := make([]error, len(recs))
+	heads := make([]Header, len(recs))
+	groups := map[BatchCodec][]int{}
+	var single []int
+	for i, rec := range recs {
+		h, err := ParseHeader(rec, r.UsesModel)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		heads[i] = h
+		c, err := r.lookup(h)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if bc, ok := c.(BatchCodec); ok {
+			groups[bc] = append(groups[bc], i)
+		} else {
+			single = append(single, i)
+		}
+	}
+	parallelFor(len(single), func(k int) {
+		i := single[k]
+		out[i], _, errs[i] = r.Decode(ctx, nil, recs[i])
+	})
+	for bc, idx := range groups {
+		pays := make([][]byte, len(idx))
+		lens := make([]int, len(idx))
+		for k, i := range idx {
+			pays[k], lens[k] = recs[i][heads[i].Size:], heads[i].RawLen
+		}
+		res, _ := bc.DecodeBatch(ctx, pays, lens)
+		for k, i := range idx {
+			if res == nil || res[k] == nil {
+				// the batch failed as a whole or on this block: decode it
+				// alone for its own error
+				out[i], _, errs[i] = r.Decode(ctx, nil, recs[i])
+				continue
+			}
+			got := res[k]
+			switch {
+			case len(got) != heads[i].RawLen:
+				errs[i] = fmt.Errorf("%w: %s decoded %d bytes, header says %d", ErrCorrupt, bc.Name(), len(got), heads[i].RawLen)
+			case Checksum(got) != heads[i].CRC:
+				errs[i] = fmt.Errorf("%w: CRC32C mismatch (stored %08x, decoded %08x)", ErrCorrupt, heads[i].CRC, Checksum(got))
+			default:
+				out[i] = got
+			}
+		}
+	}
+	return out, firstErr(errs)
+}
