@@ -149,7 +149,7 @@ func (r *Registry) lookup(h Header) (Codec, error) {
 	if h.HasModel {
 		c, ok := r.model[h.Codec][h.Model]
 		if !ok {
-			return nil, fmt.Errorf("block needs model %s for codec %s, which this store and binary do not have: add the model file to the store's models or use the lmfs release that wrote it", h.Model, builtinNames[h.Codec])
+			return nil, fmt.Errorf("block needs model %s for codec %s, which this store and binary do not have: give its model file (lmfs decompress --model FILE), add it to the store's models, or use the lmfs release that wrote it", h.Model, builtinNames[h.Codec])
 		}
 		return c, nil
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -267,6 +268,21 @@ codec for every block (a block it would enlarge is stored raw). Use - for stdin 
 	return cmd
 }
 
+// addModels registers the LM model files at paths with reg, so that blocks
+// naming them decode.
+func addModels(reg *coder.Registry, paths []string, cmMemory int64) error {
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("--model: %w", err)
+		}
+		if err := reg.RegisterModel(coder.ModelID(sha256.Sum256(data)), data, cmMemory); err != nil {
+			return fmt.Errorf("--model %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
 func (a *app) compress(ctx context.Context, reg *coder.Registry, enc coder.BlockEncoder, in, out string, bs, nw int, force, verbose bool) error {
 	r, size, closeIn, err := a.openInput(in)
 	if err != nil {
@@ -292,13 +308,18 @@ func (a *app) compress(ctx context.Context, reg *coder.Registry, enc coder.Block
 
 func (a *app) newDecompressCmd() *cobra.Command {
 	var force, verbose bool
+	var models []string
 	cmd := &cobra.Command{
 		Use:   "decompress IN OUT",
 		Short: "Decompress a file written by lmfs compress, verifying every block (- is stdin/stdout)",
 		Long: `Decompress IN into OUT. Blocks are decoded in parallel; every block's CRC32C and the
 file's structure (frame checksums, index, trailer) are verified. On damage the command names
 the bad block and its file offset and exits non-zero; an OUT file is then not created (with
-stdout, the blocks before the bad one have been written).`,
+stdout, the blocks before the bad one have been written).
+
+Blocks coded with a neural LM name their model by its SHA-256. The built-in model is always
+there; a file written with another model (for example the first built-in model, kept as
+predictor/lm/testdata/wmlp1.lmm in the source tree) needs that model file given with --model.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.load(cmd)
@@ -307,6 +328,9 @@ stdout, the blocks before the bad one have been written).`,
 			}
 			reg, err := registry(c)
 			if err != nil {
+				return err
+			}
+			if err := addModels(reg, models, int64(c.Codec.CMMemory)); err != nil {
 				return err
 			}
 			in, out := args[0], args[1]
@@ -335,5 +359,6 @@ stdout, the blocks before the bad one have been written).`,
 	f.Int("workers", 0, "blocks decoded in parallel (default codec.workers; 0: one per core)")
 	f.BoolVarP(&force, "force", "f", false, "overwrite OUT if it exists")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print sizes and the codecs used on stderr")
+	f.StringArrayVar(&models, "model", nil, "an LM model file to decode with besides the built-in one (repeatable)")
 	return cmd
 }

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/lmfs/lmfs/coder"
+	"github.com/lmfs/lmfs/coder/archive"
+	"github.com/lmfs/lmfs/predictor/lm"
 )
 
 // sample is text with a random stretch, so that zstd and raw blocks mix.
@@ -189,5 +194,48 @@ func TestOutputKeepsInputMode(t *testing.T) {
 		if fi.Mode().Perm() != 0o640 {
 			t.Errorf("%s has mode %v, want the input's 0640", filepath.Base(p), fi.Mode().Perm())
 		}
+	}
+}
+
+// TestDecompressWithModel: a file coded with an LM model the binary does not
+// embed (here the tiny test model) is refused with a message naming
+// --model, and decodes with --model FILE.
+func TestDecompressWithModel(t *testing.T) {
+	dir := t.TempDir()
+	modelPath := filepath.Join("..", "..", "predictor", "lm", "testdata", "tiny_lstm.lmm")
+	file, err := os.ReadFile(modelPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := lm.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := coder.NewRegistry(coder.NewLM(m))
+	enc, err := coder.NewFixed(reg, "lm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := []byte(strings.Repeat("an archive coded with a model lmfs does not embed. ", 40))
+	var z bytes.Buffer
+	if _, err := archive.Compress(context.Background(), &z, bytes.NewReader(raw), enc, archive.Options{BlockSize: 512}); err != nil {
+		t.Fatal(err)
+	}
+	zpath, out := filepath.Join(dir, "z"), filepath.Join(dir, "out")
+	os.WriteFile(zpath, z.Bytes(), 0o644)
+	code, _, errs := runCLI(t, "", "decompress", zpath, out)
+	if code == 0 || !strings.Contains(errs, "--model FILE") {
+		t.Fatalf("without --model: exit %d, stderr %q", code, errs)
+	}
+	code, _, errs = runCLI(t, "", "decompress", "--model", modelPath, zpath, out)
+	if code != 0 {
+		t.Fatalf("with --model: exit %d, stderr %q", code, errs)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, raw) {
+		t.Fatal("decoded bytes differ from the input")
+	}
+	code, _, errs = runCLI(t, "", "decompress", "-f", "--model", zpath, zpath, out)
+	if code == 0 || !strings.Contains(errs, "--model "+zpath) {
+		t.Fatalf("a file that is not a model: exit %d, stderr %q", code, errs)
 	}
 }
