@@ -59,6 +59,7 @@ func (n *node) Release(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 // Flush (every close) writes the file's dirty blocks to the store, so that
 // close reports errors such as ENOSPC.
 func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	s := n.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -70,6 +71,7 @@ func (n *node) Flush(ctx context.Context, fh gofs.FileHandle) syscall.Errno {
 
 // Fsync makes the file's data and metadata durable.
 func (n *node) Fsync(ctx context.Context, fh gofs.FileHandle, flags uint32) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	f := n.fsys
 	s := n.s
 	s.mu.Lock()
@@ -257,6 +259,7 @@ func (f *FS) dirtyBlock(ctx context.Context, n *node, blk uint64, load bool) ([]
 
 // Read reads from the dirty blocks, the block cache or the store.
 func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	f := n.fsys
 	s := n.s
 	s.mu.RLock()
@@ -294,6 +297,7 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 // Write copies data into the inode's dirty blocks (read-modify-write for
 // partial blocks, under the inode lock every handle shares).
 func (n *node) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	f := n.fsys
 	s := n.s
 	if off < 0 {
@@ -432,3 +436,11 @@ func (n *node) Lseek(ctx context.Context, fh gofs.FileHandle, off uint64, whence
 	}
 	return max(off, min(b*bs, size)), 0
 }
+
+// uninterruptible keeps ctx's values but drops its cancellation. go-fuse
+// cancels a request's context when the kernel forwards an interrupt, which it
+// does for any signal the calling thread gets (for a Go program, the
+// runtime's preemption signal, many times a second). A read, write, close or
+// fsync of a regular file is not expected to fail with EINTR, and callers do
+// not retry close, so the data operations run to completion instead.
+func uninterruptible(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -218,6 +218,7 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 // Setattr changes mode, owner, times and size (truncate, with or without an
 // open handle).
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = uninterruptible(ctx)
 	f := n.fsys
 	s := n.s
 	s.mu.Lock()
@@ -663,6 +664,7 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 // Getxattr returns an extended attribute; StatsXattr on the root returns
 // the store statistics.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	ctx = uninterruptible(ctx)
 	f := n.fsys
 	var v []byte
 	var err error
