@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from train import (EXP_LEN, EXP_ONE, LF, TOTAL_BITS, VECTOR_INPUTS, lcg_bytes, load_bin, log,
-                   quant_mult)
+                   logit_freqs, quant_mult)
 
 BOS = 256
 BLOCK = 65536
@@ -319,15 +319,7 @@ class IntLSTM:
         h = st[0][self.cfg["NL"] - 1]
         acc = (h.double() @ self.WOd).long()
         L = (torch.bitwise_right_shift(acc * self.MO + self.halfO, self.SO) + self.BO).clamp(-(1 << 24), 1 << 24)
-        mx = L.max(1, keepdim=True).values
-        e = self.EXP[(mx - L).clamp(max=EXP_LEN - 1)]
-        s = e.sum(1, keepdim=True)
-        total = 1 << TOTAL_BITS
-        f = 1 + e * (total - 256) // s
-        rem = total - f.sum(1, keepdim=True)
-        first = (L == mx).long().argmax(1, keepdim=True)
-        f.scatter_add_(1, first, rem)
-        return f
+        return logit_freqs(L, self.EXP)
 
 
 def export(net, cfg):

@@ -297,17 +297,21 @@ class IntModel:
         a2 = self.requant(acc2, self.M2, self.S2).clamp(0, 127)
         acc3 = (a2.double() @ self.W3.double().t()).long() + self.B3
         L = self.requant(acc3, self.M3, self.S3).clamp(-(1 << 24), 1 << 24)
-        mx, arg = L.max(1, keepdim=True)
-        d = (mx - L).clamp(max=EXP_LEN - 1)
-        e = self.EXP[d]
-        s = e.sum(1, keepdim=True)
-        total = 1 << TOTAL_BITS
-        f = 1 + e * (total - 256) // s
-        rem = total - f.sum(1, keepdim=True)
-        # argmax: the lowest symbol among the largest logits
-        first = (L == mx).long().argmax(1, keepdim=True)
-        f.scatter_add_(1, first, rem)
-        return f
+        return logit_freqs(L, self.EXP)
+
+
+def logit_freqs(L, EXP):
+    """Frequencies [B, 256] (int64, sum 2**TOTAL_BITS) from integer logits L [B, 256] (SPEC.md, 'Frequencies')."""
+    mx = L.max(1, keepdim=True).values
+    e = EXP[(mx - L).clamp(max=EXP_LEN - 1)]
+    s = e.sum(1, keepdim=True)
+    total = 1 << TOTAL_BITS
+    f = 1 + e * (total - 256) // s
+    rem = total - f.sum(1, keepdim=True)
+    # argmax: the lowest symbol among the largest logits
+    first = (L == mx).long().argmax(1, keepdim=True)
+    f.scatter_add_(1, first, rem)
+    return f
 
 
 def export(net, cfg):
