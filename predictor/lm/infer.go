@@ -258,13 +258,17 @@ type streams struct {
 	sc *scratch
 }
 
-func (s *streams) check(ids []int) error {
-	if s.st == nil {
+func (s *streams) check(ids []int) error { return checkIDs(s.st == nil, len(s.st), ids) }
+
+// checkIDs returns the error of a call naming ids on n streams (of either
+// architecture), closed or not.
+func checkIDs(closed bool, n int, ids []int) error {
+	if closed {
 		return fmt.Errorf("lm: streams used after Close")
 	}
 	for _, id := range ids {
-		if id < 0 || id >= len(s.st) {
-			return fmt.Errorf("lm: stream %d does not exist (have %d)", id, len(s.st))
+		if id < 0 || id >= n {
+			return fmt.Errorf("lm: stream %d does not exist (have %d)", id, n)
 		}
 	}
 	return nil

@@ -299,17 +299,7 @@ const (
 	freshPushed // being pushed (Push's duplicate check)
 )
 
-func (s *lstmStreams) check(ids []int) error {
-	if s.st == nil {
-		return fmt.Errorf("lm: streams used after Close")
-	}
-	for _, id := range ids {
-		if id < 0 || id >= len(s.st) {
-			return fmt.Errorf("lm: stream %d does not exist (have %d)", id, len(s.st))
-		}
-	}
-	return nil
-}
+func (s *lstmStreams) check(ids []int) error { return checkIDs(s.st == nil, len(s.st), ids) }
 
 func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Dist) error {
 	if len(dst) != len(ids) {
