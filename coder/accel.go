@@ -303,20 +303,36 @@ func (c *ByteCodec) Device() string {
 
 // EncodeBatch implements BatchCodec.
 func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
-	out := make([][]byte, len(srcs))
-	errs := make([]error, len(srcs))
-	if c.acc != nil {
-		c.acc.pipelined(len(srcs), func(start, end int) {
-			c.encodeAccel(ctx, srcs[start:end], out[start:end], errs[start:end])
-		})
+	return encodeBatch(len(srcs), c.acc, func(i int) ([]byte, error) { return c.encodeCPU(ctx, nil, srcs[i]) },
+		func(start, end int, out [][]byte, errs []error) { c.encodeAccel(ctx, srcs[start:end], out, errs) })
+}
+
+func (c *ByteCodec) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
+	c.acc.encode(ctx, c.pred, srcs, out, errs,
+		func(src []byte) ([]byte, error) { return c.encodeCPU(ctx, nil, src) },
+		func(src []byte, probs []uint16) ([]byte, error) { return encodePath(nil, src, probs) })
+}
+
+// encodeBatch codes n blocks: with the accelerator a, in its overlapping
+// parts by accel(start, end, out[start:end], errs[start:end]); without one
+// (a nil), block i by cpu(i), in parallel.
+func encodeBatch(n int, a *accel, cpu func(i int) ([]byte, error), accel func(start, end int, out [][]byte, errs []error)) ([][]byte, error) {
+	out := make([][]byte, n)
+	errs := make([]error, n)
+	if a != nil {
+		a.pipelined(n, func(start, end int) { accel(start, end, out[start:end], errs[start:end]) })
 	} else {
-		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
+		parallelFor(n, func(i int) { out[i], errs[i] = cpu(i) })
 	}
 	return out, firstErr(errs)
 }
 
-func (c *ByteCodec) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
-	probs, err := c.acc.probs(ctx, c.pred, srcs)
+// encode codes srcs into out and errs with the bit probabilities pred gives on
+// the accelerator (withProbs), or, when the accelerator fails, on the CPU
+// (cpu), logged.
+func (a *accel) encode(ctx context.Context, pred predictor.ByteModel, srcs, out [][]byte, errs []error,
+	cpu func(src []byte) ([]byte, error), withProbs func(src []byte, probs []uint16) ([]byte, error)) {
+	probs, err := a.probs(ctx, pred, srcs)
 	if err != nil {
 		if ctx.Err() != nil {
 			for i := range errs {
@@ -324,11 +340,11 @@ func (c *ByteCodec) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []
 			}
 			return
 		}
-		c.acc.fellBack("encode", len(srcs), err)
-		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
+		a.fellBack("encode", len(srcs), err)
+		parallelFor(len(srcs), func(i int) { out[i], errs[i] = cpu(srcs[i]) })
 		return
 	}
-	parallelFor(len(srcs), func(i int) { out[i], errs[i] = encodePath(nil, srcs[i], probs[i]) })
+	parallelFor(len(srcs), func(i int) { out[i], errs[i] = withProbs(srcs[i], probs[i]) })
 }
 
 // DecodeBatch implements BatchCodec.
@@ -414,32 +430,14 @@ func (c *LMCM) Device() string {
 
 // EncodeBatch implements BatchCodec.
 func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
-	out := make([][]byte, len(srcs))
-	errs := make([]error, len(srcs))
-	if c.acc != nil {
-		c.acc.pipelined(len(srcs), func(start, end int) {
-			c.encodeAccel(ctx, srcs[start:end], out[start:end], errs[start:end])
-		})
-	} else {
-		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
-	}
-	return out, firstErr(errs)
+	return encodeBatch(len(srcs), c.acc, func(i int) ([]byte, error) { return c.encodeCPU(ctx, nil, srcs[i]) },
+		func(start, end int, out [][]byte, errs []error) { c.encodeAccel(ctx, srcs[start:end], out, errs) })
 }
 
 func (c *LMCM) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
-	probs, err := c.acc.probs(ctx, c.lm, srcs)
-	if err != nil {
-		if ctx.Err() != nil {
-			for i := range errs {
-				errs[i] = ctx.Err()
-			}
-			return
-		}
-		c.acc.fellBack("encode", len(srcs), err)
-		parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeCPU(ctx, nil, srcs[i]) })
-		return
-	}
-	parallelFor(len(srcs), func(i int) { out[i], errs[i] = c.encodeProbs(nil, srcs[i], probs[i]) })
+	c.acc.encode(ctx, c.lm, srcs, out, errs,
+		func(src []byte) ([]byte, error) { return c.encodeCPU(ctx, nil, src) },
+		func(src []byte, probs []uint16) ([]byte, error) { return c.encodeProbs(nil, src, probs) })
 }
 
 // encodeProbs codes src with the LM's bit probabilities given (8 per byte).
