@@ -294,12 +294,7 @@ func NewLMAccel(m predictor.ByteModel, model ModelID, a Accel) *ByteCodec {
 }
 
 // Device implements BatchCodec.
-func (c *ByteCodec) Device() string {
-	if c.acc == nil {
-		return "cpu"
-	}
-	return c.acc.Backend.Device()
-}
+func (c *ByteCodec) Device() string { return c.acc.device() }
 
 // EncodeBatch implements BatchCodec.
 func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
@@ -421,12 +416,7 @@ func NewLMCMAccel(m predictor.ByteModel, model ModelID, cmMemory int64, a Accel)
 }
 
 // Device implements BatchCodec.
-func (c *LMCM) Device() string {
-	if c.acc == nil {
-		return "cpu"
-	}
-	return c.acc.Backend.Device()
-}
+func (c *LMCM) Device() string { return c.acc.device() }
 
 // EncodeBatch implements BatchCodec.
 func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
@@ -770,4 +760,12 @@ func (r *Registry) DecodeBatch(ctx context.Context, recs [][]byte) ([][]byte, er
 		}
 	}
 	return out, firstErr(errs)
+}
+
+// device names where a runs the model: "cpu" for no accelerator (a nil).
+func (a *accel) device() string {
+	if a == nil {
+		return "cpu"
+	}
+	return a.Backend.Device()
 }

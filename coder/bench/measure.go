@@ -214,20 +214,7 @@ func measureChunk(ctx context.Context, m Method, blocks [][]byte, w int) (Result
 	if err != nil {
 		return r, err
 	}
-	for i, b := range blocks {
-		if !bytes.Equal(dec[i], b) {
-			return r, fmt.Errorf("block %d of %d bytes decoded to %d different bytes: the codec is broken", i, len(b), len(dec[i]))
-		}
-		r.RawBytes += int64(len(b))
-		r.CompBytes += int64(len(enc[i]))
-		if m.Codec != nil {
-			if r.CodecUse == nil {
-				r.CodecUse = map[string]int{}
-			}
-			r.CodecUse[m.Codec(enc[i])]++
-		}
-	}
-	return r, nil
+	return r, r.tally(m, blocks, enc, dec)
 }
 
 // measureBatch measures a method that codes all blocks in one call; CPU time
@@ -250,9 +237,15 @@ func measureBatch(ctx context.Context, m Method, blocks [][]byte) (Result, error
 	if err != nil {
 		return r, fmt.Errorf("decode: %w", err)
 	}
+	return r, r.tally(m, blocks, enc, dec)
+}
+
+// tally checks that every block decoded to itself and adds the blocks' raw
+// and coded sizes (and, where m names them, the codecs used) to r.
+func (r *Result) tally(m Method, blocks, enc, dec [][]byte) error {
 	for i, b := range blocks {
 		if !bytes.Equal(dec[i], b) {
-			return r, fmt.Errorf("block %d of %d bytes decoded to %d different bytes: the codec is broken", i, len(b), len(dec[i]))
+			return fmt.Errorf("block %d of %d bytes decoded to %d different bytes: the codec is broken", i, len(b), len(dec[i]))
 		}
 		r.RawBytes += int64(len(b))
 		r.CompBytes += int64(len(enc[i]))
@@ -263,5 +256,5 @@ func measureBatch(ctx context.Context, m Method, blocks [][]byte) (Result, error
 			r.CodecUse[m.Codec(enc[i])]++
 		}
 	}
-	return r, nil
+	return nil
 }
