@@ -40,6 +40,11 @@
 // emulation; -DLMFS_SAFE leaves them out of a CUDA build too).
 #if !defined(LMFS_EMU) && !defined(LMFS_SAFE)
 #define LMFS_FAST 1
+// LMFS_GEMM: the GEMM path (cuBLAS, loaded at run time; -DLMFS_NO_GEMM
+// leaves it out).
+#ifndef LMFS_NO_GEMM
+#define LMFS_GEMM 1
+#endif
 #endif
 
 #ifdef LMFS_EMU
@@ -551,6 +556,9 @@ __global__ void head_kernel_mma(DevModel M, DevState S, const int4 *__restrict__
   }
 }
 
+#endif
+
+#ifdef LMFS_GEMM
 // ---- GEMM path: the gate sums of a layer for streams 0..n-1 come from an
 // int8 GEMM with int32 sums (cuBLAS, exact in any order), then gate_kernel
 // does the rest of the layer (requantisation, bias, input table, gate
@@ -976,7 +984,7 @@ __global__ void set_input_kernel(DevState S, const int32_t *__restrict__ idx, co
 
 // ---- host side ----
 
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
 // Blas is cuBLAS, loaded at run time (dlopen): the library builds and runs
 // without it, with the mma kernels. Only cublasGemmEx with int8 inputs and
 // int32 sums (CUBLAS_COMPUTE_32I) is used: exact integer sums, so the result
@@ -1040,7 +1048,7 @@ struct Ctx {
 #ifndef LMFS_EMU
   cudaStream_t stream = nullptr;
 #endif
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
   Blas blas;
 #endif
 };
@@ -1109,7 +1117,7 @@ bool launched(Ctx *g, std::string *err) {
 #endif
 }
 
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
 // gemm_i8 computes C (m x n, column-major, ldc) = A^T B (+ C if accumulate)
 // in int32: A is k x m column-major (a row-major m x k weight matrix, lda),
 // B is k x n column-major (n streams' inputs of k bytes, ldb).
@@ -1162,7 +1170,7 @@ bool upload(Ctx *g, Buffers *bf, const std::vector<T> &v, const T **out, std::st
   return true;
 }
 
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
 // gemm_selfcheck runs the GEMMs of every layer and of the output layer on
 // pseudo-random inputs of a few streams and compares them with sums computed
 // here: the GEMM path is used only if cuBLAS gives the exact int32 sums.
@@ -1233,7 +1241,7 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, std::stri
   if (n <= 0) return true;
   const Model &m = g->host;
   int64_t ngrp = (n + kG - 1) / kG;
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
   if (g->gemm && prefix) {
     const int H = m.H;
     for (int l = 0; l < m.NL; l++) {
@@ -1242,7 +1250,10 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, std::stri
       if (!gemm_layer(g, l, inA, inB, n, S.gacc, err)) return false;
       LAUNCH_BS(gate_kernel, 256, (int64_t)n * (H / 4), g->dm, S, l, S.gacc, n);
     }
-  } else if (g->mma) {
+  } else
+#endif
+#ifdef LMFS_FAST
+  if (g->mma) {
     int64_t warps = (int64_t)(m.H / 4) * ((n + 8 * kNT - 1) / (8 * kNT));
     for (int l = 0; l < m.NL; l++) LAUNCH_BS(layer_kernel_mma, kMmaBS, warps * 32, g->dm, S, l, (const int4 *)g->apack[l], idx, n);
   } else
@@ -1276,13 +1287,15 @@ bool head(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, bool *raw
   int64_t ngrp = (n + kG - 1) / kG;
   *raw = false;
   if (n <= 0) return true;
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
   if (g->gemm && prefix) {
     const int H = g->host.H;
     const int8_t *top = S.hcur + (int64_t)(g->host.NL - 1) * S.cap * H;
     *raw = true;
     return gemm_i8(g, 256, n, H, g->wdev[g->host.NL], H, top, H, S.logit, 256, false, err) && launched(g, err);
   }
+#endif
+#ifdef LMFS_FAST
   if (g->mma) {
     int64_t warps = (int64_t)16 * ((n + 8 * kNT - 1) / (8 * kNT));
     LAUNCH_BS(head_kernel_mma, kMmaBS, warps * 32, g->dm, S, (const int4 *)g->apackO, idx, n);
@@ -1526,6 +1539,8 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
 #ifdef LMFS_FAST
   g->mma = m.H % 32 == 0 && kern != "dp4a";
   g->warpfreq = kern != "dp4a";
+#endif
+#ifdef LMFS_GEMM
   bool want_gemm = kern == "" || kern == "gemm";
 #else
   nogemm = kern == "gemm" ? "this build has no GEMM path" : "";
@@ -1542,7 +1557,7 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
     }
   }
   if (ok) ok = sync(g, &err);
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
   if (ok && want_gemm) {
     for (int l = 0; ok && l < m.NL; l++) ok = upload(g, &bf, m.wraw[l], &g->wdev[l], &err);
     if (ok) ok = upload(g, &bf, m.woraw, &g->wdev[m.NL], &err) && sync(g, &err);
@@ -1582,7 +1597,7 @@ void lmfs_cuda_free(void *h) {
 #ifndef LMFS_EMU
   cudaSetDevice(g->device);
 #endif
-#ifdef LMFS_FAST
+#ifdef LMFS_GEMM
   if (g->blas.h) {
     g->blas.destroy(g->blas.h);
     g->blas.h = nullptr;
