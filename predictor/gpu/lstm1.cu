@@ -1134,6 +1134,14 @@ bool gemm_i8(Ctx *g, int m, int n, int k, const int8_t *A, int lda, const int8_t
   return true;
 }
 
+// gemm_n is the number of streams the GEMMs run on for streams 0..n-1: n
+// rounded up to a multiple of 16 (the state has room for them: alloc_state),
+// so that cuBLAS sees aligned shapes; the extra columns are not used.
+int gemm_n(int n, int cap) {
+  int p = (n + 15) & ~15;
+  return p < cap ? p : cap;
+}
+
 // gemm_layer puts the gate sums of layer l for streams 0..n-1 in G: inputs
 // inA (h of the layer below, or h_0 for layer 0) and, above layer 0, inB
 // (the layer's own h), each n rows of H bytes.
@@ -1176,7 +1184,7 @@ bool upload(Ctx *g, Buffers *bf, const std::vector<T> &v, const T **out, std::st
 // here: the GEMM path is used only if cuBLAS gives the exact int32 sums.
 bool gemm_selfcheck(Ctx *g, std::string *why) {
   const Model &m = g->host;
-  const int H = m.H, n = 19;
+  const int H = m.H, n = 32;
   std::vector<int8_t> xa((size_t)n * H), xb((size_t)n * H);
   uint32_t r = 12345;
   auto next = [&r]() {
@@ -1224,6 +1232,7 @@ bool gemm_selfcheck(Ctx *g, std::string *why) {
 
 bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
   const Model &m = g->host;
+  if (g->gemm) cap = (cap + 15) & ~15;  // the GEMMs run on whole groups of 16 streams (see gemm_n)
   size_t per = (size_t)m.NL * cap * m.H;
   S->cap = cap;
   S->gacc = nullptr;
@@ -1247,7 +1256,7 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, std::stri
     for (int l = 0; l < m.NL; l++) {
       const int8_t *inA = l == 0 ? S.hcur : S.hnew + (int64_t)(l - 1) * S.cap * H;
       const int8_t *inB = S.hcur + (int64_t)l * S.cap * H;
-      if (!gemm_layer(g, l, inA, inB, n, S.gacc, err)) return false;
+      if (!gemm_layer(g, l, inA, inB, gemm_n(n, S.cap), S.gacc, err)) return false;
       LAUNCH_BS(gate_kernel, 256, (int64_t)n * (H / 4), g->dm, S, l, S.gacc, n);
     }
   } else
@@ -1292,7 +1301,7 @@ bool head(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, bool *raw
     const int H = g->host.H;
     const int8_t *top = S.hcur + (int64_t)(g->host.NL - 1) * S.cap * H;
     *raw = true;
-    return gemm_i8(g, 256, n, H, g->wdev[g->host.NL], H, top, H, S.logit, 256, false, err) && launched(g, err);
+    return gemm_i8(g, 256, gemm_n(n, S.cap), H, g->wdev[g->host.NL], H, top, H, S.logit, 256, false, err) && launched(g, err);
   }
 #endif
 #ifdef LMFS_FAST
