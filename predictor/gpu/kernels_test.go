@@ -38,7 +38,7 @@ func TestKernelVariantOption(t *testing.T) {
 }
 
 // TestKernelsAgree runs the built-in model with every kernel variant (gemm,
-// mma, dp4a) on a GPU over thousands of streams of varied lengths, so that
+// gemm with LMFS_GEMM_CAT=1, mma, dp4a) on a GPU over thousands of streams of varied lengths, so that
 // the active streams shrink step by step, and checks that encoding
 // probabilities, batch decoding and stepwise decoding (Streams, whose ids
 // stop being a prefix as blocks end) agree with the plain dp4a kernels
@@ -66,7 +66,9 @@ func TestKernelsAgree(t *testing.T) {
 	}
 	ctx := context.Background()
 	open := func(kernel string) *gpu.Model {
-		t.Setenv("LMFS_CUDA_KERNEL", kernel)
+		k, cat, _ := strings.Cut(kernel, "+")
+		t.Setenv("LMFS_CUDA_KERNEL", k)
+		t.Setenv("LMFS_GEMM_CAT", map[bool]string{true: "1", false: "0"}[cat == "cat"])
 		m := openModel(t, l, data)
 		t.Logf("%s: device %s", kernel, m.Device())
 		return m
@@ -86,7 +88,7 @@ func TestKernelsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kernel := range []string{"mma", "gemm"} {
+	for _, kernel := range []string{"mma", "gemm", "gemm+cat"} {
 		m := open(kernel)
 		got, err := m.PathProbs(ctx, blocks)
 		if err != nil {

@@ -296,6 +296,11 @@ struct DevState {
   int32_t *xcur;  // [cap] next input symbol
   int32_t *logit; // [cap][256]
   int32_t *gacc;  // [cap][4H] the gate sums of one layer (GEMM path only, else NULL)
+  // xcat[l] (l >= 1; GEMM path with LMFS_GEMM_CAT, else NULL): [cap][2H] the
+  // input of layer l in one row per stream, h_{l-1} of this step then h_l,
+  // so that the layer is one GEMM. The gate kernels write both halves, the
+  // commit kernel the second.
+  int8_t *xcat[4];
   int cap;
 };
 
@@ -609,6 +614,8 @@ __global__ void gate_kernel(DevModel M, DevState S, int l, const int32_t *__rest
   }
   *(int4 *)(S.c + ci) = make_int4(cout[0], cout[1], cout[2], cout[3]);
   *(uint32_t *)(S.hnew + ci) = hw;
+  if (l + 1 < M.NL && S.xcat[l + 1]) *(uint32_t *)(S.xcat[l + 1] + (int64_t)s * 2 * H + u0) = hw;
+  if (l >= 1 && S.xcat[l]) *(uint32_t *)(S.xcat[l] + (int64_t)s * 2 * H + H + u0) = hw;
 }
 #endif
 
@@ -622,7 +629,9 @@ __global__ void commit_kernel(DevState S, int NL, int H, const int32_t *__restri
   int l = (int)(r % NL);
   int slot = (int)(r / NL);
   int64_t off = ((int64_t)l * S.cap + idx[slot]) * H;
-  ((int32_t *)(S.hcur + off))[k] = ((const int32_t *)(S.hnew + off))[k];
+  int32_t w = ((const int32_t *)(S.hnew + off))[k];
+  ((int32_t *)(S.hcur + off))[k] = w;
+  if (l >= 1 && S.xcat[l]) ((int32_t *)(S.xcat[l] + (int64_t)idx[slot] * 2 * H + H))[k] = w;
 }
 
 // head_kernel computes the logits of streams idx[0..n-1]: thread (v, grp).
@@ -972,6 +981,10 @@ __global__ void reset_kernel(DevState S, int NL, int H, const int32_t *__restric
   S.hcur[ci] = 0;
   S.hnew[ci] = 0;
   S.c[ci] = 0;
+  if (l >= 1 && S.xcat[l]) {
+    S.xcat[l][(int64_t)b * 2 * H + u] = 0;
+    S.xcat[l][(int64_t)b * 2 * H + H + u] = 0;
+  }
   if (l == 0 && u == 0) S.xcur[b] = 256;
 }
 
@@ -1039,6 +1052,7 @@ struct Ctx {
   const int32_t *apack[4] = {};  // per layer: A fragments (int4 per lane)
   const int32_t *apackO = nullptr;
   bool gemm = false;             // the GEMM path (cuBLAS + gate_kernel) where streams are a prefix
+  bool gcat = false;             // the GEMM path's layers above 0 in one GEMM (DevState.xcat)
   const int8_t *wdev[5] = {};    // row-major int8 weights of layers 0..NL-1 and (at NL) the output layer
   std::vector<void *> allocs;  // model buffers
   int device = 0;
@@ -1236,7 +1250,10 @@ bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
   size_t per = (size_t)m.NL * cap * m.H;
   S->cap = cap;
   S->gacc = nullptr;
+  for (int l = 0; l < 4; l++) S->xcat[l] = nullptr;
   if (g->gemm && !bf->alloc(&S->gacc, (size_t)cap * 4 * m.H, err)) return false;
+  for (int l = 1; g->gemm && g->gcat && l < m.NL; l++)
+    if (!bf->alloc(&S->xcat[l], (size_t)cap * 2 * m.H, err)) return false;
   return bf->alloc(&S->hcur, per, err) && bf->alloc(&S->hnew, per, err) && bf->alloc(&S->c, per, err) &&
          bf->alloc(&S->xcur, (size_t)cap, err) && bf->alloc(&S->logit, (size_t)cap * 256, err);
 }
@@ -1256,7 +1273,12 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, std::stri
     for (int l = 0; l < m.NL; l++) {
       const int8_t *inA = l == 0 ? S.hcur : S.hnew + (int64_t)(l - 1) * S.cap * H;
       const int8_t *inB = S.hcur + (int64_t)l * S.cap * H;
-      if (!gemm_layer(g, l, inA, inB, gemm_n(n, S.cap), S.gacc, err)) return false;
+      int np = gemm_n(n, S.cap);
+      if (l > 0 && S.xcat[l]) {
+        if (!gemm_i8(g, 4 * H, np, 2 * H, g->wdev[l], 2 * H, S.xcat[l], 2 * H, S.gacc, 4 * H, false, err)) return false;
+      } else if (!gemm_layer(g, l, inA, inB, np, S.gacc, err)) {
+        return false;
+      }
       LAUNCH_BS(gate_kernel, 256, (int64_t)n * (H / 4), g->dm, S, l, S.gacc, n);
     }
   } else
@@ -1551,6 +1573,8 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
 #endif
 #ifdef LMFS_GEMM
   bool want_gemm = kern == "" || kern == "gemm";
+  const char *cat = std::getenv("LMFS_GEMM_CAT");
+  g->gcat = cat && std::string(cat) == "1";
 #else
   nogemm = kern == "gemm" ? "this build has no GEMM path" : "";
 #endif
@@ -1592,6 +1616,7 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
     return nullptr;
   }
   g->name += g->gemm ? " (int8 GEMM (cuBLAS) + fused gates" : (g->mma ? " (int8 tensor cores" : " (dp4a");
+  if (g->gemm && g->gcat) g->name += ", one GEMM per layer";
   g->name += g->warpfreq ? ", warp frequencies" : "";
   if (!g->gemm && !nogemm.empty()) g->name += "; no GEMM path: " + nogemm;
   g->name += ")";
@@ -1632,7 +1657,8 @@ void lmfs_cuda_name(void *h, char *buf, int cap) {
 int64_t lmfs_cuda_bytes_per_stream(void *h) {
   Ctx *g = (Ctx *)h;
   const Model &m = g->host;
-  return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8 + (g->gemm ? (int64_t)16 * m.H : 0);
+  return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8 + (g->gemm ? (int64_t)16 * m.H : 0) +
+         (g->gcat ? (int64_t)(m.NL - 1) * 2 * m.H : 0);
 }
 
 // lmfs_cuda_free_memory returns the free memory of the handle's GPU in
