@@ -17,7 +17,7 @@ root=$(pwd)
 	nvcc --version | tail -2
 } 2>&1
 build() {
-	nvcc -O3 -std=c++17 -arch=sm_90 -Xptxas -v -shared -Xcompiler -fPIC "$@" -o "$here/liblmfs_cuda.so" "$here/lstm1.cu"
+	nvcc -O3 -std=c++17 -arch=sm_90 -Xptxas -v -shared -Xcompiler -fPIC "$@" -o "$here/liblmfs_cuda.so" "$here/lstm1.cu" -ldl
 }
 kernels=${LMFS_GPU_KERNELS:-gemm mma dp4a}
 if ! build >"$out/build.log" 2>&1; then
