@@ -1019,7 +1019,8 @@ struct Blas {
   // load opens cuBLAS and a handle on stream st; false (with why) if it cannot.
   bool load(cudaStream_t st, std::string *why) {
     const char *env = std::getenv("LMFS_CUBLAS_LIB");
-    const char *names[] = {env, "libcublas.so.13", "libcublas.so.12", "libcublas.so", "/usr/local/cuda/lib64/libcublas.so"};
+    const char *names[] = {env, "libcublas.so.13", "libcublas.so.12", "libcublas.so", "/usr/local/cuda/lib64/libcublas.so.13",
+                           "/usr/local/cuda/lib64/libcublas.so.12", "/usr/local/cuda/lib64/libcublas.so"};
     for (const char *nm : names) {
       if (!nm || !*nm) continue;
       lib = dlopen(nm, RTLD_NOW | RTLD_LOCAL);
