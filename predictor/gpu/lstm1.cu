@@ -295,7 +295,8 @@ struct DevState {
   int32_t *c;     // [NL][cap][H]
   int32_t *xcur;  // [cap] next input symbol
   int32_t *logit; // [cap][256]
-  int32_t *gacc;  // [cap][4H] the gate sums of one layer (GEMM path only, else NULL)
+  int32_t *gacc;  // [gcap][4H] the gate sums of one layer for one chunk of streams (GEMM path only, else NULL)
+  int gcap;       // streams per chunk of the GEMM path
   // xcat[l] (l >= 1; GEMM path with LMFS_GEMM_CAT, else NULL): [cap][2H] the
   // input of layer l in one row per stream, h_{l-1} of this step then h_l,
   // so that the layer is one GEMM. The gate kernels write both halves, the
@@ -571,51 +572,61 @@ __global__ void head_kernel_mma(DevModel M, DevState S, const int4 *__restrict__
 // loads. G[s*4H + q*H + u] is gate q of unit u of stream s.
 __device__ __forceinline__ int4 ld4(const int32_t *p) { return __ldg((const int4 *)p); }
 
-__global__ void gate_kernel(DevModel M, DevState S, int l, const int32_t *__restrict__ G, int n) {
+// gate_unit is the cell update of the spec for one unit, from its four gate
+// pre-activations (already clamped to [-2048, 2047]) and its cell value c
+// (updated in place); it returns the new h.
+__device__ __forceinline__ uint32_t gate_unit(const DevModel &M, int zi, int zf, int zg, int zo, int &c) {
+  int32_t ig = __ldg(M.sig + zi + 2048), fg = __ldg(M.sig + zf + 2048);
+  int32_t gg = __ldg(M.tanh_ + zg + 2048), og = __ldg(M.sig + zo + 2048);
+  int32_t cn = (fg * c + ig * gg + 2048) >> 12;
+  cn = cn < -(1 << 17) ? -(1 << 17) : (cn > (1 << 17) ? (1 << 17) : cn);
+  int32_t tcx = cn >> 4;
+  tcx = tcx < -2048 ? -2048 : (tcx > 2047 ? 2047 : tcx);
+  int32_t tc = __ldg(M.tanh_ + tcx + 2048);
+  int32_t h = (og * tc + (1 << 16)) >> 17;
+  h = h < -127 ? -127 : (h > 127 ? 127 : h);
+  c = cn;
+  return (uint32_t)(uint8_t)(int8_t)h;
+}
+
+// gate_pre returns the clamped pre-activations of gate q for 4 units.
+__device__ __forceinline__ int4 gate_pre(const DevModel &M, const int32_t *Bl, const int32_t *Ml, const int32_t *Sl, bool first,
+                                         const int32_t *g, int j, int x) {
+  int4 a = *(const int4 *)(g + j);
+  int4 bb = ld4(Bl + j), mm = ld4(Ml + j), ss = ld4(Sl + j);
+  int4 t = make_int4(0, 0, 0, 0);
+  if (first) t = ld4(M.t0 + (int64_t)x * 4 * M.H + j);
+  return make_int4(clamp32(requant(a.x, mm.x, ss.x) + bb.x + t.x, -2048, 2047), clamp32(requant(a.y, mm.y, ss.y) + bb.y + t.y, -2048, 2047),
+                   clamp32(requant(a.z, mm.z, ss.z) + bb.z + t.z, -2048, 2047), clamp32(requant(a.w, mm.w, ss.w) + bb.w + t.w, -2048, 2047));
+}
+
+// gate_kernel finishes layer l for streams s0 .. s0+n-1, whose gate sums are
+// the rows 0 .. n-1 of G. Bl, Ml, Sl: the layer's bias and requantisation;
+// xnext, xself: S.xcat[l+1] and S.xcat[l] where they are used, else NULL.
+__global__ void gate_kernel(DevModel M, DevState S, int l, const int32_t *__restrict__ Bl, const int32_t *__restrict__ Ml,
+                            const int32_t *__restrict__ Sl, int8_t *xnext, int8_t *xself, const int32_t *__restrict__ G, int s0,
+                            int n) {
   int64_t gid = GID();
   const int H = M.H, H4 = H / 4;
   if (gid >= (int64_t)n * H4) return;
-  int s = (int)(gid / H4);
+  int r = (int)(gid / H4);
+  int s = s0 + r;
   int u0 = (int)(gid % H4) * 4;
-  const int32_t *Bl = M.b[l], *Ml = M.m[l], *Sl = M.s[l];
-  const int32_t *g = G + (int64_t)s * 4 * H;
+  const int32_t *g = G + (int64_t)r * 4 * H;
   int x = l == 0 ? S.xcur[s] : 0;
-  int z[4][4];  // [gate][unit]
-#pragma unroll
-  for (int q = 0; q < 4; q++) {
-    int j = q * H + u0;
-    int4 a = *(const int4 *)(g + j);
-    int4 bb = ld4(Bl + j), mm = ld4(Ml + j), ss = ld4(Sl + j);
-    int4 t = make_int4(0, 0, 0, 0);
-    if (l == 0) t = ld4(M.t0 + (int64_t)x * 4 * H + j);
-    z[q][0] = clamp32(requant(a.x, mm.x, ss.x) + bb.x + t.x, -2048, 2047);
-    z[q][1] = clamp32(requant(a.y, mm.y, ss.y) + bb.y + t.y, -2048, 2047);
-    z[q][2] = clamp32(requant(a.z, mm.z, ss.z) + bb.z + t.z, -2048, 2047);
-    z[q][3] = clamp32(requant(a.w, mm.w, ss.w) + bb.w + t.w, -2048, 2047);
-  }
+  bool first = l == 0;
+  int4 zi = gate_pre(M, Bl, Ml, Sl, first, g, u0, x), zf = gate_pre(M, Bl, Ml, Sl, first, g, H + u0, x);
+  int4 zg = gate_pre(M, Bl, Ml, Sl, first, g, 2 * H + u0, x), zo = gate_pre(M, Bl, Ml, Sl, first, g, 3 * H + u0, x);
   int64_t ci = ((int64_t)l * S.cap + s) * H + u0;
   int4 c4 = *(const int4 *)(S.c + ci);
-  int cin[4] = {c4.x, c4.y, c4.z, c4.w};
-  int cout[4];
-  uint32_t hw = 0;
-#pragma unroll
-  for (int e = 0; e < 4; e++) {
-    int32_t ig = __ldg(M.sig + z[0][e] + 2048), fg = __ldg(M.sig + z[1][e] + 2048);
-    int32_t gg = __ldg(M.tanh_ + z[2][e] + 2048), og = __ldg(M.sig + z[3][e] + 2048);
-    int32_t c = (fg * cin[e] + ig * gg + 2048) >> 12;
-    c = c < -(1 << 17) ? -(1 << 17) : (c > (1 << 17) ? (1 << 17) : c);
-    int32_t tcx = c >> 4;
-    tcx = tcx < -2048 ? -2048 : (tcx > 2047 ? 2047 : tcx);
-    int32_t tc = __ldg(M.tanh_ + tcx + 2048);
-    int32_t h = (og * tc + (1 << 16)) >> 17;
-    h = h < -127 ? -127 : (h > 127 ? 127 : h);
-    cout[e] = c;
-    hw |= (uint32_t)(uint8_t)(int8_t)h << (8 * e);
-  }
-  *(int4 *)(S.c + ci) = make_int4(cout[0], cout[1], cout[2], cout[3]);
+  uint32_t hw = gate_unit(M, zi.x, zf.x, zg.x, zo.x, c4.x);
+  hw |= gate_unit(M, zi.y, zf.y, zg.y, zo.y, c4.y) << 8;
+  hw |= gate_unit(M, zi.z, zf.z, zg.z, zo.z, c4.z) << 16;
+  hw |= gate_unit(M, zi.w, zf.w, zg.w, zo.w, c4.w) << 24;
+  *(int4 *)(S.c + ci) = c4;
   *(uint32_t *)(S.hnew + ci) = hw;
-  if (l + 1 < M.NL && S.xcat[l + 1]) *(uint32_t *)(S.xcat[l + 1] + (int64_t)s * 2 * H + u0) = hw;
-  if (l >= 1 && S.xcat[l]) *(uint32_t *)(S.xcat[l] + (int64_t)s * 2 * H + H + u0) = hw;
+  if (xnext) *(uint32_t *)(xnext + (int64_t)s * 2 * H + u0) = hw;
+  if (xself) *(uint32_t *)(xself + (int64_t)s * 2 * H + H + u0) = hw;
 }
 #endif
 
@@ -899,7 +910,7 @@ __global__ void freq_warp_kernel(DevModel M, DevState S, const int32_t *__restri
       int mid = (lo + hi) / 2;
       uint32_t clo = WCUM(lo), cmid = WCUM(mid), chi = WCUM(hi);
       uint64_t all = chi - clo, one = chi - cmid;
-      pr[k] = (uint16_t)((one << 16) / all);
+      pr[k] = (uint16_t)((uint32_t)(one << 16) / (uint32_t)all);  // one < 2^16: 32-bit division
       if (sym >= mid) lo = mid; else hi = mid;
     }
     if (lane == 0) {
@@ -921,7 +932,7 @@ __global__ void freq_warp_kernel(DevModel M, DevState S, const int32_t *__restri
     int mid = (lo + hi) / 2;
     uint32_t clo = WCUM(lo), cmid = WCUM(mid), chi = WCUM(hi);
     uint64_t all = chi - clo, one = chi - cmid;
-    uint32_t p = (uint32_t)((one << 16) / all);
+    uint32_t p = (uint32_t)(one << 16) / (uint32_t)all;  // one < 2^16: 32-bit division
     if (p < 1) p = 1;
     if (p > 65535) p = 65535;
     uint32_t r = x2 - x1;
@@ -1054,6 +1065,8 @@ struct Ctx {
   const int32_t *apackO = nullptr;
   bool gemm = false;             // the GEMM path (cuBLAS + gate_kernel) where streams are a prefix
   bool gcat = false;             // the GEMM path's layers above 0 in one GEMM (DevState.xcat)
+  int gchunk = 0;                // streams per GEMM chunk (a multiple of 16; 0: all at once)
+  const int32_t *host_b[4] = {}, *host_m[4] = {}, *host_s[4] = {};  // = dm.b, dm.m, dm.s (device pointers, for launches)
   const int8_t *wdev[5] = {};    // row-major int8 weights of layers 0..NL-1 and (at NL) the output layer
   std::vector<void *> allocs;  // model buffers
   int device = 0;
@@ -1251,8 +1264,9 @@ bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
   size_t per = (size_t)m.NL * cap * m.H;
   S->cap = cap;
   S->gacc = nullptr;
+  S->gcap = g->gchunk > 0 ? std::min(cap, g->gchunk) : cap;
   for (int l = 0; l < 4; l++) S->xcat[l] = nullptr;
-  if (g->gemm && !bf->alloc(&S->gacc, (size_t)cap * 4 * m.H, err)) return false;
+  if (g->gemm && !bf->alloc(&S->gacc, (size_t)S->gcap * 4 * m.H, err)) return false;
   for (int l = 1; g->gemm && g->gcat && l < m.NL; l++)
     if (!bf->alloc(&S->xcat[l], (size_t)cap * 2 * m.H, err)) return false;
   return bf->alloc(&S->hcur, per, err) && bf->alloc(&S->hnew, per, err) && bf->alloc(&S->c, per, err) &&
@@ -1270,17 +1284,24 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, std::stri
   int64_t ngrp = (n + kG - 1) / kG;
 #ifdef LMFS_GEMM
   if (g->gemm && prefix) {
+    // The streams go in chunks of S.gcap (16 or more), whose gate sums stay
+    // in the L2 cache between the GEMM and the gate kernel.
     const int H = m.H;
+    const int np = gemm_n(n, S.cap);
     for (int l = 0; l < m.NL; l++) {
       const int8_t *inA = l == 0 ? S.hcur : S.hnew + (int64_t)(l - 1) * S.cap * H;
       const int8_t *inB = S.hcur + (int64_t)l * S.cap * H;
-      int np = gemm_n(n, S.cap);
-      if (l > 0 && S.xcat[l]) {
-        if (!gemm_i8(g, 4 * H, np, 2 * H, g->wdev[l], 2 * H, S.xcat[l], 2 * H, S.gacc, 4 * H, false, err)) return false;
-      } else if (!gemm_layer(g, l, inA, inB, np, S.gacc, err)) {
-        return false;
+      int8_t *xnext = l + 1 < m.NL ? S.xcat[l + 1] : nullptr;
+      int8_t *xself = l >= 1 ? S.xcat[l] : nullptr;
+      for (int c0 = 0; c0 < n; c0 += S.gcap) {
+        int cn = std::min(S.gcap, n - c0), cp = std::min(S.gcap, np - c0);
+        if (xself) {
+          if (!gemm_i8(g, 4 * H, cp, 2 * H, g->wdev[l], 2 * H, xself + (int64_t)c0 * 2 * H, 2 * H, S.gacc, 4 * H, false, err)) return false;
+        } else if (!gemm_layer(g, l, inA + (int64_t)c0 * H, inB + (int64_t)c0 * H, cp, S.gacc, err)) {
+          return false;
+        }
+        LAUNCH_BS(gate_kernel, 256, (int64_t)cn * (H / 4), g->dm, S, l, g->host_b[l], g->host_m[l], g->host_s[l], xnext, xself, S.gacc, c0, cn);
       }
-      LAUNCH_BS(gate_kernel, 256, (int64_t)n * (H / 4), g->dm, S, l, S.gacc, n);
     }
   } else
 #endif
@@ -1574,8 +1595,13 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
 #endif
 #ifdef LMFS_GEMM
   bool want_gemm = kern == "" || kern == "gemm";
+  // LMFS_GEMM_CAT=0: the layers above 0 as two GEMMs (the first version);
+  // LMFS_GEMM_CHUNK: streams per GEMM chunk (default 4096; 0: no chunks).
   const char *cat = std::getenv("LMFS_GEMM_CAT");
-  g->gcat = cat && std::string(cat) == "1";
+  g->gcat = !(cat && std::string(cat) == "0");
+  const char *chunk = std::getenv("LMFS_GEMM_CHUNK");
+  g->gchunk = chunk ? std::atoi(chunk) : 4096;
+  g->gchunk = g->gchunk <= 0 ? 0 : std::max(16, (g->gchunk + 15) & ~15);
 #else
   nogemm = kern == "gemm" ? "this build has no GEMM path" : "";
 #endif
@@ -1594,6 +1620,11 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
 #ifdef LMFS_GEMM
   if (ok && want_gemm) {
     for (int l = 0; ok && l < m.NL; l++) ok = upload(g, &bf, m.wraw[l], &g->wdev[l], &err);
+    for (int l = 0; l < m.NL; l++) {
+      g->host_b[l] = d.b[l];
+      g->host_m[l] = d.m[l];
+      g->host_s[l] = d.s[l];
+    }
     if (ok) ok = upload(g, &bf, m.woraw, &g->wdev[m.NL], &err) && sync(g, &err);
     if (ok && g->blas.load(g->stream, &nogemm)) {
       g->gemm = true;
@@ -1618,6 +1649,7 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
   }
   g->name += g->gemm ? " (int8 GEMM (cuBLAS) + fused gates" : (g->mma ? " (int8 tensor cores" : " (dp4a");
   if (g->gemm && g->gcat) g->name += ", one GEMM per layer";
+  if (g->gemm && g->gchunk) g->name += ", chunks of " + std::to_string(g->gchunk) + " streams";
   g->name += g->warpfreq ? ", warp frequencies" : "";
   if (!g->gemm && !nogemm.empty()) g->name += "; no GEMM path: " + nogemm;
   g->name += ")";
@@ -1658,7 +1690,7 @@ void lmfs_cuda_name(void *h, char *buf, int cap) {
 int64_t lmfs_cuda_bytes_per_stream(void *h) {
   Ctx *g = (Ctx *)h;
   const Model &m = g->host;
-  return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8 + (g->gemm ? (int64_t)16 * m.H : 0) +
+  return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8 + (g->gemm && g->gchunk == 0 ? (int64_t)16 * m.H : 0) +
          (g->gcat ? (int64_t)(m.NL - 1) * 2 * m.H : 0);
 }
 
