@@ -81,6 +81,11 @@ static inline int dp4a(int a, int b, int c) {
     int64_t n_ = (int64_t)(nthreads);                                                          \
     if (n_ > 0) kern<<<(unsigned)((n_ + (bs)-1) / (bs)), (bs), 0, g->stream>>>(__VA_ARGS__); \
   } while (0)
+// LAUNCH_GRID launches grid blocks of bs threads (grid-stride kernels).
+#define LAUNCH_GRID(kern, grid, bs, ...) \
+  do {                                  \
+    kern<<<(grid), (bs), 0, g->stream>>>(__VA_ARGS__); \
+  } while (0)
 static __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
 #endif
 
@@ -575,14 +580,14 @@ __device__ __forceinline__ int4 ld4(const int32_t *p) { return __ldg((const int4
 // gate_unit is the cell update of the spec for one unit, from its four gate
 // pre-activations (already clamped to [-2048, 2047]) and its cell value c
 // (updated in place); it returns the new h.
-__device__ __forceinline__ uint32_t gate_unit(const DevModel &M, int zi, int zf, int zg, int zo, int &c) {
-  int32_t ig = __ldg(M.sig + zi + 2048), fg = __ldg(M.sig + zf + 2048);
-  int32_t gg = __ldg(M.tanh_ + zg + 2048), og = __ldg(M.sig + zo + 2048);
+__device__ __forceinline__ uint32_t gate_unit(const int16_t *sg, const int16_t *th, int zi, int zf, int zg, int zo, int &c) {
+  int32_t ig = sg[zi + 2048], fg = sg[zf + 2048];
+  int32_t gg = th[zg + 2048], og = sg[zo + 2048];
   int32_t cn = (fg * c + ig * gg + 2048) >> 12;
   cn = cn < -(1 << 17) ? -(1 << 17) : (cn > (1 << 17) ? (1 << 17) : cn);
   int32_t tcx = cn >> 4;
   tcx = tcx < -2048 ? -2048 : (tcx > 2047 ? 2047 : tcx);
-  int32_t tc = __ldg(M.tanh_ + tcx + 2048);
+  int32_t tc = th[tcx + 2048];
   int32_t h = (og * tc + (1 << 16)) >> 17;
   h = h < -127 ? -127 : (h > 127 ? 127 : h);
   c = cn;
@@ -602,31 +607,41 @@ __device__ __forceinline__ int4 gate_pre(const DevModel &M, const int32_t *Bl, c
 
 // gate_kernel finishes layer l for streams s0 .. s0+n-1, whose gate sums are
 // the rows 0 .. n-1 of G. Bl, Ml, Sl: the layer's bias and requantisation;
-// xnext, xself: S.xcat[l+1] and S.xcat[l] where they are used, else NULL.
-__global__ void gate_kernel(DevModel M, DevState S, int l, const int32_t *__restrict__ Bl, const int32_t *__restrict__ Ml,
-                            const int32_t *__restrict__ Sl, int8_t *xnext, int8_t *xself, const int32_t *__restrict__ G, int s0,
-                            int n) {
-  int64_t gid = GID();
+// xnext, xself: S.xcat[l+1] and S.xcat[l] where they are used, else NULL;
+// tabs: the sigmoid then the tanh table as int16 (every entry is within
+// [-4096, 4096]). The tables' lookups are scattered: they are read from
+// shared memory, loaded once per block of a grid-stride loop.
+const int kGateBS = 512;
+__global__ void __launch_bounds__(kGateBS) gate_kernel(DevModel M, DevState S, int l, const int32_t *__restrict__ Bl,
+                                                      const int32_t *__restrict__ Ml, const int32_t *__restrict__ Sl, int8_t *xnext,
+                                                      int8_t *xself, const int32_t *__restrict__ G, int s0, int n,
+                                                      const int4 *__restrict__ tabs) {
+  __shared__ int4 stab[2 * 4096 * 2 / 16];  // 8192 int16
+  for (int i = threadIdx.x; i < 2 * 4096 * 2 / 16; i += blockDim.x) stab[i] = tabs[i];
+  __syncthreads();
+  const int16_t *sg = (const int16_t *)stab, *th = sg + 4096;
   const int H = M.H, H4 = H / 4;
-  if (gid >= (int64_t)n * H4) return;
-  int r = (int)(gid / H4);
-  int s = s0 + r;
-  int u0 = (int)(gid % H4) * 4;
-  const int32_t *g = G + (int64_t)r * 4 * H;
-  int x = l == 0 ? S.xcur[s] : 0;
-  bool first = l == 0;
-  int4 zi = gate_pre(M, Bl, Ml, Sl, first, g, u0, x), zf = gate_pre(M, Bl, Ml, Sl, first, g, H + u0, x);
-  int4 zg = gate_pre(M, Bl, Ml, Sl, first, g, 2 * H + u0, x), zo = gate_pre(M, Bl, Ml, Sl, first, g, 3 * H + u0, x);
-  int64_t ci = ((int64_t)l * S.cap + s) * H + u0;
-  int4 c4 = *(const int4 *)(S.c + ci);
-  uint32_t hw = gate_unit(M, zi.x, zf.x, zg.x, zo.x, c4.x);
-  hw |= gate_unit(M, zi.y, zf.y, zg.y, zo.y, c4.y) << 8;
-  hw |= gate_unit(M, zi.z, zf.z, zg.z, zo.z, c4.z) << 16;
-  hw |= gate_unit(M, zi.w, zf.w, zg.w, zo.w, c4.w) << 24;
-  *(int4 *)(S.c + ci) = c4;
-  *(uint32_t *)(S.hnew + ci) = hw;
-  if (xnext) *(uint32_t *)(xnext + (int64_t)s * 2 * H + u0) = hw;
-  if (xself) *(uint32_t *)(xself + (int64_t)s * 2 * H + H + u0) = hw;
+  const bool first = l == 0;
+  const int64_t total = (int64_t)n * H4;
+  for (int64_t gid = GID(); gid < total; gid += (int64_t)gridDim.x * blockDim.x) {
+    int r = (int)(gid / H4);
+    int s = s0 + r;
+    int u0 = (int)(gid % H4) * 4;
+    const int32_t *g = G + (int64_t)r * 4 * H;
+    int x = first ? S.xcur[s] : 0;
+    int4 zi = gate_pre(M, Bl, Ml, Sl, first, g, u0, x), zf = gate_pre(M, Bl, Ml, Sl, first, g, H + u0, x);
+    int4 zg = gate_pre(M, Bl, Ml, Sl, first, g, 2 * H + u0, x), zo = gate_pre(M, Bl, Ml, Sl, first, g, 3 * H + u0, x);
+    int64_t ci = ((int64_t)l * S.cap + s) * H + u0;
+    int4 c4 = *(const int4 *)(S.c + ci);
+    uint32_t hw = gate_unit(sg, th, zi.x, zf.x, zg.x, zo.x, c4.x);
+    hw |= gate_unit(sg, th, zi.y, zf.y, zg.y, zo.y, c4.y) << 8;
+    hw |= gate_unit(sg, th, zi.z, zf.z, zg.z, zo.z, c4.z) << 16;
+    hw |= gate_unit(sg, th, zi.w, zf.w, zg.w, zo.w, c4.w) << 24;
+    *(int4 *)(S.c + ci) = c4;
+    *(uint32_t *)(S.hnew + ci) = hw;
+    if (xnext) *(uint32_t *)(xnext + (int64_t)s * 2 * H + u0) = hw;
+    if (xself) *(uint32_t *)(xself + (int64_t)s * 2 * H + H + u0) = hw;
+  }
 }
 #endif
 
@@ -1067,6 +1082,8 @@ struct Ctx {
   bool gcat = false;             // the GEMM path's layers above 0 in one GEMM (DevState.xcat)
   int gchunk = 0;                // streams per GEMM chunk (a multiple of 16; 0: all at once)
   const int32_t *host_b[4] = {}, *host_m[4] = {}, *host_s[4] = {};  // = dm.b, dm.m, dm.s (device pointers, for launches)
+  const int16_t *tab16 = nullptr;  // the sigmoid and tanh tables as int16 (GEMM path)
+  int nsm = 132;                   // multiprocessors of the GPU
   const int8_t *wdev[5] = {};    // row-major int8 weights of layers 0..NL-1 and (at NL) the output layer
   std::vector<void *> allocs;  // model buffers
   int device = 0;
@@ -1300,7 +1317,10 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, std::stri
         } else if (!gemm_layer(g, l, inA + (int64_t)c0 * H, inB + (int64_t)c0 * H, cp, S.gacc, err)) {
           return false;
         }
-        LAUNCH_BS(gate_kernel, 256, (int64_t)cn * (H / 4), g->dm, S, l, g->host_b[l], g->host_m[l], g->host_s[l], xnext, xself, S.gacc, c0, cn);
+        int64_t work = (int64_t)cn * (H / 4);
+        int grid = (int)std::min<int64_t>((work + kGateBS - 1) / kGateBS, (int64_t)g->nsm * 4);
+        LAUNCH_GRID(gate_kernel, grid, kGateBS, g->dm, S, l, g->host_b[l], g->host_m[l], g->host_s[l], xnext, xself, S.gacc, c0, cn,
+                    (const int4 *)g->tab16);
       }
     }
   } else
@@ -1567,6 +1587,7 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
     return nullptr;
   }
   g->name = std::string("cuda:") + std::to_string(device) + " " + prop.name;
+  if (prop.multiProcessorCount > 0) g->nsm = prop.multiProcessorCount;
 #endif
   const Model &m = g->host;
   Buffers bf;
@@ -1596,11 +1617,12 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
 #ifdef LMFS_GEMM
   bool want_gemm = kern == "" || kern == "gemm";
   // LMFS_GEMM_CAT=0: the layers above 0 as two GEMMs (the first version);
-  // LMFS_GEMM_CHUNK: streams per GEMM chunk (default 4096; 0: no chunks).
+  // LMFS_GEMM_CHUNK: streams per GEMM chunk (default 0: all at once, which
+  // measured faster than chunks of 2048 to 8192 on an H200).
   const char *cat = std::getenv("LMFS_GEMM_CAT");
   g->gcat = !(cat && std::string(cat) == "0");
   const char *chunk = std::getenv("LMFS_GEMM_CHUNK");
-  g->gchunk = chunk ? std::atoi(chunk) : 4096;
+  g->gchunk = chunk ? std::atoi(chunk) : 0;
   g->gchunk = g->gchunk <= 0 ? 0 : std::max(16, (g->gchunk + 15) & ~15);
 #else
   nogemm = kern == "gemm" ? "this build has no GEMM path" : "";
@@ -1625,6 +1647,12 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
       g->host_m[l] = d.m[l];
       g->host_s[l] = d.s[l];
     }
+    std::vector<int16_t> t16(2 * 4096);
+    for (int i = 0; i < 4096; i++) {
+      t16[i] = (int16_t)m.sig[i];
+      t16[4096 + i] = (int16_t)m.tanh_[i];
+    }
+    if (ok) ok = upload(g, &bf, t16, &g->tab16, &err) && sync(g, &err);
     if (ok) ok = upload(g, &bf, m.woraw, &g->wdev[m.NL], &err) && sync(g, &err);
     if (ok && g->blas.load(g->stream, &nogemm)) {
       g->gemm = true;
