@@ -9,10 +9,15 @@
 // active stream by one byte:
 //
 //   layer kernel (one per layer): the gate products of the layer as an int8
-//       matrix product (dp4a), 4 gates x G streams per thread, then the cell
-//       update of the spec, writing the new h to a scratch buffer;
+//       matrix product (dp4a, or int8 tensor cores: mma), 4 gates x G
+//       streams per thread, then the cell update of the spec, writing the
+//       new h to a scratch buffer;
+//   or, on the GEMM path (the default where cuBLAS loads: LMFS_CUDA_KERNEL),
+//       per layer one cuBLAS int8 GEMM with int32 sums (exact) into a
+//       buffer of gate sums, then gate_kernel (the rest of the layer);
 //   commit kernel: the new h becomes the current h;
-//   head kernel: the output layer's logits (dp4a);
+//   head kernel: the output layer's logits (dp4a, mma, or a GEMM whose
+//       requantisation the frequency kernel does);
 //   freq kernel (one thread per stream): the frequency rule of the spec and
 //       what the caller needs: the 8 bit-tree probabilities along the actual
 //       byte (encoding, exactly coder/arith.go's symbolP), the binary
