@@ -91,8 +91,8 @@ type tuneMixer struct {
 }
 
 const (
-	tsetsA = 6 * 8   // LM confidence x bit position
-	tsetsB = 8 * 4   // match state x LM confidence
+	tsetsA = 6 * 8       // LM confidence x bit position
+	tsetsB = 8 * 4       // match state x LM confidence
 	tsetsC = 256 * 4 * 2 // partial byte
 	tsets2 = 6 * 256 * 4
 	tapm1N = 256
@@ -100,7 +100,6 @@ const (
 )
 
 var toffs = [3]int{0, tsetsA * tIn, (tsetsA + tsetsB) * tIn}
-
 
 func newCfg(c config) *tuneMixer {
 	m := &tuneMixer{cfg: c}
@@ -167,7 +166,6 @@ func (m *tuneMixer) conf(st int32) int {
 	}
 	return c
 }
-
 
 // P returns P(next bit = 1) as a 16-bit probability given the LM's 16-bit
 // probability pl and cm's model (whose P is for the same bit).
@@ -271,7 +269,7 @@ func (m *tuneMixer) P(pl int32, c *cm.Model) int {
 			case 7:
 				c = int(v.C1&0xF0) | int(v.C0&0xF)<<0
 			case 8:
-				c = int((v.C2*0x2F0B+v.C1*0x9E37)>>3&1023)
+				c = int((v.C2*0x2F0B + v.C1*0x9E37) >> 3 & 1023)
 			case 9:
 				c = int(v.C2)*8 + v.Bits
 			case 10:
@@ -418,4 +416,3 @@ func (m *tuneMixer) small(k int) bool {
 	}
 	return k == 1
 }
-
