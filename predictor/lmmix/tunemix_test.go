@@ -292,6 +292,10 @@ func (m *tuneMixer) P(pl int32, c *cm.Model) int {
 				c = int(v.C2)*8 + v.Bits
 			case 10:
 				c = int(v.C1)*4 + min(cf, 3)
+			case 11:
+				c = 0
+			case 12:
+				c = v.Bits
 			}
 			m.sel[k] = (k*2048 + c) * tIn
 		}
