@@ -28,17 +28,9 @@ func tuneConfigs() ([]string, []config) {
 	add := func(n string, c config) { names = append(names, n); cfgs = append(cfgs, c) }
 	add("final", finalConfig())
 	c := finalConfig()
-	c.gsel = [4]int{3, 4, 2, 12}
-	c.full = 15
-	c.offMix = 0
-	add("+glob", c)
-	c.gsel = [4]int{3, 4, 2, 13}
-	add("+bits", c)
-	c = finalConfig()
-	c.lr0, c.lrSwitch = 32, 1<<16
-	add("lr32_16", c)
-	c = finalConfig()
-	c.lr1 = 10
-	add("lr1_10", c)
+	c.finalMode = 7
+	add("a3c1", c)
+	c.finalMode = 8
+	add("a3c1b", c)
 	return names, cfgs
 }

@@ -41,7 +41,7 @@ type config struct {
 	advShift  uint
 	advT      int32
 	selA      int
-	lsmM      bool // LM x match state map in slot 11
+	lsmM      bool      // LM x match state map in slot 11
 	gsel      [tMix]int // if gsel[0] != 0: selector of each mixer (1+kind)
 	full      uint32    // mixers that see all inputs (else the small set) when gsel is used
 }
@@ -85,6 +85,8 @@ type tuneMixer struct {
 	pC   int32
 	eL   int32
 	miss int
+	a3   [256 * 33]uint16
+	i3   int
 	smM  [16 * 32]uint16
 	iM   int
 	eC   int32
@@ -136,7 +138,7 @@ func (m *tuneMixer) Reset() {
 	for i := range m.smM {
 		m.smM[i] = 32768
 	}
-	for _, a := range [][]uint16{m.a1, m.a2, m.al} {
+	for _, a := range [][]uint16{m.a1, m.a2, m.al, m.a3[:]} {
 		for c := 0; c < len(a); c += 33 {
 			for j := range 33 {
 				a[c+j] = uint16(mix.Squash(int32((j-16)*128)) * 16)
@@ -373,6 +375,15 @@ func (m *tuneMixer) P(pl int32, c *cm.Model) int {
 		out = (p*16*2 + q1*3 + q2*3 + 4) >> 3
 	case 6:
 		out = (p*16 + q1*2 + q2 + 2) >> 2
+	case 7, 8:
+		i3 := int(v.C1) * 33
+		m.i3 = i3 + lo + int(w>>6)
+		q3 := (int32(m.a3[i3+lo])*(128-w) + int32(m.a3[i3+lo+1])*w) >> 7
+		if m.cfg.finalMode == 7 {
+			out = (p*16*2 + q1 + q2 + q3*2 + 3) / 6
+		} else {
+			out = (p*16 + q1 + q2 + q3 + 2) >> 2
+		}
 	}
 	m.pr = int(min(max(out, 16), 65520))
 	return m.pr
@@ -429,6 +440,10 @@ func (m *tuneMixer) Update(bit int) {
 	m.a1[m.i1] = uint16(v + (g-v)>>r)
 	v = int32(m.a2[m.i2])
 	m.a2[m.i2] = uint16(v + (g-v)>>r)
+	if m.cfg.finalMode >= 7 {
+		v = int32(m.a3[m.i3])
+		m.a3[m.i3] = uint16(v + (g-v)>>r)
+	}
 	if m.cfg.lmAPM {
 		v = int32(m.al[m.il])
 		m.al[m.il] = uint16(v + (g-v)>>r)
