@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -407,5 +408,62 @@ func BenchmarkLMCMMixing(b *testing.B) {
 			}
 			b.ReportMetric(8*float64(len(out))/float64(len(src)), "bits/byte")
 		})
+	}
+}
+
+// TestMaxUsesLMCM6: policy max tries lm+cm (id 6), not the superseded
+// lm+cm.1, which still decodes and can be picked by name.
+func TestMaxUsesLMCM6(t *testing.T) {
+	o := DefaultOptions()
+	o.Device = "cpu"
+	reg, err := NewStandard(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := NewChooser(reg, PolicyMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Join(ch.Codecs(), ",")
+	if !slices.Contains(ch.Codecs(), "lm+cm") || slices.Contains(ch.Codecs(), "lm+cm.1") {
+		t.Fatalf("policy max uses %s: want lm+cm and not lm+cm.1", names)
+	}
+	for name, id := range map[string]ID{"lm+cm": IDLMCM, "lm+cm.1": IDLMCM1} {
+		c, err := reg.ByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID() != id || reg.NameOf(id) != name {
+			t.Errorf("%s has id %d (NameOf(%d) = %s)", name, c.ID(), id, reg.NameOf(id))
+		}
+	}
+}
+
+// TestLMCMTruncated: a truncated lm+cm payload (either id), or one with a
+// bad parameter byte, is an ErrCorrupt error. (Flipped bits are caught by the
+// block record's CRC: TestLMUnknownModel.)
+func TestLMCMTruncated(t *testing.T) {
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	src := []byte(strings.Repeat("Truncated payloads must fail cleanly. ", 20))
+	for _, c := range []Codec{NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20)} {
+		p, err := c.Encode(ctx, nil, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{0, 1, 2, len(p) / 2, len(p) - 1} {
+			_, err := c.Decode(ctx, nil, p[:n], len(src))
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s payload cut to %d of %d bytes: err %v, want ErrCorrupt", c.Name(), n, len(p), err)
+			}
+		}
+		bad := bytes.Clone(p)
+		bad[0] = 40 // cm's parameter byte out of range
+		if _, err := c.Decode(ctx, nil, bad, len(src)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s with a bad parameter byte: err %v, want ErrCorrupt", c.Name(), err)
+		}
 	}
 }
