@@ -79,6 +79,26 @@ func New() *Mixer {
 	return m
 }
 
+// Copies of predictor/mix's squash and stretch tables, indexed directly
+// (d+2048 and p12), so the hot path needs no pointer load or clamp.
+var (
+	squashTab = func() (t [4096]int32) {
+		for d := range t {
+			t[d] = mix.Squash(int32(d - 2048))
+		}
+		return
+	}()
+	stretchTab = func() (t [4096]int32) {
+		for p := range t {
+			t[p] = mix.Stretch(int32(p))
+		}
+		return
+	}()
+)
+
+func squash(d int32) int32    { return squashTab[(d+2048)&4095] } // d in [-2047, 2047]
+func stretch(p12 int32) int32 { return stretchTab[p12&4095] }     // p12 in [0, 4095]
+
 // apmInit is an APM row that starts as the identity.
 var apmInit = func() (r [nBins]uint16) {
 	for j := range r {
@@ -151,25 +171,25 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	c.View(&m.v)
 	v := &m.v
 	x := &m.x
-	stL := mix.Stretch(pl >> 4)
+	stL := stretch(min(max(pl>>4, 0), 4095))
 	x[inLM] = stL
 	copy(x[inCM:inCM+cm.NInputs], v.X[:])
-	x[inCMP] = mix.Stretch(v.P)
+	x[inCMP] = stretch(v.P)
 	c0 := int(v.C0 & 0xFF)
 	q, i := interp(m.apmL[:], c0*nBins, stL+2048)
 	m.iL = i
-	x[inLMA] = mix.Stretch(q >> 4)
+	x[inLMA] = stretch(q >> 4)
 	lq := int((stL + 2048) >> 8) // 0..15
 	for j := range 2 {
 		m.is[j] = lq*256 + int(v.States[j])
-		x[inSM+j] = mix.Stretch(int32(m.sm[j][m.is[j]]) >> 4)
+		x[inSM+j] = stretch(int32(m.sm[j][m.is[j]]) >> 4)
 	}
 	mb := 0
 	if v.MatchLen > 0 {
 		mb = min(v.MatchLen, 15)*2 + v.MatchBit
 	}
 	m.iM = lq*32 + mb
-	x[inSMM] = mix.Stretch(int32(m.smM[m.iM]) >> 4)
+	x[inSMM] = stretch(int32(m.smM[m.iM]) >> 4)
 
 	m.sel[0] = (0*256 + int(v.C2)) * nIn
 	m.sel[1] = (1*256 + c0) * nIn
@@ -177,7 +197,7 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	for k := range nMix {
 		d := dot(x, (*[nIn]int32)(m.w[m.sel[k]:]))
 		m.dot[k] = clampSt(d >> 16)
-		m.pm[k] = mix.Squash(m.dot[k])
+		m.pm[k] = squash(m.dot[k])
 	}
 
 	cf := conf(stL)
@@ -188,7 +208,7 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	w2 := (*[nMix]int32)(m.w2[m.sel2:])
 	d2 := int64(m.dot[0])*int64(w2[0]) + int64(m.dot[1])*int64(w2[1]) + int64(m.dot[2])*int64(w2[2])
 	m.d2 = clampSt(d2 >> 16)
-	m.p2 = mix.Squash(m.d2)
+	m.p2 = squash(m.d2)
 	m.pL, m.pC = pl>>4, v.P
 
 	q1, i1 := interp(m.a1[:], c0*nBins, m.d2+2048)
