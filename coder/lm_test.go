@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/lmfs/lmfs/predictor"
 	"github.com/lmfs/lmfs/predictor/lm"
 )
 
@@ -45,9 +47,9 @@ func TestLMCodecsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<20))
+	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20))
 	ctx := context.Background()
-	for _, name := range []string{"lm", "lm+cm"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, err := reg.ByName(name)
 		if err != nil {
 			t.Fatal(err)
@@ -82,9 +84,9 @@ func TestLMUnknownModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	full := NewRegistry(NewLM(m), NewLMCM(m, 1<<20))
+	full := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20))
 	bare := NewRegistry() // knows no model
-	for _, name := range []string{"lm", "lm+cm"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, _ := full.ByName(name)
 		rec, err := full.EncodeWith(ctx, nil, c, []byte("hello, world"))
 		if err != nil {
@@ -124,9 +126,9 @@ func FuzzLMDecode(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<16))
+	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<16), NewLMCM1(m, 1<<16))
 	ctx := context.Background()
-	for _, name := range []string{"lm", "lm+cm"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, _ := reg.ByName(name)
 		rec, _ := reg.EncodeWith(ctx, nil, c, []byte("some text to code, some text"))
 		f.Add(rec)
@@ -152,7 +154,7 @@ func TestStandardHasLMCodecs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"lm", "lm+cm"} {
+	for _, n := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, err := reg.ByName(n)
 		if err != nil {
 			t.Fatal(err)
@@ -188,7 +190,7 @@ func BenchmarkLMCodecs(b *testing.B) {
 	}
 	src = src[:16<<10]
 	ctx := context.Background()
-	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20), NewCM(64 << 20)} {
+	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20), NewLMCM1(m, 64<<20), NewCM(64 << 20)} {
 		payload, err := c.Encode(ctx, nil, src)
 		if err != nil {
 			b.Fatal(err)
@@ -245,11 +247,11 @@ func TestLMGolden(t *testing.T) {
 		m      *lm.Model
 		golden map[string]string
 	}{
-		{"lstm1 default", def, map[string]string{"lm": lmGolden, "lm+cm": lmcmGolden}},
-		{"lstm1 retired m2", prev, map[string]string{"lm": lmGoldenM2, "lm+cm": lmcmGoldenM2}},
-		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
+		{"lstm1 default", def, map[string]string{"lm": lmGolden, "lm+cm.1": lmcm1Golden, "lm+cm": lmcmGolden}},
+		{"lstm1 retired m2", prev, map[string]string{"lm": lmGoldenM2, "lm+cm.1": lmcm1GoldenM2, "lm+cm": lmcmGoldenM2}},
+		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm.1": lmcm1GoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
 	} {
-		for _, c := range []Codec{NewLM(tc.m), NewLMCM(tc.m, 64<<20)} {
+		for _, c := range []Codec{NewLM(tc.m), NewLMCM1(tc.m, 64<<20), NewLMCM(tc.m, 64<<20)} {
 			p, err := c.Encode(context.Background(), nil, src)
 			if err != nil {
 				t.Fatal(err)
@@ -270,12 +272,15 @@ func TestLMGolden(t *testing.T) {
 var retiredM2 = [32]byte{0xe6, 0x3f, 0x60, 0xa7, 0xb4, 0x7b, 0x9f, 0xbb, 0x59, 0x9b, 0xb3, 0x8e, 0x5d, 0x43, 0xd4, 0x31, 0x0a, 0x21, 0x6c, 0x19, 0x5d, 0xe3, 0xe5, 0x11, 0xda, 0x68, 0x16, 0x5c, 0x28, 0x12, 0x6b, 0xc6}
 
 const (
-	lmGolden        = "b9181b05c40633390d9b79ce2709fd5168f98c12d3e36b1cd2507c7a0d441bcc"
-	lmcmGolden      = "9d40954b5cfb68f36c9a7313cc1264a5f62eafeed017035ecd8c8bfe2abe4350"
-	lmGoldenM2      = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
-	lmcmGoldenM2    = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
-	lmGoldenWMLP1   = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
-	lmcmGoldenWMLP1 = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
+	lmGolden         = "b9181b05c40633390d9b79ce2709fd5168f98c12d3e36b1cd2507c7a0d441bcc"
+	lmcm1Golden      = "9d40954b5cfb68f36c9a7313cc1264a5f62eafeed017035ecd8c8bfe2abe4350"
+	lmGoldenM2       = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
+	lmcm1GoldenM2    = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
+	lmGoldenWMLP1    = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
+	lmcm1GoldenWMLP1 = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
+	lmcmGolden       = "e9372a112dd00fffcb9a16bbd1b27b31f1e62946aeff8ff71675e7f8ecfc386f"
+	lmcmGoldenM2     = "8c36815543d0e943eeda4a7f9fcc222795bc854b133f562dcbe7a30645f826b9"
+	lmcmGoldenWMLP1  = "45bc5b12309f0faa2e24c87a6fc01527c336b8e2ca3c5c9fdc77fabffbbfc14c"
 )
 
 // TestRetiredModel: a block coded with a retired built-in model decodes with
@@ -340,5 +345,125 @@ func TestRetiredModel(t *testing.T) {
 	copy(bad[h2.Size-32:h2.Size], make([]byte, 32))
 	if _, _, err := reg.Decode(ctx, nil, bad); err == nil || !strings.Contains(err.Error(), "--model") {
 		t.Fatalf("unknown model: %v", err)
+	}
+}
+
+// BenchmarkLMCMMixing measures cm and the mixer of lm+cm (id 6) and
+// lm+cm.1 (id 5) without the LM: the LM's bit probabilities of 32 KiB of Go
+// source are computed once and the blocks are coded from them, as with an
+// accelerator. cm alone is the baseline.
+func BenchmarkLMCMMixing(b *testing.B) {
+	m, err := lm.Default()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var src []byte
+	for _, f := range []string{"lmcm.go", "accel.go", "arith.go", "choose.go"} {
+		d, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		src = append(src, d...)
+	}
+	src = src[:min(len(src), 32<<10)]
+	probs := make([]uint16, 0, 8*len(src))
+	var cum [257]uint32
+	err = m.Score(context.Background(), [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
+		if err := cumulate(d, &cum); err != nil {
+			return err
+		}
+		lo, hi := 0, 256
+		for range 8 {
+			mid := (lo + hi) / 2
+			probs = append(probs, uint16(symbolP(&cum, lo, mid, hi)))
+			if int(src[pos]) >= mid {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	cmc := NewCM(64 << 20)
+	b.Run("cm", func(b *testing.B) {
+		b.SetBytes(int64(len(src)))
+		for b.Loop() {
+			if _, err := cmc.Encode(ctx, nil, src); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, c := range []*LMCM{NewLMCM(m, 64<<20), NewLMCM1(m, 64<<20)} {
+		b.Run(c.Name(), func(b *testing.B) {
+			b.SetBytes(int64(len(src)))
+			var out []byte
+			for b.Loop() {
+				if out, err = c.encodeProbs(nil, src, probs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(8*float64(len(out))/float64(len(src)), "bits/byte")
+		})
+	}
+}
+
+// TestMaxUsesLMCM6: policy max tries lm+cm (id 6), not the superseded
+// lm+cm.1, which still decodes and can be picked by name.
+func TestMaxUsesLMCM6(t *testing.T) {
+	o := DefaultOptions()
+	o.Device = "cpu"
+	reg, err := NewStandard(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := NewChooser(reg, PolicyMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Join(ch.Codecs(), ",")
+	if !slices.Contains(ch.Codecs(), "lm+cm") || slices.Contains(ch.Codecs(), "lm+cm.1") {
+		t.Fatalf("policy max uses %s: want lm+cm and not lm+cm.1", names)
+	}
+	for name, id := range map[string]ID{"lm+cm": IDLMCM, "lm+cm.1": IDLMCM1} {
+		c, err := reg.ByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID() != id || reg.NameOf(id) != name {
+			t.Errorf("%s has id %d (NameOf(%d) = %s)", name, c.ID(), id, reg.NameOf(id))
+		}
+	}
+}
+
+// TestLMCMTruncated: a truncated lm+cm payload (either id), or one with a
+// bad parameter byte, is an ErrCorrupt error. (Flipped bits are caught by the
+// block record's CRC: TestLMUnknownModel.)
+func TestLMCMTruncated(t *testing.T) {
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	src := []byte(strings.Repeat("Truncated payloads must fail cleanly. ", 20))
+	for _, c := range []Codec{NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20)} {
+		p, err := c.Encode(ctx, nil, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{0, 1, 2, len(p) / 2, len(p) - 1} {
+			_, err := c.Decode(ctx, nil, p[:n], len(src))
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s payload cut to %d of %d bytes: err %v, want ErrCorrupt", c.Name(), n, len(p), err)
+			}
+		}
+		bad := bytes.Clone(p)
+		bad[0] = 40 // cm's parameter byte out of range
+		if _, err := c.Decode(ctx, nil, bad, len(src)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s with a bad parameter byte: err %v, want ErrCorrupt", c.Name(), err)
+		}
 	}
 }

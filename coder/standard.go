@@ -130,12 +130,14 @@ func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64, encode b
 			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log}
 			reg(NewLMAccel(m, id, a))
 			reg(NewLMCMAccel(m, id, cmMemory, a))
+			reg(NewLMCM1Accel(m, id, cmMemory, a))
 			return
 		}
 		r.lm.log.Info("neural LM runs on the CPU", "model", id.Short(), "reason", err.Error())
 	}
 	reg(NewLM(m))
 	reg(NewLMCM(m, cmMemory))
+	reg(NewLMCM1(m, cmMemory))
 }
 
 // RegisterModel loads the model file data, checks that it hashes to id, and
