@@ -1517,3 +1517,5 @@ void lmfs_cuda_streams_free(void *sp) {
 }
 
 }  // extern "C"
+
+#include "cm.cu"
