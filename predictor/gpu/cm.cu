@@ -196,6 +196,7 @@ __device__ __forceinline__ void cm_byteUpdate(CMCtx &c) {
 
 __device__ __forceinline__ void cm_nibbleUpdate(CMCtx &c) {
   uint32_t k = c.s.c0 * 0x1D8E4E27u;
+#pragma unroll
   for (int i = 0; i < kCMHashed; i++) c.s.slot[i] = cm_find(c, c.s.h[i] + k);
 }
 
@@ -217,6 +218,7 @@ __device__ void cm_predict(CMCtx &c) {
   c.x[0] = T->stretch[c.o0[c.s.c0 & 0xFF] >> 20];
   c.o1i = (int32_t)(((c.s.c4 & 0xFF) << 8) | (c.s.c0 & 0xFF));
   c.x[1] = T->stretch[c.o1[c.o1i] >> 20];
+#pragma unroll
   for (int i = 0; i < kCMHashed; i++) {
     uint32_t cp = c.s.slot[i] + node;
     c.cp[i] = cp;
@@ -271,6 +273,7 @@ __device__ void cm_train(CMCtx &c, int y) {
   const CMTabs *T = c.T;
   cm_ctrUpdate(T, &c.o0[c.s.c0 & 0xFF], y, 60);
   cm_ctrUpdate(T, &c.o1[c.o1i & 0xFFFF], y, 60);
+#pragma unroll
   for (int i = 0; i < kCMHashed; i++) {
     uint8_t st = c.st[i];
     uint32_t *v = &c.sm[i * 256 + st];
@@ -763,13 +766,16 @@ bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *p
   return true;
 }
 
+// CM_LAUNCH launches a one-thread-per-block cm kernel on stream strm with 32
+// threads per CUDA block, so that a few thousand coded blocks spread over
+// every multiprocessor (their memory accesses are latency bound).
 #ifdef LMFS_EMU
-#define LAUNCH_ON(strm, kern, nthreads, ...) LAUNCH(kern, nthreads, __VA_ARGS__)
+#define CM_LAUNCH(strm, kern, nthreads, ...) LAUNCH(kern, nthreads, __VA_ARGS__)
 #else
-#define LAUNCH_ON(strm, kern, nthreads, ...)                                             \
-  do {                                                                                   \
-    int64_t n_ = (int64_t)(nthreads);                                                    \
-    if (n_ > 0) kern<<<(unsigned)((n_ + 127) / 128), 128, 0, (strm)>>>(__VA_ARGS__);     \
+#define CM_LAUNCH(strm, kern, nthreads, ...)                                            \
+  do {                                                                                  \
+    int64_t n_ = (int64_t)(nthreads);                                                   \
+    if (n_ > 0) kern<<<(unsigned)((n_ + 31) / 32), 32, 0, (strm)>>>(__VA_ARGS__);       \
   } while (0)
 #endif
 
@@ -821,7 +827,7 @@ int lmcm_run(Ctx *g, bool dec, int nb, const int64_t *lens, const uint8_t *param
   CB.io = dio;
   CB.iooff = diooff;
   LAUNCH(cm_init_kernel, (int64_t)nb * 256, CB, nb);
-  LAUNCH(cm_start_kernel, nb, CB, nb, dec ? 1 : 0);
+  CM_LAUNCH(g->stream, cm_start_kernel, nb, CB, nb, dec ? 1 : 0);
   LAUNCH(reset_kernel, (int64_t)nb * m.NL * m.H, S, m.NL, m.H, didx, nb);
   if (!launched(g, err)) return -1;
   if (!step(g, S, didx, nb, err, true)) return -1;  // step(BOS)
@@ -854,7 +860,7 @@ int lmcm_run(Ctx *g, bool dec, int nb, const int64_t *lens, const uint8_t *param
 #else
       if (!cuda_ok(cudaEventRecord(ev, g->stream), "record event", err) || !cuda_ok(cudaStreamWaitEvent(cms, ev, 0), "wait event", err))
         return false;
-      LAUNCH_ON(cms, lmcm_encode_kernel, n, CB, didx, n, dprobs, c0, t1);
+      CM_LAUNCH(cms, lmcm_encode_kernel, n, CB, didx, n, dprobs, c0, t1);
 #endif
       c0 = t1;
       return launched(g, err);
@@ -896,7 +902,7 @@ int lmcm_run(Ctx *g, bool dec, int nb, const int64_t *lens, const uint8_t *param
 #else
     LAUNCH(cum_kernel, n, dcum, n);
 #endif
-    LAUNCH(lmcm_decode_kernel, n, CB, S, didx, n, dcum, t);
+    CM_LAUNCH(g->stream, lmcm_decode_kernel, n, CB, S, didx, n, dcum, t);
     if (!step(g, S, didx, (int)B.active[t + 1], err, true)) return -1;
     if ((t & 255) == 255) {
       if (cancelled(g, token)) {
