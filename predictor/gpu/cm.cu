@@ -54,18 +54,60 @@ struct CMTabs {
   int32_t mixApmRow[33];   // mix.NewAPM's starting row
 };
 
+// The lm+cm mixing stage of codec id 6 (predictor/lmmix): three first-layer
+// mixers over the LM's stretched probability and cm's inputs, a second layer,
+// and APMs. Its settings (lmmix's config) as constants.
+namespace mix6 {
+constexpr int nIn = 1 + kCMInputs + 2 + 3;
+constexpr int nMix = 3;
+constexpr int setsA = 6 * 8, setsB = 8 * 4, setsC = 256 * 4, sets2 = 6 * 8;
+constexpr int apm1N = 256, apm2N = 16 * 8;
+constexpr int offs[nMix] = {0, setsA * nIn, (setsA + setsB) * nIn};
+constexpr int32_t confT[5] = {128, 384, 768, 1280, 1792};
+constexpr int64_t lr0 = 24, lr1 = 12, lr2 = 4;
+constexpr int lrSwitch = 1 << 15;
+constexpr int64_t skip = 0;
+constexpr int apmRate = 7;
+constexpr int finalMode = 0;
+constexpr int32_t initCM = 32768, initLM = 32768;
+constexpr bool noLayer2 = false;
+constexpr int selC = 1;
+constexpr bool lmLin = false, lmAPM = false;
+constexpr int lsm = 0;
+constexpr int lsmRate = 6;
+constexpr uint32_t drop = 0, offMix = 0, dropB = 0;
+constexpr int on = nMix - (int)((offMix & 1) + ((offMix >> 1) & 1) + ((offMix >> 2) & 1));
+// byte offsets in the mixer area
+constexpr int64_t oW = 0;                                              // int32[(A+B+C) x nIn]
+constexpr int64_t oW2 = oW + (int64_t)(setsA + setsB + setsC) * nIn * 4;  // int32[sets2 x nMix]
+constexpr int64_t oA1 = oW2 + (int64_t)sets2 * nMix * 4;                 // uint16[apm1N x 33]
+constexpr int64_t oA2 = oA1 + (int64_t)apm1N * 33 * 2;                  // uint16[apm2N x 33]
+constexpr int64_t oAL = oA2 + (int64_t)apm2N * 33 * 2;                  // uint16[256 x 33]
+constexpr int64_t oSM = oAL + 256 * 33 * 2;                            // uint16[2 x 4096]
+constexpr int64_t bytes = oSM + 2 * 4096 * 2;
+}  // namespace mix6
+
+// The mixing stage of codec id 5 (coder/lmcm.go): byte offsets in the mixer area.
+namespace mix5 {
+constexpr int64_t oW = 0;                                // int32[64] (2 inputs x 32 sets)
+constexpr int64_t oAPM = 64 * 4;                         // int32[1024 x 33]
+constexpr int64_t bytes = oAPM + (int64_t)kLMCMAPMCtx * 33 * 4;
+}  // namespace mix5
+
+constexpr int64_t kMixBytes = ((mix5::bytes > mix6::bytes ? mix5::bytes : mix6::bytes) + 15) & ~(int64_t)15;
+
 // Byte offsets of a block's tables inside its region (16-byte aligned).
 constexpr int64_t kOffO1 = 0;                                          // uint32[65536]
 constexpr int64_t kOffW = kOffO1 + 65536 * 4;                           // int32[weightSets*9]
-constexpr int64_t kOffMixAPM = kOffW + (int64_t)kCMWeightSets * kCMInputs * 4;  // int32[1024*33]
-constexpr int64_t kOffAPM = kOffMixAPM + (int64_t)kLMCMAPMCtx * 33 * 4;  // uint16[256*33]
+constexpr int64_t kOffMix = kOffW + (int64_t)kCMWeightSets * kCMInputs * 4;  // the mixing stage's tables
+constexpr int64_t kOffAPM = kOffMix + kMixBytes;                       // uint16[256*33]
 constexpr int64_t kOffSM = kOffAPM + 256 * kCMApmBins * 2;              // uint32[5][256]
 constexpr int64_t kOffO0 = kOffSM + kCMHashed * 256 * 4;               // uint32[256]
 constexpr int64_t kOffMSM = kOffO0 + 256 * 4;                          // uint32[128]
 constexpr int64_t kOffFW = kOffMSM + 128 * 4;                          // int32[256]
-constexpr int64_t kOffMixW = kOffFW + 256 * 4;                         // int32[64] (room for 2 inputs x 32 sets)
-constexpr int64_t kOffMT = kOffMixW + 64 * 4;                          // int32[ms]
+constexpr int64_t kOffMT = kOffFW + 256 * 4;                           // int32[ms]
 constexpr int64_t kFixedBytes = kOffMT;
+static_assert(kOffMT % 16 == 0, "hash slots must stay 16-byte aligned");
 
 // cm_match_size is the match table's entries for a block of n bytes.
 __host__ __device__ __forceinline__ int64_t cm_match_size(int64_t n) {
@@ -87,6 +129,8 @@ struct CMState {
   uint32_t slot[kCMHashed];  // byte offset of each hashed context's slot in ht
   uint32_t mask, mmask;
   int32_t bits, mptr, mlen, nbits;
+  int32_t mixn;    // id 6: bits the mixer has been trained on
+  int32_t pad2;
   int64_t n;       // bytes coded so far (len(buf))
   // arithmetic coder
   uint32_t x1, x2, x;
@@ -97,6 +141,7 @@ struct CMState {
 
 // CMBlocks describes the blocks of a call.
 struct CMBlocks {
+  int rule;               // 5 or 6: the mixing stage
   const CMTabs *T;
   CMState *st;            // [nb], by block
   uint8_t *region;        // cm tables
@@ -124,7 +169,8 @@ struct CMCtx {
   const CMTabs *T;
   uint8_t *ht;
   uint32_t *o1, *sm, *o0, *msm;
-  int32_t *w, *fw, *mt, *mixw, *mixapm;
+  int32_t *w, *fw, *mt;
+  uint8_t *mix;  // the mixing stage's tables
   uint16_t *apm;
   const uint8_t *buf;
   // predict's results, used by train
@@ -132,8 +178,12 @@ struct CMCtx {
   uint32_t cp[kCMHashed];
   uint8_t st[kCMHashed];
   int32_t o1i, mbit, mcx, wsel, mp, fsel, fdot, pmix, apmIdx, pr;
-  // lm+cm mixing stage (id 5)
+  // lm+cm mixing stage, id 5
   int32_t mx[2], mset, mpr, aidx;
+  // id 6
+  int32_t x6[mix6::nIn];
+  int32_t sel[mix6::nMix], dot[mix6::nMix], pm[mix6::nMix];
+  int32_t sel2, d2, p2, il, is[2], i1, i2;
 };
 
 __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
@@ -141,13 +191,12 @@ __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
   uint8_t *r = B.region + B.roff[b];
   c.o1 = (uint32_t *)(r + kOffO1);
   c.w = (int32_t *)(r + kOffW);
-  c.mixapm = (int32_t *)(r + kOffMixAPM);
+  c.mix = r + kOffMix;
   c.apm = (uint16_t *)(r + kOffAPM);
   c.sm = (uint32_t *)(r + kOffSM);
   c.o0 = (uint32_t *)(r + kOffO0);
   c.msm = (uint32_t *)(r + kOffMSM);
   c.fw = (int32_t *)(r + kOffFW);
-  c.mixw = (int32_t *)(r + kOffMixW);
   c.mt = (int32_t *)(r + kOffMT);
   c.ht = r + kOffMT + 4 * (int64_t)cm_match_size(B.len[b]);
   c.buf = B.data + B.off[b];
@@ -359,6 +408,7 @@ __device__ __forceinline__ int32_t mix_squash(const CMTabs *T, int32_t d) {
 // the LM's probability pl and cm's (c.pr, 12 bits).
 __device__ __forceinline__ int32_t lmcm5_p(CMCtx &c, int k, int lo, int32_t pl) {
   const CMTabs *T = c.T;
+  const int32_t *mixw = (const int32_t *)(c.mix + mix5::oW), *mixapm = (const int32_t *)(c.mix + mix5::oAPM);
   int32_t in1 = c.pr << 4;
   int32_t st = mix_stretch(T, pl >> 4);
   if (st < 0) st = -st;
@@ -371,7 +421,7 @@ __device__ __forceinline__ int32_t lmcm5_p(CMCtx &c, int k, int lo, int32_t pl) 
   c.mset = set;
   c.mx[0] = mix_stretch(T, pl >> 4);
   c.mx[1] = mix_stretch(T, in1 >> 4);
-  int64_t dot = (int64_t)c.mixw[set] * c.mx[0] + (int64_t)c.mixw[set + 1] * c.mx[1];
+  int64_t dot = (int64_t)mixw[set] * c.mx[0] + (int64_t)mixw[set + 1] * c.mx[1];
   int64_t d16 = dot >> 16;
   d16 = d16 > 2047 ? 2047 : (d16 < -2047 ? -2047 : d16);
   c.mpr = mix_squash(T, (int32_t)d16);
@@ -382,7 +432,7 @@ __device__ __forceinline__ int32_t lmcm5_p(CMCtx &c, int k, int lo, int32_t pl) 
   int32_t s = mix_stretch(T, p >> 4) + 2048;
   int32_t alo = s >> 7, w = s & 127;
   c.aidx = cx * 33 + alo + (w >= 64 ? 1 : 0);
-  int32_t r = (c.mixapm[cx * 33 + alo] * (128 - w) + c.mixapm[cx * 33 + alo + 1] * w) >> 7;
+  int32_t r = (mixapm[cx * 33 + alo] * (128 - w) + mixapm[cx * 33 + alo + 1] * w) >> 7;
   r = r < 16 ? 16 : (r > 65520 ? 65520 : r);
   return (p + 3 * r) / 4;
 }
@@ -390,11 +440,170 @@ __device__ __forceinline__ int32_t lmcm5_p(CMCtx &c, int k, int lo, int32_t pl) 
 // lmcm5_update is lmcmState.update's mixer and APM part (cm is trained by
 // the caller).
 __device__ __forceinline__ void lmcm5_update(CMCtx &c, int bit) {
+  int32_t *mixw = (int32_t *)(c.mix + mix5::oW), *mixapm = (int32_t *)(c.mix + mix5::oAPM);
   int32_t err = (bit << 12) - c.mpr;
-  c.mixw[c.mset] += (c.mx[0] * err) >> kLMCMRateShift;
-  c.mixw[c.mset + 1] += (c.mx[1] * err) >> kLMCMRateShift;
+  mixw[c.mset] += (c.mx[0] * err) >> kLMCMRateShift;
+  mixw[c.mset + 1] += (c.mx[1] * err) >> kLMCMRateShift;
   int32_t g = (bit << 16) + (bit << kLMCMAPMRate) - bit - bit;
-  c.mixapm[c.aidx] += (g - c.mixapm[c.aidx]) >> kLMCMAPMRate;
+  mixapm[c.aidx] += (g - mixapm[c.aidx]) >> kLMCMAPMRate;
+}
+
+// ---- the lm+cm mixing stage of codec id 6 (predictor/lmmix) ----
+
+__device__ __forceinline__ int32_t mix6_clampSt(int64_t d) { return (int32_t)(d > 2047 ? 2047 : (d < -2047 ? -2047 : d)); }
+
+__device__ __forceinline__ int32_t apm_interp(const uint16_t *a, int i, int32_t w) {
+  return ((int32_t)a[i] * (128 - w) + (int32_t)a[i + 1] * w) >> 7;
+}
+
+// lmcm6_p is lmmix.Mixer.P: the mixed P(1) (16 bits) from the LM's
+// probability pl and cm's state for the bit (after cm_predict).
+__device__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
+  using namespace mix6;
+  const CMTabs *T = c.T;
+  const int32_t *W = (const int32_t *)(c.mix + oW), *W2 = (const int32_t *)(c.mix + oW2);
+  const uint16_t *A1 = (const uint16_t *)(c.mix + oA1), *A2 = (const uint16_t *)(c.mix + oA2);
+  const uint16_t *AL = (const uint16_t *)(c.mix + oAL), *SM = (const uint16_t *)(c.mix + oSM);
+  int bits = c.s.bits;
+  uint32_t C0 = c.s.c0, C1 = c.s.c4 & 0xFF;
+  int32_t stL = mix_stretch(T, pl >> 4);
+  c.x6[0] = stL;
+#pragma unroll
+  for (int i = 0; i < kCMInputs; i++) c.x6[1 + i] = c.x[i];
+  c.x6[10] = mix_stretch(T, c.pr);
+  c.x6[11] = c.fdot;
+  c.x6[12] = c.x6[13] = c.x6[14] = 0;
+#pragma unroll
+  for (int i = 0; i < nIn; i++)
+    if ((drop >> i) & 1) c.x6[i] = 0;
+  int32_t ast = stL < 0 ? -stL : stL;
+  int cf = 0;
+#pragma unroll
+  for (int j = 0; j < 5; j++)
+    if (ast >= confT[j]) cf++;
+  int ms = 0;
+  if (c.s.mlen > 0) {
+    ms = 1;
+    if (c.s.mlen >= 16) ms = 2;
+    if (c.s.mlen >= 32) ms = 3;
+    bool agree = (stL >= 0) == (c.mbit == 1);
+    if (!agree) ms += 3;
+  }
+  int cf4 = cf < 3 ? cf : 3;
+  c.sel[0] = offs[0] + (cf * 8 + bits) * nIn;
+  c.sel[1] = offs[1] + (ms * 4 + cf4) * nIn;
+  if (selC == 0) c.sel[2] = offs[2] + (int)(C0 & 0xFF) * nIn;
+  else if (selC == 1) c.sel[2] = offs[2] + (int)C1 * nIn;
+  else c.sel[2] = offs[2] + ((int)C1 * 4 + bits / 2) * nIn;
+  if (lmLin) c.x6[12] = (pl >> 4) - 2048;
+  int lq = (int)((stL + 2048) >> 8);
+  if (lmAPM) {
+    int32_t s = stL + 2048, w = s & 127;
+    int lo = (int)(s >> 7);
+    int i = (int)(C0 & 0xFF) * 33;
+    c.il = i + lo + (int)(w >> 6);
+    c.x6[12] = mix_stretch(T, apm_interp(AL, i + lo, w) >> 4);
+  }
+  for (int j = 0; j < lsm; j++) {
+    c.is[j] = j * 4096 + lq * 256 + c.st[j];
+    c.x6[13 + j] = mix_stretch(T, (int32_t)SM[c.is[j]] >> 4);
+  }
+#pragma unroll
+  for (int k = 0; k < nMix; k++) {
+    if ((offMix >> k) & 1) {
+      c.dot[k] = 0;
+      c.pm[k] = 2048;
+      continue;
+    }
+    const int32_t *w = W + c.sel[k];
+    int64_t d = 0;
+#pragma unroll
+    for (int i = 0; i < nIn; i++) {
+      if (k == 1 && ((dropB >> i) & 1)) continue;
+      d += (int64_t)c.x6[i] * (int64_t)w[i];
+    }
+    c.dot[k] = mix6_clampSt(d >> 16);
+    c.pm[k] = mix_squash(T, c.dot[k]);
+  }
+  int32_t p;
+  if (noLayer2) {
+    p = mix_squash(T, c.dot[0]);
+    c.d2 = c.dot[0];
+  } else {
+    c.sel2 = (cf * 8 + bits) * nMix;
+    const int32_t *w2 = W2 + c.sel2;
+    int64_t d = 0;
+#pragma unroll
+    for (int i = 0; i < nMix; i++) d += (int64_t)c.dot[i] * (int64_t)w2[i];
+    c.d2 = mix6_clampSt(d >> 16);
+    p = mix_squash(T, c.d2);
+  }
+  c.p2 = p;
+  int32_t s = c.d2 + 2048, w = s & 127;
+  int lo = (int)(s >> 7);
+  int i1 = (int)(C0 & 0xFF) * 33;
+  c.i1 = i1 + lo + (int)(w >> 6);
+  int32_t q1 = apm_interp(A1, i1 + lo, w);
+  int i2 = (lq * 8 + bits) * 33;
+  c.i2 = i2 + lo + (int)(w >> 6);
+  int32_t q2 = apm_interp(A2, i2 + lo, w);
+  int32_t out;
+  if (finalMode == 0) out = (p * 16 * 2 + q1 + q2 + 2) >> 2;
+  else if (finalMode == 1) out = p * 16;
+  else if (finalMode == 2) out = (p * 16 + q1 + 1) >> 1;
+  else out = (p * 16 + q2 + 1) >> 1;
+  return out < 16 ? 16 : (out > 65520 ? 65520 : out);
+}
+
+__device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) {
+  int32_t g = (y << 16) + (y << r) - y - y;
+  int32_t v = (int32_t)a[i];
+  a[i] = (uint16_t)(v + ((g - v) >> r));
+}
+
+// lmcm6_update is lmmix.Mixer.Update (cm is trained by the caller, after).
+__device__ void lmcm6_update(CMCtx &c, int bit) {
+  using namespace mix6;
+  int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
+  uint16_t *A1 = (uint16_t *)(c.mix + oA1), *A2 = (uint16_t *)(c.mix + oA2);
+  uint16_t *AL = (uint16_t *)(c.mix + oAL), *SM = (uint16_t *)(c.mix + oSM);
+  int64_t y = bit & 1;
+  int64_t lr = lr1;
+  if (c.s.mixn < lrSwitch) lr = lr0;
+  c.s.mixn++;
+#pragma unroll
+  for (int k = 0; k < nMix; k++) {
+    if ((offMix >> k) & 1) continue;
+    int64_t err = (y << 12) - (int64_t)c.pm[k];
+    if (err <= skip && err >= -skip) continue;
+    int64_t e = err * lr;
+    int32_t *w = W + c.sel[k];
+#pragma unroll
+    for (int i = 0; i < nIn; i++) {
+      if (k == 1 && ((dropB >> i) & 1)) continue;
+      w[i] += (int32_t)(((int64_t)c.x6[i] * e + (1 << 13)) >> 14);
+    }
+  }
+  if (!noLayer2) {
+    int64_t e = ((y << 12) - (int64_t)c.p2) * lr2;
+    int32_t *w2 = W2 + c.sel2;
+#pragma unroll
+    for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
+  }
+  int32_t yy = (int32_t)y;
+  apm_train(A1, c.i1, yy, apmRate);
+  apm_train(A2, c.i2, yy, apmRate);
+  if (lmAPM) apm_train(AL, c.il, yy, apmRate);
+  for (int j = 0; j < lsm; j++) apm_train(SM, c.is[j], yy, lsmRate);
+}
+
+// lmcm_p and lmcm_update dispatch to the codec's mixing stage.
+__device__ __forceinline__ int32_t lmcm_p(CMCtx &c, int rule, int k, int lo, int32_t pl) {
+  return rule == 6 ? lmcm6_p(c, pl) : lmcm5_p(c, k, lo, pl);
+}
+__device__ __forceinline__ void lmcm_update(CMCtx &c, int rule, int bit) {
+  if (rule == 6) lmcm6_update(c, bit);
+  else lmcm5_update(c, bit);
 }
 
 // ---- the arithmetic coder (coder/arith.go) ----
@@ -421,13 +630,28 @@ __global__ void cm_init_kernel(CMBlocks B, int n) {
   const CMTabs *tb = B.T;
   for (int i = j; i < 65536; i += T) c.o1[i] = 1u << 31;
   for (int i = j; i < kCMWeightSets * kCMInputs; i += T) c.w[i] = 1 << 14;
-  for (int i = j; i < kLMCMAPMCtx * 33; i += T) c.mixapm[i] = tb->mixApmRow[i % 33];
+  if (B.rule == 6) {
+    using namespace mix6;
+    int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
+    uint16_t *A = (uint16_t *)(c.mix + oA1);  // a1, a2 and al follow each other
+    uint16_t *SM = (uint16_t *)(c.mix + oSM);
+    for (int i = j; i < (setsA + setsB + setsC) * nIn; i += T) {
+      int r = i % nIn;
+      W[i] = r == 0 ? initLM : (r == 10 ? initCM : 0);
+    }
+    for (int i = j; i < sets2 * nMix; i += T) W2[i] = 65536 / on;
+    for (int i = j; i < (apm1N + apm2N + 256) * 33; i += T) A[i] = (uint16_t)tb->mixApmRow[i % 33];
+    for (int i = j; i < 2 * 4096; i += T) SM[i] = 32768;
+  } else {
+    int32_t *mixw = (int32_t *)(c.mix + mix5::oW), *mixapm = (int32_t *)(c.mix + mix5::oAPM);
+    for (int i = j; i < kLMCMAPMCtx * 33; i += T) mixapm[i] = tb->mixApmRow[i % 33];
+    if (j < 2 * kLMCMSets) mixw[j] = 32768;
+  }
   for (int i = j; i < 256 * kCMApmBins; i += T) c.apm[i] = tb->apmRow[i % kCMApmBins];
   for (int i = j; i < kCMHashed * 256; i += T) c.sm[i] = tb->smInit[i & 255];
   c.o0[j] = 1u << 31;
   if (j < 128) c.msm[j] = 1u << 31;
   c.fw[j] = 65536;
-  if (j < 2 * kLMCMSets) c.mixw[j] = 32768;
 }
 
 // cm_start_kernel sets the small state of blocks 0..n-1 and does what
@@ -441,7 +665,7 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
   cm_view(c, B, b);
   CMState &s = c.s;
   s.c0 = 1; s.c4 = 0; s.c8 = 0; s.word = 0;
-  s.bits = 0; s.mptr = 0; s.mlen = 0; s.nbits = 0; s.n = 0;
+  s.bits = 0; s.mptr = 0; s.mlen = 0; s.nbits = 0; s.n = 0; s.mixn = 0; s.pad2 = 0;
   for (int i = 0; i < kCMHashed; i++) { s.h[i] = 0; s.slot[i] = 0; }
   s.mask = (1u << B.lg[b]) - 1;
   s.mmask = (uint32_t)cm_match_size(B.len[b]) - 1;
@@ -486,7 +710,7 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
     for (int k = 0; k < 8; k++) {
       int bit = (sym >> (7 - k)) & 1;
       cm_predict(c);
-      uint32_t p = ac_clamp(lmcm5_p(c, k, lo, (int32_t)pp[k]));
+      uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, (int32_t)pp[k]));
       uint32_t xmid = ac_split(x1, x2, p);
       if (bit) x2 = xmid;
       else x1 = xmid + 1;
@@ -496,7 +720,7 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
         x1 <<= 8;
         x2 = (x2 << 8) | 0xFF;
       }
-      lmcm5_update(c, bit);
+      lmcm_update(c, B.rule, bit);
       cm_train(c, bit);
       cm_advance(c, bit);
       if (bit) lo += 128 >> k;
@@ -582,7 +806,7 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
     uint32_t cmid = cu[mid];
     int32_t pl = (int32_t)(((uint64_t)(chi - cmid) << 16) / (uint64_t)(chi - clo));
     cm_predict(c);
-    uint32_t p = ac_clamp(lmcm5_p(c, k, lo, pl));
+    uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, pl));
     uint32_t xmid = ac_split(x1, x2, p);
     int bit = 0;
     if (x <= xmid) {
@@ -597,7 +821,7 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
       x = (x << 8) | (pos < plen ? in[pos] : 0xFFu);
       pos++;
     }
-    lmcm5_update(c, bit);
+    lmcm_update(c, B.rule, bit);
     cm_train(c, bit);
     if (k == 7) B.data[B.off[b] + t] = (uint8_t)(lo + bit);  // the buffer holds the byte before cm's byte update
     cm_advance(c, bit);
@@ -783,14 +1007,14 @@ bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *p
 // them (on its own stream, while the LM scores the next chunk).
 constexpr int64_t kEncChunk = 128;
 
-// lmcm_run encodes (dec == false) or decodes nb blocks with codec lm+cm.
+// lmcm_run encodes (dec == false) with the mixing stage of codec id rule or decodes nb blocks with codec lm+cm.
 // Encode: data holds the blocks (lens[i] bytes each, concatenated), out
 // receives the streams at outoff[i] (capacity outoff[i+1]-outoff[i]);
 // outlen[i] is the stream's length or -1 when it did not fit. Decode: pay
 // holds the streams at payoff[i], data receives the bytes, bad[i] is -1 for a
 // block whose stream was valid, else the position where it went wrong.
 // sample >= 0 (encode): its path probabilities go to sprobs.
-int lmcm_run(Ctx *g, bool dec, int nb, const int64_t *lens, const uint8_t *params, uint8_t *data, uint8_t *io, const int64_t *iooff,
+int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint8_t *params, uint8_t *data, uint8_t *io, const int64_t *iooff,
              int64_t *outlen, int32_t *bad, int sample, uint16_t *sprobs, int64_t token, std::string *err) {
   const Model &m = g->host;
   if (nb < 0) { *err = "negative block count"; return -1; }
@@ -821,6 +1045,7 @@ int lmcm_run(Ctx *g, bool dec, int nb, const int64_t *lens, const uint8_t *param
   if (!dec && !h2d(g, ddata, data, total, err)) return -1;
   if (dec && !h2d(g, dio, io, iototal, err)) return -1;
   CMBlocks &CB = cs.B;
+  CB.rule = rule;
   CB.data = ddata;
   CB.off = doff;
   CB.len = dlen;
@@ -941,7 +1166,7 @@ int64_t lmfs_cuda_lmcm_block_bytes(int64_t len, int params, int encode) {
 
 // lmfs_cuda_lmcm_encode codes nb blocks (block i is lens[i] >= 1 bytes of
 // data at the prefix sum of lens, cm parameter byte params[i]) with codec
-// lm+cm of rule `rule` (5). The arithmetic coder's stream of block i goes to
+// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5 or 6). The arithmetic coder's stream of block i goes to
 // out[outoff[i] ..], at most outoff[i+1]-outoff[i] bytes; outlen[i] is its
 // length, or -1 if it did not fit. If sample is in [0, nb), the LM's path
 // probabilities of that block (8 per byte) go to sprobs. Returns 0, -1 on
@@ -953,12 +1178,12 @@ int lmfs_cuda_lmcm_encode(void *h, int rule, int nb, const uint8_t *data, const 
 #ifndef LMFS_EMU
   cudaSetDevice(g->device);
 #endif
-  if (rule != 5) {
-    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5)");
+  if (rule != 5 && rule != 6) {
+    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5 and 6)");
     return -1;
   }
   std::string err;
-  int rc = lmcm_run(g, false, nb, lens, params, (uint8_t *)data, out, outoff, outlen, nullptr, sample, sprobs, token, &err);
+  int rc = lmcm_run(g, rule, false, nb, lens, params, (uint8_t *)data, out, outoff, outlen, nullptr, sample, sprobs, token, &err);
   if (rc != 0) set_err(err);
   return rc;
 }
@@ -975,12 +1200,12 @@ int lmfs_cuda_lmcm_decode(void *h, int rule, int nb, const uint8_t *pay, const i
 #ifndef LMFS_EMU
   cudaSetDevice(g->device);
 #endif
-  if (rule != 5) {
-    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5)");
+  if (rule != 5 && rule != 6) {
+    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5 and 6)");
     return -1;
   }
   std::string err;
-  int rc = lmcm_run(g, true, nb, lens, params, out, (uint8_t *)pay, payoff, nullptr, bad, -1, nullptr, token, &err);
+  int rc = lmcm_run(g, rule, true, nb, lens, params, out, (uint8_t *)pay, payoff, nullptr, bad, -1, nullptr, token, &err);
   if (rc != 0) set_err(err);
   return rc;
 }
