@@ -440,11 +440,20 @@ func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens 
 
 // ---- lm+cm ----
 
-// NewLMCMAccel returns the lm+cm codec for model m (with model id model) and
-// cm models bounded by cmMemory bytes, with the LM run by a.
+// NewLMCMAccel returns the lm+cm codec (id 6) for model m (with model id
+// model) and cm models bounded by cmMemory bytes, with the LM run by a.
 func NewLMCMAccel(m predictor.ByteModel, model ModelID, cmMemory int64, a Accel) *LMCM {
-	c := newLMCM(m, model, cmMemory)
-	c.acc = newAccel(a, "lm+cm")
+	c := newLMCM(IDLMCM, m, model, cmMemory)
+	c.acc = newAccel(a, c.name)
+	return c
+}
+
+// NewLMCM1Accel returns the superseded lm+cm.1 codec (id 5) for model m
+// (with model id model) and cm models bounded by cmMemory bytes, with the LM
+// run by a.
+func NewLMCM1Accel(m predictor.ByteModel, model ModelID, cmMemory int64, a Accel) *LMCM {
+	c := newLMCM(IDLMCM1, m, model, cmMemory)
+	c.acc = newAccel(a, c.name)
 	return c
 }
 
@@ -721,7 +730,7 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 		}
 	}()
 	for i, p := range payloads {
-		if empty, err := checkPayloadShape("lm+cm", p, rawLens[i]); empty || err != nil {
+		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
 			if errs[i] = err; err == nil {
 				out[i] = []byte{}
 			}
@@ -779,7 +788,7 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 					}
 				}
 				if b.d.Overrun() {
-					b.err = fmt.Errorf("%w: lm+cm payload ends after %d of %d bytes", ErrCorrupt, pos, rawLens[b.i])
+					b.err = fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, pos, rawLens[b.i])
 				}
 				syms[j] = byte(lo)
 				b.out = append(b.out, byte(lo))
@@ -828,7 +837,7 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 	for _, b := range blocks {
 		if b.err == nil {
 			if err := b.d.Finish(); err != nil {
-				b.err = fmt.Errorf("lm+cm: %w", err)
+				b.err = fmt.Errorf("%s: %w", c.name, err)
 			}
 		}
 		if b.err != nil {

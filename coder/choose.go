@@ -63,6 +63,9 @@ func NewChooser(reg *Registry, p Policy) (*Chooser, error) {
 				continue
 			}
 			c, _ := reg.ByName(n)
+			if s, ok := c.(interface{ Superseded() bool }); ok && s.Superseded() {
+				continue // kept for decoding; its successor is tried
+			}
 			ch.slow = append(ch.slow, c)
 		}
 	default:

@@ -45,9 +45,9 @@ func TestLMCodecsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<20))
+	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20))
 	ctx := context.Background()
-	for _, name := range []string{"lm", "lm+cm"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, err := reg.ByName(name)
 		if err != nil {
 			t.Fatal(err)
@@ -82,9 +82,9 @@ func TestLMUnknownModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	full := NewRegistry(NewLM(m), NewLMCM(m, 1<<20))
+	full := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20))
 	bare := NewRegistry() // knows no model
-	for _, name := range []string{"lm", "lm+cm"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, _ := full.ByName(name)
 		rec, err := full.EncodeWith(ctx, nil, c, []byte("hello, world"))
 		if err != nil {
@@ -124,9 +124,9 @@ func FuzzLMDecode(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<16))
+	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<16), NewLMCM1(m, 1<<16))
 	ctx := context.Background()
-	for _, name := range []string{"lm", "lm+cm"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, _ := reg.ByName(name)
 		rec, _ := reg.EncodeWith(ctx, nil, c, []byte("some text to code, some text"))
 		f.Add(rec)
@@ -152,7 +152,7 @@ func TestStandardHasLMCodecs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"lm", "lm+cm"} {
+	for _, n := range []string{"lm", "lm+cm", "lm+cm.1"} {
 		c, err := reg.ByName(n)
 		if err != nil {
 			t.Fatal(err)
@@ -188,7 +188,7 @@ func BenchmarkLMCodecs(b *testing.B) {
 	}
 	src = src[:16<<10]
 	ctx := context.Background()
-	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20), NewCM(64 << 20)} {
+	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20), NewLMCM1(m, 64<<20), NewCM(64 << 20)} {
 		payload, err := c.Encode(ctx, nil, src)
 		if err != nil {
 			b.Fatal(err)
@@ -237,10 +237,10 @@ func TestLMGolden(t *testing.T) {
 		m      *lm.Model
 		golden map[string]string
 	}{
-		{"lstm1 default", def, map[string]string{"lm": lmGolden, "lm+cm": lmcmGolden}},
-		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
+		{"lstm1 default", def, map[string]string{"lm": lmGolden, "lm+cm.1": lmcm1Golden, "lm+cm": lmcmGolden}},
+		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm.1": lmcm1GoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
 	} {
-		for _, c := range []Codec{NewLM(tc.m), NewLMCM(tc.m, 64<<20)} {
+		for _, c := range []Codec{NewLM(tc.m), NewLMCM1(tc.m, 64<<20), NewLMCM(tc.m, 64<<20)} {
 			p, err := c.Encode(context.Background(), nil, src)
 			if err != nil {
 				t.Fatal(err)
@@ -257,8 +257,10 @@ func TestLMGolden(t *testing.T) {
 }
 
 const (
-	lmGolden        = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
-	lmcmGolden      = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
-	lmGoldenWMLP1   = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
-	lmcmGoldenWMLP1 = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
+	lmGolden         = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
+	lmcm1Golden      = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
+	lmGoldenWMLP1    = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
+	lmcm1GoldenWMLP1 = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
+	lmcmGolden       = "39edb35a799feea239af8a351e0299b6102ae4115d58453c16a1454c531531a1"
+	lmcmGoldenWMLP1  = "317e7a5b4d2c1ab815e7593dc346e3b281baad9210e3033ca0d37541ec9738f7"
 )

@@ -8,26 +8,32 @@ import (
 	"github.com/lmfs/lmfs/predictor"
 	"github.com/lmfs/lmfs/predictor/cm"
 	"github.com/lmfs/lmfs/predictor/lm"
+	"github.com/lmfs/lmfs/predictor/lmmix"
 	"github.com/lmfs/lmfs/predictor/mix"
 )
 
-// LMCM is the lm+cm codec (id 5). The payload is cm's parameter byte (see
+// LMCM is the lm+cm codec: id 6 ("lm+cm", predictor/lmmix's mixer) or the
+// superseded id 5 ("lm+cm.1", kept so its blocks decode). The payload is cm's parameter byte (see
 // predictor.BitPredictor) and then the arithmetic coder's stream. Every byte
 // is coded as eight binary
 // decisions, most significant bit first; for each, the LM's probability (the
 // ratio of its frequency table over the two halves of the current bit-tree
-// node, as EncodeSymbol codes it) and the context-mixing model's are mixed by
-// an adaptive integer mixer (predictor/mix) whose weights start anew in every
-// block, and the mix is refined by an APM keyed by the partial byte and the
-// LM's confidence. Blocks carry the LM's model id.
+// node, as EncodeSymbol codes it) and the context-mixing model's are mixed.
+// Id 6 feeds the LM's stretched probability into mixers next to cm's own
+// inputs (predictor/lmmix, SPEC.md there). Id 5 mixes the LM's probability and
+// cm's final one by a 2-input adaptive integer mixer (predictor/mix) whose
+// weights start anew in every block, refined by an APM keyed by the partial
+// byte and the LM's confidence. Blocks carry the LM's model id.
 type LMCM struct {
+	id    ID
+	name  string
 	model ModelID
 	lm    predictor.ByteModel
 	cm    *cm.Predictor
 	acc   *accel // nil: the LM runs on the CPU (lm)
 }
 
-// Mixer settings of lm+cm. Changing any of them changes the coded bits and
+// Mixer settings of lm+cm.1 (id 5). Changing any of them changes the coded bits and
 // needs a new codec id. The rate was chosen on the LM's validation split
 // (52 blocks of 64 KiB, audio left out): 1.2888 bits per byte at 2^-11
 // against 1.2911 at 2^-10, 1.2998 at 2^-9 and 1.2904 at 2^-12 (cm alone:
@@ -40,27 +46,44 @@ const (
 
 var lmcmInit = []int32{32768, 32768} // weights of LM and cm, 16.16: one half each
 
-// NewLMCM returns the lm+cm codec for LM m with cm models bounded by cmMemory
-// bytes each.
+// NewLMCM returns the lm+cm codec (id 6) for LM m with cm models bounded by
+// cmMemory bytes each.
 func NewLMCM(m *lm.Model, cmMemory int64) *LMCM {
-	return newLMCM(m, ModelID(m.ID()), cmMemory)
+	return newLMCM(IDLMCM, m, ModelID(m.ID()), cmMemory)
 }
 
-// NewLMCMModel returns the lm+cm codec for any byte model m (whose model id
-// is model), with cm models bounded by cmMemory bytes.
+// NewLMCMModel returns the lm+cm codec (id 6) for any byte model m (whose
+// model id is model), with cm models bounded by cmMemory bytes.
 func NewLMCMModel(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
-	return newLMCM(m, model, cmMemory)
+	return newLMCM(IDLMCM, m, model, cmMemory)
 }
 
-func newLMCM(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
-	return &LMCM{model: model, lm: m, cm: cm.New(cmMemory)}
+// NewLMCM1 returns the superseded lm+cm.1 codec (id 5) for LM m with cm
+// models bounded by cmMemory bytes each.
+func NewLMCM1(m *lm.Model, cmMemory int64) *LMCM {
+	return newLMCM(IDLMCM1, m, ModelID(m.ID()), cmMemory)
+}
+
+// NewLMCM1Model returns the superseded lm+cm.1 codec (id 5) for any byte
+// model m (whose model id is model), with cm models bounded by cmMemory
+// bytes.
+func NewLMCM1Model(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
+	return newLMCM(IDLMCM1, m, model, cmMemory)
+}
+
+func newLMCM(id ID, m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
+	return &LMCM{id: id, name: builtinNames[id], model: model, lm: m, cm: cm.New(cmMemory)}
 }
 
 // ID implements Codec.
-func (c *LMCM) ID() ID { return IDLMCM }
+func (c *LMCM) ID() ID { return c.id }
 
 // Name implements Codec.
-func (c *LMCM) Name() string { return "lm+cm" }
+func (c *LMCM) Name() string { return c.name }
+
+// Superseded reports whether a newer codec replaces this one (id 5): it
+// still decodes and can be chosen by name, but policy max skips it.
+func (c *LMCM) Superseded() bool { return c.id == IDLMCM1 }
 
 // Model implements Codec.
 func (c *LMCM) Model() (ModelID, bool) { return c.model, true }
@@ -68,8 +91,10 @@ func (c *LMCM) Model() (ModelID, bool) { return c.model, true }
 // lmcmState codes the bits of one block.
 type lmcmState struct {
 	cm  predictor.BitModel
-	mx  *mix.Mixer
-	ap  *mix.APM
+	cmm *cm.Model    // id 6: cm's model, whose inputs the mixer reads
+	m2  *lmmix.Mixer // id 6
+	mx  *mix.Mixer   // id 5
+	ap  *mix.APM     // id 5
 	in  [2]int32
 	cum [257]uint32
 }
@@ -82,17 +107,28 @@ func (c *LMCM) newState(n int, params byte) (*lmcmState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &lmcmState{
-		cm: m,
-		mx: mix.New(2, lmcmSets, lmcmInit, lmcmRateShift),
-		ap: mix.NewAPM(256*4, lmcmAPMRate),
-	}, nil
+	if c.id == IDLMCM1 {
+		return &lmcmState{
+			cm: m,
+			mx: mix.New(2, lmcmSets, lmcmInit, lmcmRateShift),
+			ap: mix.NewAPM(256*4, lmcmAPMRate),
+		}, nil
+	}
+	cmm, ok := m.(*cm.Model)
+	if !ok {
+		c.cm.Release(m)
+		return nil, fmt.Errorf("lm+cm: cm predictor gave a %T, not a *cm.Model", m)
+	}
+	return &lmcmState{cm: m, cmm: cmm, m2: lmmix.New()}, nil
 }
 
 // p returns the mixed P(next bit = 1) for bit k (0 = most significant) of
 // the bit-tree node that starts at symbol lo, given the LM's probability pl
 // (symbolP of the node).
 func (s *lmcmState) p(k, lo int, pl int32) int {
+	if s.m2 != nil {
+		return s.m2.P(pl, s.cmm)
+	}
 	s.in[0] = pl
 	s.in[1] = int32(s.cm.P())
 	st := mix.Stretch(pl >> 4)
@@ -114,6 +150,11 @@ func (s *lmcmState) p(k, lo int, pl int32) int {
 }
 
 func (s *lmcmState) update(bit int) {
+	if s.m2 != nil {
+		s.m2.Update(bit)
+		s.cmm.Update(bit)
+		return
+	}
 	s.mx.Update(bit)
 	s.ap.Update(bit)
 	s.cm.Update(bit)
@@ -184,7 +225,7 @@ func (c *LMCM) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]b
 
 // decodeCPU decodes with the Go LM.
 func (c *LMCM) decodeCPU(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
-	if empty, err := checkPayloadShape("lm+cm", payload, rawLen); empty || err != nil {
+	if empty, err := checkPayloadShape(c.name, payload, rawLen); empty || err != nil {
 		return dst, err
 	}
 	st, err := c.lm.Streams(ctx, 1)
@@ -205,7 +246,7 @@ func (c *LMCM) decodeCPU(ctx context.Context, dst, payload []byte, rawLen int) (
 	sym := []byte{0}
 	for i := range rawLen {
 		if i%ctxEvery == 0 && d.Overrun() {
-			return dst[:start], fmt.Errorf("%w: lm+cm payload ends after %d of %d bytes", ErrCorrupt, i, rawLen)
+			return dst[:start], fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, i, rawLen)
 		}
 		if err := st.Predict(ctx, ids, dist); err != nil {
 			return dst[:start], err
@@ -231,7 +272,7 @@ func (c *LMCM) decodeCPU(ctx context.Context, dst, payload []byte, rawLen int) (
 		dst = append(dst, byte(lo))
 	}
 	if err := d.Finish(); err != nil {
-		return dst[:start], fmt.Errorf("lm+cm: %w", err)
+		return dst[:start], fmt.Errorf("%s: %w", c.name, err)
 	}
 	return dst, nil
 }

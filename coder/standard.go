@@ -123,12 +123,14 @@ func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64) {
 			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log}
 			r.Register(NewLMAccel(m, id, a))
 			r.Register(NewLMCMAccel(m, id, cmMemory, a))
+			r.Register(NewLMCM1Accel(m, id, cmMemory, a))
 			return
 		}
 		r.lm.log.Info("neural LM runs on the CPU", "model", id.Short(), "reason", err.Error())
 	}
 	r.Register(NewLM(m))
 	r.Register(NewLMCM(m, cmMemory))
+	r.Register(NewLMCM1(m, cmMemory))
 }
 
 // RegisterModel loads the model file data, checks that it hashes to id, and

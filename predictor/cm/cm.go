@@ -592,3 +592,47 @@ var _ = [1]int{}[matchMin-8]
 
 // The unrolled mixer code assumes nine inputs.
 var _ = [1]int{}[nInputs-9]
+
+// NInputs is the number of stretched inputs of cm's main mixer and NHashed
+// the number of its hashed contexts (see View).
+const (
+	NInputs = nInputs
+	NHashed = nHashed
+)
+
+// View is what the model computed for the next bit, for a caller that mixes
+// cm's predictions with another model's (codec lm+cm, id 6). All values are
+// integer, in the fixed-point conventions of tables.go.
+type View struct {
+	// X are the main mixer's inputs in the stretch domain: order 0, order 1,
+	// orders 2, 3, 4, 6, word, match model, and the bias (256).
+	X *[NInputs]int32
+	// Mix is the main mixer's output and Final the output after the final
+	// per-partial-byte scaling, both stretched and clamped to [-2047, 2047].
+	Mix, Final int32
+	// P is the model's final probability of a 1 (12 bits, 1..4095), as P
+	// returns it shifted to 16 bits.
+	P int32
+	// C0 is the partial byte with a leading 1, C1 the previous byte and
+	// Bits the number of bits of the current byte already coded.
+	C0   uint32
+	C1   uint32
+	Bits int
+	// States are the bit-history states of the hashed contexts (orders 2,
+	// 3, 4, 6 and word) for this bit.
+	States *[NHashed]uint8
+	// MatchLen is the match model's current match length (0: none) and
+	// MatchBit the bit it predicts when MatchLen > 0.
+	MatchLen, MatchBit int
+}
+
+// View fills v with the model's state for the next bit. It changes nothing
+// in the model; v.X points into the model and is valid until the next
+// Update.
+func (m *Model) View(v *View) {
+	v.X = &m.x
+	v.States = &m.st
+	v.Mix, v.Final, v.P = m.mp, m.fdot, m.pr
+	v.C0, v.C1, v.Bits = m.c0, m.c4&0xFF, m.bits
+	v.MatchLen, v.MatchBit = m.mlen, m.mbit
+}

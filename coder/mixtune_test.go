@@ -1,0 +1,173 @@
+package coder
+
+// A harness for tuning lm+cm mixers on cached LM probabilities (not part of
+// the default test run). LMFS_MIXTUNE_DUMP=file computes the LM's bit-path
+// probabilities of a stratified sample of the LM's validation split and of
+// media blocks of its training data once; LMFS_MIXTUNE=file replays them
+// through cm and the mixers and prints bits per byte per kind.
+
+import (
+	"bufio"
+	"context"
+	"encoding/gob"
+	"fmt"
+	"math/rand"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/lm"
+)
+
+type tuneBlock struct {
+	Kind  string
+	Src   []byte
+	Probs []uint16 // 8 per byte: the LM's P(bit = 1) along the coded path
+}
+
+func tuneSample(t *testing.T) []tuneBlock {
+	const dir = "/tmp/corpus/out/"
+	val, err := os.ReadFile(dir + "val.bin")
+	if err != nil {
+		t.Skip(err)
+	}
+	f, err := os.Open(dir + "val_index.tsv")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer f.Close()
+	type doc struct{ off, n int }
+	docs := map[string][]doc{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		c := strings.Split(sc.Text(), "\t")
+		off, err1 := strconv.Atoi(c[1])
+		n, err2 := strconv.Atoi(c[2])
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		docs[c[0]] = append(docs[c[0]], doc{off, n})
+	}
+	per := map[string]int{"prose": 10, "prose-l10n": 10, "code-python": 10, "html": 8, "html-l10n": 4, "xml": 10, "audio": 5}
+	rng := rand.New(rand.NewSource(1))
+	var out []tuneBlock
+	kinds := make([]string, 0, len(per))
+	for k := range per {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		ds := docs[k]
+		seen := map[string]bool{}
+		for tries := 0; tries < 1000 && per[k] > 0; tries++ {
+			// a byte of the kind at random: long documents weigh more, as
+			// they do in a file system
+			tot := 0
+			for _, d := range ds {
+				tot += d.n
+			}
+			r := rng.Intn(tot)
+			var d doc
+			for _, d = range ds {
+				if r < d.n {
+					break
+				}
+				r -= d.n
+			}
+			b := r / 65536
+			key := fmt.Sprint(d.off, b)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			s := d.off + b*65536
+			e := min(s+65536, d.off+d.n)
+			out = append(out, tuneBlock{Kind: "val-" + k, Src: val[s:e]})
+			per[k]--
+		}
+	}
+	tr, err := os.ReadFile(dir + "trainA.bin")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, off := range []int{248180362, 255188677 + 65536, 256499415, 263315267 + 65536} {
+		out = append(out, tuneBlock{Kind: "train-ppm", Src: tr[off : off+65536]})
+	}
+	for _, off := range []int{250241208 + 65536, 254383784, 255063254 + 65536} {
+		out = append(out, tuneBlock{Kind: "train-wav", Src: tr[off : off+65536]})
+	}
+	for i := 0; i < 5; i++ {
+		off := rng.Intn(len(tr)/65536-1) * 65536
+		out = append(out, tuneBlock{Kind: "train-rnd", Src: tr[off : off+65536]})
+	}
+	return out
+}
+
+// TestMixTuneDump writes the sample with the default LM's probabilities.
+func TestMixTuneDump(t *testing.T) {
+	path := os.Getenv("LMFS_MIXTUNE_DUMP")
+	if path == "" {
+		t.Skip("set LMFS_MIXTUNE_DUMP=file")
+	}
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := tuneSample(t)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				b := &blocks[i]
+				b.Probs = make([]uint16, 8*len(b.Src))
+				var cum [257]uint32
+				err := m.Score(context.Background(), [][]byte{b.Src}, func(_, pos int, d *predictor.Dist) error {
+					if err := cumulate(d, &cum); err != nil {
+						return err
+					}
+					sym := int(b.Src[pos])
+					lo, hi := 0, 256
+					for k := range 8 {
+						mid := (lo + hi) / 2
+						b.Probs[8*pos+k] = uint16(symbolP(&cum, lo, mid, hi))
+						if sym >= mid {
+							lo = mid
+						} else {
+							hi = mid
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	for i := range blocks {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := gob.NewEncoder(f).Encode(blocks); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range blocks {
+		n += len(b.Src)
+	}
+	t.Logf("%d blocks, %d bytes", len(blocks), n)
+}
+

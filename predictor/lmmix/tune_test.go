@@ -1,0 +1,182 @@
+package lmmix
+
+import (
+	"encoding/gob"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lmfs/lmfs/predictor/cm"
+	"github.com/lmfs/lmfs/predictor/mix"
+)
+
+// tuneBlock is a block of the tuning sample with the LM's bit-path
+// probabilities (written by coder's TestMixTuneDump).
+type tuneBlock struct {
+	Kind  string
+	Src   []byte
+	Probs []uint16
+}
+
+func bitCost(p int, bit int) float64 {
+	q := float64(min(max(p, 1), 65535)) / 65536
+	if bit == 0 {
+		q = 1 - q
+	}
+	return -math.Log2(q)
+}
+
+// replay returns the coded bits of blk for the cm alone, the lm+cm id 5
+// mixer and mixer configurations cfgs.
+func replay(blk *tuneBlock, cfgs []config) []float64 {
+	pred := cm.New(64 << 20)
+	out := make([]float64, 2+len(cfgs))
+	run := func(slot int, p func(k int, pl int32, c *cm.Model) int, up func(bit int)) {
+		bm, err := pred.New(len(blk.Src), pred.Params(len(blk.Src)))
+		if err != nil {
+			panic(err)
+		}
+		c := bm.(*cm.Model)
+		cost := 0.0
+		for t, b := range blk.Src {
+			for k := range 8 {
+				bit := int(b>>(7-k)) & 1
+				pr := p(k, int32(blk.Probs[8*t+k]), c)
+				cost += bitCost(pr, bit)
+				up(bit)
+				c.Update(bit)
+			}
+		}
+		out[slot] = cost
+		pred.Release(c)
+	}
+	run(0, func(k int, pl int32, c *cm.Model) int { return c.P() }, func(int) {})
+	// id 5
+	mx := mix.New(2, 32, []int32{32768, 32768}, 11)
+	ap := mix.NewAPM(1024, 7)
+	var in [2]int32
+	run(1, func(k int, pl int32, c *cm.Model) int {
+		in[0], in[1] = pl, int32(c.P())
+		st := mix.Stretch(pl >> 4)
+		if st < 0 {
+			st = -st
+		}
+		conf := 0
+		switch {
+		case st >= 1536:
+			conf = 3
+		case st >= 768:
+			conf = 2
+		case st >= 256:
+			conf = 1
+		}
+		p := mx.P(in[:], k*4+conf)
+		var v cm.View
+		c.View(&v)
+		return (p + 3*ap.Refine(p, int(v.C0)*4+conf)) / 4
+	}, func(bit int) { mx.Update(bit); ap.Update(bit) })
+	for i, cf := range cfgs {
+		m := newCfg(cf)
+		run(2+i, func(k int, pl int32, c *cm.Model) int { return m.P(pl, c) }, m.Update)
+	}
+	return out
+}
+
+func TestTune(t *testing.T) {
+	path := os.Getenv("LMFS_MIXTUNE")
+	if path == "" {
+		t.Skip("set LMFS_MIXTUNE=file written by coder's TestMixTuneDump")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []tuneBlock
+	if err := gob.NewDecoder(f).Decode(&blocks); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	names, cfgs := tuneConfigs()
+	res := make([][]float64, len(blocks))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				res[i] = replay(&blocks[i], cfgs)
+			}
+		}()
+	}
+	for i := range blocks {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	kinds := map[string][]int{}
+	for i, b := range blocks {
+		kinds[b.Kind] = append(kinds[b.Kind], i)
+	}
+	var ks []string
+	for k := range kinds {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	cols := append([]string{"cm", "id5"}, names...)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%-16s %8s", "kind", "bytes")
+	for _, c := range cols {
+		fmt.Fprintf(&sb, " %9s", c)
+	}
+	sb.WriteString("\n")
+	total := make([]float64, len(cols))
+	textTotal := make([]float64, len(cols))
+	var tn, ttn int
+	for _, k := range ks {
+		sum := make([]float64, len(cols))
+		n := 0
+		for _, i := range kinds[k] {
+			n += len(blocks[i].Src)
+			for j := range cols {
+				sum[j] += res[i][j]
+			}
+		}
+		tn += n
+		media := strings.Contains(k, "audio") || strings.Contains(k, "wav") || strings.Contains(k, "ppm")
+		if !media {
+			ttn += n
+		}
+		fmt.Fprintf(&sb, "%-16s %8d", k, n)
+		for j := range cols {
+			total[j] += sum[j]
+			if !media {
+				textTotal[j] += sum[j]
+			}
+			fmt.Fprintf(&sb, " %9.4f", sum[j]/float64(n))
+		}
+		sb.WriteString("\n")
+	}
+	fmt.Fprintf(&sb, "%-16s %8d", "TEXT", ttn)
+	for j := range cols {
+		fmt.Fprintf(&sb, " %9.4f", textTotal[j]/float64(ttn))
+	}
+	fmt.Fprintf(&sb, "\n%-16s %8d", "ALL", tn)
+	for j := range cols {
+		fmt.Fprintf(&sb, " %9.4f", total[j]/float64(tn))
+	}
+	// blocks where a mixer is worse than cm
+	sb.WriteString("\nworse than cm (block: % of cm):")
+	for i := range blocks {
+		for j := 1; j < len(cols); j++ {
+			if res[i][j] > res[i][0] {
+				fmt.Fprintf(&sb, " %s#%d/%s:%+.2f%%", blocks[i].Kind, i, cols[j], 100*(res[i][j]/res[i][0]-1))
+			}
+		}
+	}
+	t.Log("\n" + sb.String())
+}
