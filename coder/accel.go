@@ -530,7 +530,7 @@ func (c *LMCM) encodeFull(ctx context.Context, srcs, out [][]byte, errs []error)
 		return
 	}
 	k := int(c.acc.batches.Add(1) % uint64(len(idx)))
-	streams, sp, err := c.full().EncodeLMCM(ctx, int(IDLMCM), blocks, params, k)
+	streams, sp, err := c.full().EncodeLMCM(ctx, int(c.id), blocks, params, k)
 	if err == nil && len(streams) != len(blocks) {
 		err = fmt.Errorf("accelerator gave %d lm+cm streams for %d blocks", len(streams), len(blocks))
 	}
@@ -647,7 +647,7 @@ func (c *LMCM) decodeFull(ctx context.Context, payloads [][]byte, rawLens []int,
 	var lens []int
 	var params []byte
 	for i, p := range payloads {
-		if empty, err := checkPayloadShape("lm+cm", p, rawLens[i]); empty || err != nil {
+		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
 			if errs[i] = err; err == nil {
 				out[i] = []byte{}
 			}
@@ -669,7 +669,7 @@ func (c *LMCM) decodeFull(ctx context.Context, payloads [][]byte, rawLens []int,
 		cpu(idx)
 		return
 	}
-	res, bad, err := c.full().DecodeLMCM(ctx, int(IDLMCM), streams, lens, params)
+	res, bad, err := c.full().DecodeLMCM(ctx, int(c.id), streams, lens, params)
 	if err == nil && (len(res) != len(idx) || len(bad) != len(idx)) {
 		err = fmt.Errorf("accelerator gave %d lm+cm blocks for %d", len(res), len(idx))
 	}

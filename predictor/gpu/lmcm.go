@@ -8,11 +8,14 @@ import (
 // The lm+cm codec (coder/lmcm.go) on the GPU: the library runs the LM, cm,
 // the lm+cm mixer and the arithmetic coder of every block (cm.cu), so only
 // data and payloads cross to the host. Rule is the codec id whose mixing
-// stage runs (coder.IDLMCM = 5); params[i] is block i's cm parameter byte
+// stage runs (coder.IDLMCM1 = 5 or coder.IDLMCM = 6); params[i] is block i's cm parameter byte
 // (predictor/cm's Params: the log2 of its hash-table slots).
 
-// RuleLMCM is the lm+cm mixing rule of codec id 5, the one this library runs.
-const RuleLMCM = 5
+// Rules: the codec ids of lm+cm whose mixing stage the library runs.
+const (
+	RuleLMCM1 = 5 // lm+cm.1 (coder/lmcm.go's 2-input mixer and APM)
+	RuleLMCM  = 6 // lm+cm (predictor/lmmix)
+)
 
 // LMCMBlockBytes returns the GPU memory one block of blockLen bytes with cm
 // parameter byte params takes in an lm+cm call (encoding or decoding), the
@@ -72,8 +75,8 @@ func (m *Model) groups(n int, need func(i int) int64, f func(start, end int) err
 func lmcmStreamCap(n int64) int64 { return n + n/4 + 16 }
 
 func checkRule(rule int) error {
-	if rule != RuleLMCM {
-		return fmt.Errorf("lm+cm rule %d is not in the CUDA library (it runs rule %d)", rule, RuleLMCM)
+	if rule != RuleLMCM1 && rule != RuleLMCM {
+		return fmt.Errorf("lm+cm rule %d is not in the CUDA library (it runs rules %d and %d)", rule, RuleLMCM1, RuleLMCM)
 	}
 	return nil
 }

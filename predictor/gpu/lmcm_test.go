@@ -5,16 +5,29 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/lmfs/lmfs/coder"
+	"github.com/lmfs/lmfs/predictor"
 	"github.com/lmfs/lmfs/predictor/cm"
 	"github.com/lmfs/lmfs/predictor/gpu"
 )
 
 const lmcmMemory = 64 << 20
+
+// lmcmRules are the lm+cm codecs the library runs: rule (codec id), the Go
+// codec, and the codec with a backend.
+var lmcmRules = []struct {
+	rule  int
+	goC   func(m predictor.ByteModel, id coder.ModelID, mem int64) *coder.LMCM
+	accel func(m predictor.ByteModel, id coder.ModelID, mem int64, a coder.Accel) *coder.LMCM
+}{
+	{gpu.RuleLMCM1, coder.NewLMCM1Model, coder.NewLMCM1Accel},
+	{gpu.RuleLMCM, coder.NewLMCMModel, coder.NewLMCMAccel},
+}
 
 // lmcmBlocks returns blocks that exercise every part of cm: text (word
 // model), source code and repeats (match model), random bytes, zeros, and
@@ -59,46 +72,50 @@ func TestLMCMMatchesGo(t *testing.T) {
 		params[i] = pred.Params(len(b))
 		lens[i] = len(b)
 	}
-	goCodec := coder.NewLMCMModel(ref, coder.ModelID(sha256.Sum256(data)), lmcmMemory)
-	want, err := goCodec.EncodeBatch(ctx, blocks)
-	if err != nil {
-		t.Fatal(err)
+	for _, r := range lmcmRules {
+		t.Run(fmt.Sprint("rule", r.rule), func(t *testing.T) {
+			goCodec := r.goC(ref, coder.ModelID(sha256.Sum256(data)), lmcmMemory)
+			want, err := goCodec.EncodeBatch(ctx, blocks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sample := 2
+			streams, sp, err := m.EncodeLMCM(ctx, r.rule, blocks, params, sample)
+			if err != nil {
+				t.Fatal(err)
+			}
+			probs, err := m.PathProbs(ctx, blocks[sample:sample+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(sp) != len(probs[0]) || !equalU16(sp, probs[0]) {
+				t.Fatalf("sample block's probabilities differ from PathProbs'")
+			}
+			for i := range blocks {
+				if streams[i] == nil {
+					t.Fatalf("block %d (%d bytes): no stream from the library", i, len(blocks[i]))
+				}
+				if want[i][0] != params[i] || !bytes.Equal(want[i][1:], streams[i]) {
+					t.Fatalf("block %d (%d bytes): the library's lm+cm stream (%d bytes) differs from Go's (%d bytes, reference %s)",
+						i, len(blocks[i]), len(streams[i]), len(want[i])-1, refName)
+				}
+			}
+			goStreams := make([][]byte, len(want))
+			for i, p := range want {
+				goStreams[i] = p[1:]
+			}
+			got, bad, err := m.DecodeLMCM(ctx, r.rule, goStreams, lens, params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range blocks {
+				if bad[i] || !bytes.Equal(got[i], blocks[i]) {
+					t.Fatalf("block %d: the library decoded Go's payload wrong (bad %v)", i, bad[i])
+				}
+			}
+			t.Logf("%d blocks, %d bytes: payloads identical, decoded both ways (reference %s, %s)", len(blocks), sum(lens), refName, m.Device())
+		})
 	}
-	sample := 2
-	streams, sp, err := m.EncodeLMCM(ctx, gpu.RuleLMCM, blocks, params, sample)
-	if err != nil {
-		t.Fatal(err)
-	}
-	probs, err := m.PathProbs(ctx, blocks[sample:sample+1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(sp) != len(probs[0]) || !equalU16(sp, probs[0]) {
-		t.Fatalf("sample block's probabilities differ from PathProbs'")
-	}
-	for i := range blocks {
-		if streams[i] == nil {
-			t.Fatalf("block %d (%d bytes): no stream from the library", i, len(blocks[i]))
-		}
-		if want[i][0] != params[i] || !bytes.Equal(want[i][1:], streams[i]) {
-			t.Fatalf("block %d (%d bytes): the library's lm+cm stream (%d bytes) differs from Go's (%d bytes, reference %s)",
-				i, len(blocks[i]), len(streams[i]), len(want[i])-1, refName)
-		}
-	}
-	goStreams := make([][]byte, len(want))
-	for i, p := range want {
-		goStreams[i] = p[1:]
-	}
-	got, bad, err := m.DecodeLMCM(ctx, gpu.RuleLMCM, goStreams, lens, params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range blocks {
-		if bad[i] || !bytes.Equal(got[i], blocks[i]) {
-			t.Fatalf("block %d: the library decoded Go's payload wrong (bad %v)", i, bad[i])
-		}
-	}
-	t.Logf("%d blocks, %d bytes: payloads identical, decoded both ways (reference %s, %s)", len(blocks), sum(lens), refName, m.Device())
 }
 
 // TestLMCMDamaged checks that the library's decoder agrees with Go's on
@@ -109,58 +126,61 @@ func TestLMCMDamaged(t *testing.T) {
 	data, spec := genModel(12, 1, 16, false)
 	m := openModel(t, l, data)
 	ref, _ := goReference(t, data, spec)
-	goCodec := coder.NewLMCMModel(ref, coder.ModelID(sha256.Sum256(data)), lmcmMemory)
 	ctx := context.Background()
-	src := lmcmBlocks(t, 0)[:4]
-	enc, err := goCodec.EncodeBatch(ctx, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(5, 6))
 	var streams [][]byte
 	var params []byte
 	var lens []int
-	for i, p := range enc {
-		s := p[1:]
-		flip := append([]byte(nil), s...)
-		flip[rng.IntN(len(flip))] ^= 0x10
-		garbage := make([]byte, len(s))
-		for j := range garbage {
-			garbage[j] = byte(rng.Uint32())
+	for _, r := range lmcmRules {
+		goCodec := r.goC(ref, coder.ModelID(sha256.Sum256(data)), lmcmMemory)
+		streams, params, lens = nil, nil, nil
+		src := lmcmBlocks(t, 0)[:4]
+		enc, err := goCodec.EncodeBatch(ctx, src)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, d := range [][]byte{s[:len(s)/2], s[:0], append(append([]byte(nil), s...), 7, 7), flip, garbage, {0xff}} {
-			streams, params, lens = append(streams, d), append(params, p[0]), append(lens, len(src[i]))
+		rng := rand.New(rand.NewPCG(5, 6))
+		for i, p := range enc {
+			s := p[1:]
+			flip := append([]byte(nil), s...)
+			flip[rng.IntN(len(flip))] ^= 0x10
+			garbage := make([]byte, len(s))
+			for j := range garbage {
+				garbage[j] = byte(rng.Uint32())
+			}
+			for _, d := range [][]byte{s[:len(s)/2], s[:0], append(append([]byte(nil), s...), 7, 7), flip, garbage, {0xff}} {
+				streams, params, lens = append(streams, d), append(params, p[0]), append(lens, len(src[i]))
+			}
+			// a longer block than coded
+			streams, params, lens = append(streams, s), append(params, p[0]), append(lens, len(src[i])+9)
 		}
-		// a longer block than coded
-		streams, params, lens = append(streams, s), append(params, p[0]), append(lens, len(src[i])+9)
-	}
-	got, bad, err := m.DecodeLMCM(ctx, gpu.RuleLMCM, streams, lens, params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nbad := 0
-	for i := range streams {
-		payload := append([]byte{params[i]}, streams[i]...)
-		goOut, goErr := goCodec.Decode(ctx, nil, payload, lens[i])
-		if (goErr != nil) != bad[i] {
-			t.Fatalf("damaged stream %d: Go's error %v, library flags it %v", i, goErr, bad[i])
+		got, bad, err := m.DecodeLMCM(ctx, r.rule, streams, lens, params)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if goErr == nil && !bytes.Equal(goOut, got[i]) {
-			t.Fatalf("damaged stream %d: Go and the library decode it to different bytes", i)
+		nbad := 0
+		for i := range streams {
+			payload := append([]byte{params[i]}, streams[i]...)
+			goOut, goErr := goCodec.Decode(ctx, nil, payload, lens[i])
+			if (goErr != nil) != bad[i] {
+				t.Fatalf("damaged stream %d: Go's error %v, library flags it %v", i, goErr, bad[i])
+			}
+			if goErr == nil && !bytes.Equal(goOut, got[i]) {
+				t.Fatalf("damaged stream %d: Go and the library decode it to different bytes", i)
+			}
+			if bad[i] {
+				nbad++
+			}
 		}
-		if bad[i] {
-			nbad++
+		if nbad < len(src) {
+			t.Fatalf("only %d of %d damaged streams flagged", nbad, len(streams))
 		}
-	}
-	if nbad < len(src) {
-		t.Fatalf("only %d of %d damaged streams flagged", nbad, len(streams))
 	}
 	// Calls the library refuses are errors, not crashes.
 	if _, _, err := m.DecodeLMCM(ctx, gpu.RuleLMCM, streams[:1], lens[:1], []byte{9}); err == nil {
 		t.Fatal("parameter byte 9 accepted")
 	}
-	if _, _, err := m.DecodeLMCM(ctx, 6, streams[:1], lens[:1], params[:1]); err == nil {
-		t.Fatal("rule 6 accepted")
+	if _, _, err := m.DecodeLMCM(ctx, 7, streams[:1], lens[:1], params[:1]); err == nil {
+		t.Fatal("rule 7 accepted")
 	}
 	if _, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM, [][]byte{{}}, []byte{10}, 0); err == nil {
 		t.Fatal("empty block accepted")
@@ -176,41 +196,43 @@ func TestLMCMCodec(t *testing.T) {
 	m := openModel(t, l, data)
 	ref, _ := goReference(t, data, spec)
 	id := coder.ModelID(sha256.Sum256(data))
-	goCodec := coder.NewLMCMModel(ref, id, lmcmMemory)
-	gpuCodec := coder.NewLMCMAccel(ref, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: 16})
-	ctx := context.Background()
-	blocks := lmcmBlocks(t, 24)
-	blocks = append(blocks, []byte{}, bytes.Repeat([]byte{0x55, 0xaa}, 8))
-	lens := make([]int, len(blocks))
-	for i, b := range blocks {
-		lens[i] = len(b)
-	}
-	want, err := goCodec.EncodeBatch(ctx, blocks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := gpuCodec.EncodeBatch(ctx, blocks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range blocks {
-		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("block %d: payloads differ", i)
+	for _, r := range lmcmRules {
+		goCodec := r.goC(ref, id, lmcmMemory)
+		gpuCodec := r.accel(ref, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: 16})
+		ctx := context.Background()
+		blocks := lmcmBlocks(t, 24)
+		blocks = append(blocks, []byte{}, bytes.Repeat([]byte{0x55, 0xaa}, 8))
+		lens := make([]int, len(blocks))
+		for i, b := range blocks {
+			lens[i] = len(b)
 		}
-	}
-	dec, err := gpuCodec.DecodeBatch(ctx, want, lens)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range blocks {
-		if !bytes.Equal(dec[i], blocks[i]) {
-			t.Fatalf("block %d decoded wrong", i)
+		want, err := goCodec.EncodeBatch(ctx, blocks)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	bad := append([][]byte(nil), want...)
-	bad[0] = bad[0][:len(bad[0])/2]
-	if _, err := gpuCodec.DecodeBatch(ctx, bad, lens); !errors.Is(err, coder.ErrCorrupt) || !strings.Contains(err.Error(), "block 0 ") {
-		t.Fatalf("truncated payload of block 0: %v, want ErrCorrupt naming block 0", err)
+		got, err := gpuCodec.EncodeBatch(ctx, blocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range blocks {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("block %d: payloads differ", i)
+			}
+		}
+		dec, err := gpuCodec.DecodeBatch(ctx, want, lens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range blocks {
+			if !bytes.Equal(dec[i], blocks[i]) {
+				t.Fatalf("block %d decoded wrong", i)
+			}
+		}
+		bad := append([][]byte(nil), want...)
+		bad[0] = bad[0][:len(bad[0])/2]
+		if _, err := gpuCodec.DecodeBatch(ctx, bad, lens); !errors.Is(err, coder.ErrCorrupt) || !strings.Contains(err.Error(), "block 0 ") {
+			t.Fatalf("truncated payload of block 0: %v, want ErrCorrupt naming block 0", err)
+		}
 	}
 }
 
