@@ -139,19 +139,20 @@ struct CMState {
   int32_t pad;
 };
 
-// CMBlocks describes the blocks of a call.
+// CMBlocks describes the blocks of a call, indexed by stream slot (the
+// LM's streams, blocks in decreasing length order).
 struct CMBlocks {
   int rule;               // 5 or 6: the mixing stage
   const CMTabs *T;
   CMState *st;            // [nb], by block
   uint8_t *region;        // cm tables
-  const int64_t *roff;    // [nb] region offset by block
+  const int64_t *roff;    // [nb] region offset
   const int32_t *lg;      // [nb] log2 slots by block
   uint8_t *data;          // block bytes (encode: input; decode: output)
   const int64_t *off;     // [nb+1] data offsets
   const int64_t *len;     // [nb]
   uint8_t *io;            // encode: output streams; decode: input streams
-  const int64_t *iooff;   // [nb+1]
+  const int64_t *ioS, *ioE;  // [nb] each stream's bytes in io
 };
 
 __device__ __forceinline__ uint32_t cm_hash32(uint32_t x) {
@@ -671,8 +672,8 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
   s.mmask = (uint32_t)cm_match_size(B.len[b]) - 1;
   s.x1 = 0; s.x2 = 0xFFFFFFFFu; s.x = 0; s.io = 0; s.bad = -1; s.pad = 0;
   if (decode) {
-    const uint8_t *in = B.io + B.iooff[b];
-    int64_t plen = B.iooff[b + 1] - B.iooff[b];
+    const uint8_t *in = B.io + B.ioS[b];
+    int64_t plen = B.ioE[b] - B.ioS[b];
     for (int i = 0; i < 4; i++) {
       s.x = (s.x << 8) | (s.io < plen ? in[s.io] : 0xFFu);
       s.io++;
@@ -685,8 +686,8 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
 
 // lmcm_encode_kernel codes positions [t0, t1) of the blocks idx[0..n-1]
 // (those longer than t0): probs holds the LM's 8 path probabilities per
-// byte (at the block's data offset). The stream goes to io at iooff[b], at
-// most iooff[b+1]-iooff[b] bytes: a block whose stream would not fit gets
+// byte (at the block's data offset). The stream goes to io at ioS[b], at
+// most ioE[b]-ioS[b] bytes: a block whose stream would not fit gets
 // bad = its position (the caller codes it another way). At the block's end
 // the encoder is flushed (Encoder.Finish) and st.io is the stream length.
 __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, int n, const uint16_t *__restrict__ probs,
@@ -699,8 +700,8 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
   c.s = B.st[b];
   int64_t len = B.len[b];
   int64_t end = t1 < len ? t1 : len;
-  uint8_t *out = B.io + B.iooff[b];
-  int64_t cap = B.iooff[b + 1] - B.iooff[b];
+  uint8_t *out = B.io + B.ioS[b];
+  int64_t cap = B.ioE[b] - B.ioS[b];
   uint32_t x1 = c.s.x1, x2 = c.s.x2;
   int64_t io = c.s.io;
   for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
@@ -795,8 +796,8 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
   cm_view(c, B, b);
   c.s = B.st[b];
   const uint32_t *cu = cum + gid * 256;
-  const uint8_t *in = B.io + B.iooff[b];
-  int64_t plen = B.iooff[b + 1] - B.iooff[b];
+  const uint8_t *in = B.io + B.ioS[b];
+  int64_t plen = B.ioE[b] - B.ioS[b];
   uint32_t x1 = c.s.x1, x2 = c.s.x2, x = c.s.x;
   int64_t pos = c.s.io;
   int lo = 0, hi = 256;
@@ -968,7 +969,7 @@ bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *p
   for (int i = 0; i < nb; i++) {
     lg[i] = params[i];
     if (lg[i] < kCMMinSlotsLog || lg[i] > kCMMaxSlotsLog) {
-      *err = "cm parameter byte " + std::to_string(lg[i]) + " of block " + std::to_string(i) + " out of range";
+      *err = "cm parameter byte " + std::to_string(lg[i]) + " out of range [" + std::to_string(kCMMinSlotsLog) + ", " + std::to_string(kCMMaxSlotsLog) + "]";
       return false;
     }
     cs->roff[i] = total;
@@ -1026,21 +1027,36 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
     if (iooff[i + 1] < iooff[i]) { *err = "stream offsets decrease"; return -1; }
   }
   int64_t total = off[nb];
+  // The LM's streams are the blocks in decreasing length order (slot i is
+  // block order[i]): at position t the active streams are 0..active[t]-1.
   Batch B = plan(nb, lens);
+  std::vector<int32_t> ident(nb);
+  std::vector<int64_t> slen(nb), soff(nb), sioS(nb), sioE(nb);
+  std::vector<uint8_t> sparams(nb);
+  for (int i = 0; i < nb; i++) {
+    int b = B.order[i];
+    ident[i] = i;
+    slen[i] = lens[b];
+    soff[i] = off[b];
+    sioS[i] = iooff[b];
+    sioE[i] = iooff[b + 1];
+    sparams[i] = params[b];
+  }
   Buffers bf;
   DevState S;
   if (!alloc_state(g, &bf, nb, &S, err)) return -1;
   CMSetup cs;
-  if (!cm_setup(g, &bf, nb, lens, params, &cs, err)) return -1;
+  if (!cm_setup(g, &bf, nb, slen.data(), sparams.data(), &cs, err)) return -1;
   int32_t *didx;
-  int64_t *doff, *dlen, *diooff;
+  int64_t *doff, *dlen, *dioS, *dioE;
   uint8_t *ddata, *dio;
   int64_t iototal = iooff[nb];
-  if (!bf.alloc(&didx, nb, err) || !bf.alloc(&doff, nb + 1, err) || !bf.alloc(&dlen, nb, err) || !bf.alloc(&ddata, total, err) ||
-      !bf.alloc(&dio, iototal, err) || !bf.alloc(&diooff, nb + 1, err))
+  if (!bf.alloc(&didx, nb, err) || !bf.alloc(&doff, nb, err) || !bf.alloc(&dlen, nb, err) || !bf.alloc(&ddata, total, err) ||
+      !bf.alloc(&dio, iototal, err) || !bf.alloc(&dioS, nb, err) || !bf.alloc(&dioE, nb, err))
     return -1;
-  if (!h2d(g, didx, B.order.data(), nb * sizeof(int32_t), err) || !h2d(g, doff, off.data(), (nb + 1) * sizeof(int64_t), err) ||
-      !h2d(g, dlen, lens, nb * sizeof(int64_t), err) || !h2d(g, diooff, iooff, (nb + 1) * sizeof(int64_t), err))
+  if (!h2d(g, didx, ident.data(), nb * sizeof(int32_t), err) || !h2d(g, doff, soff.data(), nb * sizeof(int64_t), err) ||
+      !h2d(g, dlen, slen.data(), nb * sizeof(int64_t), err) || !h2d(g, dioS, sioS.data(), nb * sizeof(int64_t), err) ||
+      !h2d(g, dioE, sioE.data(), nb * sizeof(int64_t), err))
     return -1;
   if (!dec && !h2d(g, ddata, data, total, err)) return -1;
   if (dec && !h2d(g, dio, io, iototal, err)) return -1;
@@ -1050,7 +1066,8 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   CB.off = doff;
   CB.len = dlen;
   CB.io = dio;
-  CB.iooff = diooff;
+  CB.ioS = dioS;
+  CB.ioE = dioE;
   LAUNCH(cm_init_kernel, (int64_t)nb * 256, CB, nb);
   CM_LAUNCH(g->stream, cm_start_kernel, nb, CB, nb, dec ? 1 : 0);
   LAUNCH(reset_kernel, (int64_t)nb * m.NL * m.H, S, m.NL, m.H, didx, nb);
@@ -1113,7 +1130,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
     if (sample >= 0 && sample < nb && !d2h(g, sprobs, dprobs + off[sample] * 8, lens[sample] * 8 * sizeof(uint16_t), err)) return -1;
     std::vector<CMState> st(nb);
     if (!d2h(g, st.data(), CB.st, nb * sizeof(CMState), err) || !d2h(g, io, dio, iototal, err) || !sync(g, err)) return -1;
-    for (int i = 0; i < nb; i++) outlen[i] = st[i].bad >= 0 ? -1 : st[i].io;
+    for (int i = 0; i < nb; i++) outlen[B.order[i]] = st[i].bad >= 0 ? -1 : st[i].io;
     return 0;
   }
   uint32_t *dcum;
@@ -1141,9 +1158,10 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   std::vector<CMState> st(nb);
   if (!d2h(g, st.data(), CB.st, nb * sizeof(CMState), err) || !d2h(g, data, ddata, total, err) || !sync(g, err)) return -1;
   for (int i = 0; i < nb; i++) {
-    bad[i] = st[i].bad;
+    int b = B.order[i];
+    bad[b] = st[i].bad;
     // Decoder.Finish: a valid stream is consumed to exactly its length + 3.
-    if (bad[i] < 0 && st[i].io != iooff[i + 1] - iooff[i] + 3) bad[i] = (int32_t)lens[i];
+    if (bad[b] < 0 && st[i].io != sioE[i] - sioS[i] + 3) bad[b] = (int32_t)lens[b];
   }
   return 0;
 }
