@@ -75,13 +75,15 @@ bench-fs:
 # includes cm.cu: cm, the lm+cm mixer and the arithmetic coder) into
 # bin/liblmfs_cuda.so, next to bin/lmfs, where lmfs looks for it (see
 # predictor.cuda_lib). Needs nvcc (CUDA 12 or later); the Go build never does.
+# The library loads cuBLAS (libcublas.so.13/.12, or $$LMFS_CUBLAS_LIB) at run
+# time for its int8 GEMM path, and runs without it (mma kernels): no -lcublas.
 NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 CUDA_LIB ?= bin/liblmfs_cuda.so
 cuda: $(CUDA_LIB)
 $(CUDA_LIB): predictor/gpu/lstm1.cu predictor/gpu/cm.cu
 	mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -shared -Xcompiler -fPIC -o $@ $<
+	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -shared -Xcompiler -fPIC -o $@ $< -ldl
 
 # cuda-emu builds the same source as a CPU emulation (no CUDA needed): what
 # the predictor/gpu tests load when no GPU library is given.

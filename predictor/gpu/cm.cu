@@ -1072,7 +1072,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   CM_LAUNCH(g->stream, cm_start_kernel, nb, CB, nb, dec ? 1 : 0);
   LAUNCH(reset_kernel, (int64_t)nb * m.NL * m.H, S, m.NL, m.H, didx, nb);
   if (!launched(g, err)) return -1;
-  if (!step(g, S, didx, nb, err, true)) return -1;  // step(BOS)
+  if (!step(g, S, didx, nb, true, err, true)) return -1;  // step(BOS)
   int64_t maxlen = (int64_t)B.active.size() - 1;
   DecState D{};
   if (!dec) {
@@ -1109,9 +1109,10 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
     };
     for (int64_t t = 0; t < maxlen; t++) {
       int n = (int)B.active[t];
-      if (!head(g, S, didx, n, err)) return -1;
-      if (!freq(g, S, didx, n, kPathProbs, t, ddata, doff, dprobs, nullptr, D, err)) return -1;
-      if (!step(g, S, didx, (int)B.active[t + 1], err, true)) return -1;
+      bool raw = false;
+      if (!head(g, S, didx, n, true, &raw, err)) return -1;
+      if (!freq(g, S, didx, n, kPathProbs, t, ddata, doff, dprobs, nullptr, D, raw, err)) return -1;
+      if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
       if (t + 1 - c0 >= kEncChunk && !flush(t + 1)) return -1;
       if ((t & 255) == 255) {
         if (cancelled(g, token)) {
@@ -1137,15 +1138,16 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   if (!bf.alloc(&dcum, (size_t)nb * 256, err)) return -1;
   for (int64_t t = 0; t < maxlen; t++) {
     int n = (int)B.active[t];
-    if (!head(g, S, didx, n, err)) return -1;
-    if (!freq(g, S, didx, n, kTables, 0, nullptr, nullptr, nullptr, dcum, D, err)) return -1;
+    bool raw = false;
+    if (!head(g, S, didx, n, true, &raw, err)) return -1;
+    if (!freq(g, S, didx, n, kTables, 0, nullptr, nullptr, nullptr, dcum, D, raw, err)) return -1;
 #ifdef LMFS_FAST
     LAUNCH(cum_kernel, (int64_t)n * 32, dcum, n);
 #else
     LAUNCH(cum_kernel, n, dcum, n);
 #endif
     CM_LAUNCH(g->stream, lmcm_decode_kernel, n, CB, S, didx, n, dcum, t);
-    if (!step(g, S, didx, (int)B.active[t + 1], err, true)) return -1;
+    if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
     if ((t & 255) == 255) {
       if (cancelled(g, token)) {
         sync(g, err);

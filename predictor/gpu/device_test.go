@@ -203,7 +203,8 @@ func checkModel(t *testing.T, l *gpu.Lib, data []byte, spec *specModel) {
 
 // BenchmarkGPU measures coding throughput on the GPU with the built-in model
 // against the number of blocks in flight. Run it on a GPU machine with
-// -test.benchtime=1x (make test-gpu does). Block length is 2 KiB: the work
+// -test.benchtime=1x (make test-gpu does). LMFS_GPU_INFLIGHT (e.g.
+// "512,4096,16384") and LMFS_GPU_CODECS (e.g. "lm") choose what it runs. Block length is 2 KiB: the work
 // per step grows with the blocks in flight, not with their length, so
 // throughput does not depend on it.
 func BenchmarkGPU(b *testing.B) {
@@ -227,13 +228,23 @@ func BenchmarkGPU(b *testing.B) {
 	ctx := context.Background()
 	b.Logf("device %s, %d bytes of GPU state per block in flight (plus 17 bytes per byte of data when encoding); %d bytes free: %d blocks of 64 KiB fit in one encoding call",
 		m.Device(), m.BytesPerStream(), m.FreeMemory(), m.MaxBlocks(64<<10))
-	for _, inflight := range []int{1, 8, 64, 512, 4096} {
+	inflights := []int{1, 8, 64, 512, 4096}
+	if s := os.Getenv("LMFS_GPU_INFLIGHT"); s != "" {
+		if inflights, err = intList(s); err != nil {
+			b.Fatalf("LMFS_GPU_INFLIGHT=%q: %v", s, err)
+		}
+	}
+	codecs := []string{"lm", "lm+cm"}
+	if s := os.Getenv("LMFS_GPU_CODECS"); s != "" {
+		codecs = strings.Split(s, ",")
+	}
+	for _, inflight := range inflights {
 		blocks := split(src, inflight, size)
 		lens := make([]int, len(blocks))
 		for i := range lens {
 			lens[i] = size
 		}
-		for _, codec := range []string{"lm", "lm+cm"} {
+		for _, codec := range codecs {
 			var c coder.BatchCodec
 			a := coder.Accel{Backend: m, MaxBatch: inflight}
 			if codec == "lm" {

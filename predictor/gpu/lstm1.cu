@@ -40,6 +40,11 @@
 // emulation; -DLMFS_SAFE leaves them out of a CUDA build too).
 #if !defined(LMFS_EMU) && !defined(LMFS_SAFE)
 #define LMFS_FAST 1
+// LMFS_GEMM: the GEMM path (cuBLAS, loaded at run time; -DLMFS_NO_GEMM
+// leaves it out).
+#ifndef LMFS_NO_GEMM
+#define LMFS_GEMM 1
+#endif
 #endif
 
 #ifdef LMFS_EMU
@@ -63,6 +68,7 @@ static inline int dp4a(int a, int b, int c) {
 }
 #else
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #define GID() ((int64_t)blockIdx.x * blockDim.x + threadIdx.x)
 #define LAUNCH(kern, nthreads, ...)                                                     \
   do {                                                                                  \
@@ -289,6 +295,12 @@ struct DevState {
   int32_t *c;     // [NL][cap][H]
   int32_t *xcur;  // [cap] next input symbol
   int32_t *logit; // [cap][256]
+  int32_t *gacc;  // [cap][4H] the gate sums of one layer (GEMM path only, else NULL)
+  // xcat[l] (l >= 1; GEMM path with LMFS_GEMM_CAT, else NULL): [cap][2H] the
+  // input of layer l in one row per stream, h_{l-1} of this step then h_l,
+  // so that the layer is one GEMM. The gate kernels write both halves, the
+  // commit kernel the second.
+  int8_t *xcat[4];
   int cap;
 };
 
@@ -548,6 +560,63 @@ __global__ void head_kernel_mma(DevModel M, DevState S, const int4 *__restrict__
     }
   }
 }
+
+#endif
+
+#ifdef LMFS_GEMM
+// ---- GEMM path: the gate sums of a layer for streams 0..n-1 come from an
+// int8 GEMM with int32 sums (cuBLAS, exact in any order), then gate_kernel
+// does the rest of the layer (requantisation, bias, input table, gate
+// tables, cell update) for 4 units of one stream per thread, with 16-byte
+// loads. G[s*4H + q*H + u] is gate q of unit u of stream s.
+__device__ __forceinline__ int4 ld4(const int32_t *p) { return __ldg((const int4 *)p); }
+
+__global__ void gate_kernel(DevModel M, DevState S, int l, const int32_t *__restrict__ G, int n) {
+  int64_t gid = GID();
+  const int H = M.H, H4 = H / 4;
+  if (gid >= (int64_t)n * H4) return;
+  int s = (int)(gid / H4);
+  int u0 = (int)(gid % H4) * 4;
+  const int32_t *Bl = M.b[l], *Ml = M.m[l], *Sl = M.s[l];
+  const int32_t *g = G + (int64_t)s * 4 * H;
+  int x = l == 0 ? S.xcur[s] : 0;
+  int z[4][4];  // [gate][unit]
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    int j = q * H + u0;
+    int4 a = *(const int4 *)(g + j);
+    int4 bb = ld4(Bl + j), mm = ld4(Ml + j), ss = ld4(Sl + j);
+    int4 t = make_int4(0, 0, 0, 0);
+    if (l == 0) t = ld4(M.t0 + (int64_t)x * 4 * H + j);
+    z[q][0] = clamp32(requant(a.x, mm.x, ss.x) + bb.x + t.x, -2048, 2047);
+    z[q][1] = clamp32(requant(a.y, mm.y, ss.y) + bb.y + t.y, -2048, 2047);
+    z[q][2] = clamp32(requant(a.z, mm.z, ss.z) + bb.z + t.z, -2048, 2047);
+    z[q][3] = clamp32(requant(a.w, mm.w, ss.w) + bb.w + t.w, -2048, 2047);
+  }
+  int64_t ci = ((int64_t)l * S.cap + s) * H + u0;
+  int4 c4 = *(const int4 *)(S.c + ci);
+  int cin[4] = {c4.x, c4.y, c4.z, c4.w};
+  int cout[4];
+  uint32_t hw = 0;
+#pragma unroll
+  for (int e = 0; e < 4; e++) {
+    int32_t ig = __ldg(M.sig + z[0][e] + 2048), fg = __ldg(M.sig + z[1][e] + 2048);
+    int32_t gg = __ldg(M.tanh_ + z[2][e] + 2048), og = __ldg(M.sig + z[3][e] + 2048);
+    int32_t c = (fg * cin[e] + ig * gg + 2048) >> 12;
+    c = c < -(1 << 17) ? -(1 << 17) : (c > (1 << 17) ? (1 << 17) : c);
+    int32_t tcx = c >> 4;
+    tcx = tcx < -2048 ? -2048 : (tcx > 2047 ? 2047 : tcx);
+    int32_t tc = __ldg(M.tanh_ + tcx + 2048);
+    int32_t h = (og * tc + (1 << 16)) >> 17;
+    h = h < -127 ? -127 : (h > 127 ? 127 : h);
+    cout[e] = c;
+    hw |= (uint32_t)(uint8_t)(int8_t)h << (8 * e);
+  }
+  *(int4 *)(S.c + ci) = make_int4(cout[0], cout[1], cout[2], cout[3]);
+  *(uint32_t *)(S.hnew + ci) = hw;
+  if (l + 1 < M.NL && S.xcat[l + 1]) *(uint32_t *)(S.xcat[l + 1] + (int64_t)s * 2 * H + u0) = hw;
+  if (l >= 1 && S.xcat[l]) *(uint32_t *)(S.xcat[l] + (int64_t)s * 2 * H + H + u0) = hw;
+}
 #endif
 
 // commit_kernel makes the new h of every layer the current one.
@@ -560,7 +629,9 @@ __global__ void commit_kernel(DevState S, int NL, int H, const int32_t *__restri
   int l = (int)(r % NL);
   int slot = (int)(r / NL);
   int64_t off = ((int64_t)l * S.cap + idx[slot]) * H;
-  ((int32_t *)(S.hcur + off))[k] = ((const int32_t *)(S.hnew + off))[k];
+  int32_t w = ((const int32_t *)(S.hnew + off))[k];
+  ((int32_t *)(S.hcur + off))[k] = w;
+  if (l >= 1 && S.xcat[l]) ((int32_t *)(S.xcat[l] + (int64_t)idx[slot] * 2 * H + H))[k] = w;
 }
 
 // head_kernel computes the logits of streams idx[0..n-1]: thread (v, grp).
@@ -632,13 +703,14 @@ struct DecState {
   uint32_t *x1, *x2, *x;  // [cap]
   int64_t *pos;           // [cap] bytes read (as coder/arith.go's Decoder.pos)
   const uint8_t *in;      // payloads
-  const int64_t *inoff;   // [cap+1]
+  const int64_t *inoff;   // [cap] start of stream b's payload in in
+  const int64_t *inend;   // [cap] its end
   int32_t *overrun;       // [cap] first position at which the decoder had read past the padding, or -1
 };
 
 __device__ __forceinline__ uint32_t dec_next(const DecState &D, int b) {
   int64_t p = D.pos[b]++;
-  int64_t len = D.inoff[b + 1] - D.inoff[b];
+  int64_t len = D.inend[b] - D.inoff[b];
   return p < len ? D.in[D.inoff[b] + p] : 0xFF;
 }
 
@@ -711,7 +783,7 @@ __global__ void freq_kernel(DevModel M, DevState S, const int32_t *__restrict__ 
   D.x1[b] = x1;
   D.x2[b] = x2;
   D.x[b] = x;
-  int64_t len = D.inoff[b + 1] - D.inoff[b];
+  int64_t len = D.inend[b] - D.inoff[b];
   if (D.overrun[b] < 0 && D.pos[b] > len + 3) D.overrun[b] = (int32_t)t;
   data[off[b] + t] = (uint8_t)lo;
   S.xcur[b] = lo;
@@ -730,7 +802,8 @@ __device__ __forceinline__ uint32_t pick9(const uint32_t (&c)[9], int i) {
 }
 
 __global__ void freq_warp_kernel(DevModel M, DevState S, const int32_t *__restrict__ idx, int n, int mode, int64_t t,
-                                 uint8_t *data, const int64_t *__restrict__ off, uint16_t *probs, uint32_t *tables, DecState D) {
+                                 uint8_t *data, const int64_t *__restrict__ off, uint16_t *probs, uint32_t *tables, DecState D,
+                                 int raw) {
   int64_t gid = GID();
   int64_t w = gid >> 5;
   int lane = (int)(gid & 31);
@@ -739,8 +812,19 @@ __global__ void freq_warp_kernel(DevModel M, DevState S, const int32_t *__restri
   int b = idx[w];
   const int32_t *L = S.logit + (int64_t)b * 256 + lane * 8;
   int32_t l8[8];
+  {
+    int4 v0 = *(const int4 *)L, v1 = *(const int4 *)(L + 4);
+    l8[0] = v0.x; l8[1] = v0.y; l8[2] = v0.z; l8[3] = v0.w;
+    l8[4] = v1.x; l8[5] = v1.y; l8[6] = v1.z; l8[7] = v1.w;
+  }
+  if (raw) {
+    // the output layer's int32 sums (GEMM path): its requantisation here
 #pragma unroll
-  for (int i = 0; i < 8; i++) l8[i] = L[i];
+    for (int i = 0; i < 8; i++) {
+      int v = lane * 8 + i;
+      l8[i] = clamp32(requant(l8[i], __ldg(M.mo + v), __ldg(M.so + v)) + __ldg(M.bo + v), -(1 << 24), 1 << 24);
+    }
+  }
   // Lmax and the smallest v holding it
   int32_t mx = l8[0];
   int mv = lane * 8;
@@ -829,7 +913,7 @@ __global__ void freq_warp_kernel(DevModel M, DevState S, const int32_t *__restri
   // kDecode: every lane runs the decoder on the same values; lane 0 stores.
   uint32_t x1 = D.x1[b], x2 = D.x2[b], x = D.x[b];
   int64_t pos = D.pos[b];
-  const int64_t plen = D.inoff[b + 1] - D.inoff[b];
+  const int64_t plen = D.inend[b] - D.inoff[b];
   const uint8_t *in = D.in + D.inoff[b];
   int lo = 0, hi = 256;
 #pragma unroll
@@ -897,6 +981,10 @@ __global__ void reset_kernel(DevState S, int NL, int H, const int32_t *__restric
   S.hcur[ci] = 0;
   S.hnew[ci] = 0;
   S.c[ci] = 0;
+  if (l >= 1 && S.xcat[l]) {
+    S.xcat[l][(int64_t)b * 2 * H + u] = 0;
+    S.xcat[l][(int64_t)b * 2 * H + H + u] = 0;
+  }
   if (l == 0 && u == 0) S.xcur[b] = 256;
 }
 
@@ -909,6 +997,53 @@ __global__ void set_input_kernel(DevState S, const int32_t *__restrict__ idx, co
 
 // ---- host side ----
 
+#ifdef LMFS_GEMM
+// Blas is cuBLAS, loaded at run time (dlopen): the library builds and runs
+// without it, with the mma kernels. Only cublasGemmEx with int8 inputs and
+// int32 sums (CUBLAS_COMPUTE_32I) is used: exact integer sums, so the result
+// does not depend on cuBLAS's choice of algorithm.
+struct Blas {
+  typedef int (*CreateFn)(void **);
+  typedef int (*DestroyFn)(void *);
+  typedef int (*SetStreamFn)(void *, cudaStream_t);
+  typedef int (*GemmExFn)(void *, int, int, int, int, int, const void *, const void *, int, int, const void *, int, int,
+                          const void *, void *, int, int, int, int);
+  void *lib = nullptr;
+  void *h = nullptr;
+  std::string name;  // the file loaded
+  DestroyFn destroy = nullptr;
+  GemmExFn gemmEx = nullptr;
+  // cuBLAS constants (cublas_api.h; the header is not needed to build)
+  static constexpr int kOpN = 0, kOpT = 1, kCompute32I = 72, kGemmDefault = -1;
+
+  // load opens cuBLAS and a handle on stream st; false (with why) if it cannot.
+  bool load(cudaStream_t st, std::string *why) {
+    const char *env = std::getenv("LMFS_CUBLAS_LIB");
+    const char *names[] = {env, "libcublas.so.13", "libcublas.so.12", "libcublas.so", "/usr/local/cuda/lib64/libcublas.so"};
+    for (const char *nm : names) {
+      if (!nm || !*nm) continue;
+      lib = dlopen(nm, RTLD_NOW | RTLD_LOCAL);
+      if (lib) { name = nm; break; }
+    }
+    if (!lib) { *why = "cuBLAS not found (set LMFS_CUBLAS_LIB to libcublas.so)"; return false; }
+    CreateFn create = (CreateFn)dlsym(lib, "cublasCreate_v2");
+    SetStreamFn setStream = (SetStreamFn)dlsym(lib, "cublasSetStream_v2");
+    destroy = (DestroyFn)dlsym(lib, "cublasDestroy_v2");
+    gemmEx = (GemmExFn)dlsym(lib, "cublasGemmEx");
+    if (!create || !setStream || !destroy || !gemmEx) { *why = name + " lacks cublasCreate_v2/cublasGemmEx"; return false; }
+    int st1 = create(&h);
+    if (st1 != 0) { h = nullptr; *why = "cublasCreate failed with status " + std::to_string(st1); return false; }
+    int st2 = setStream(h, st);
+    if (st2 != 0) { *why = "cublasSetStream failed with status " + std::to_string(st2); return false; }
+    return true;
+  }
+  ~Blas() {
+    if (h && destroy) destroy(h);
+    // the library stays loaded: other handles may use it
+  }
+};
+#endif
+
 struct Ctx {
   Model host;
   DevModel dm{};
@@ -916,6 +1051,9 @@ struct Ctx {
   bool warpfreq = false;         // use the warp-per-stream frequency kernel
   const int32_t *apack[4] = {};  // per layer: A fragments (int4 per lane)
   const int32_t *apackO = nullptr;
+  bool gemm = false;             // the GEMM path (cuBLAS + gate_kernel) where streams are a prefix
+  bool gcat = false;             // the GEMM path's layers above 0 in one GEMM (DevState.xcat)
+  const int8_t *wdev[5] = {};    // row-major int8 weights of layers 0..NL-1 and (at NL) the output layer
   std::vector<void *> allocs;  // model buffers
   int device = 0;
   std::string name;
@@ -923,6 +1061,9 @@ struct Ctx {
   std::atomic<int64_t> cancel{0};
 #ifndef LMFS_EMU
   cudaStream_t stream = nullptr;
+#endif
+#ifdef LMFS_GEMM
+  Blas blas;
 #endif
 };
 
@@ -990,6 +1131,42 @@ bool launched(Ctx *g, std::string *err) {
 #endif
 }
 
+#ifdef LMFS_GEMM
+// gemm_i8 computes C (m x n, column-major, ldc) = A^T B (+ C if accumulate)
+// in int32: A is k x m column-major (a row-major m x k weight matrix, lda),
+// B is k x n column-major (n streams' inputs of k bytes, ldb).
+bool gemm_i8(Ctx *g, int m, int n, int k, const int8_t *A, int lda, const int8_t *B, int ldb, int32_t *C, int ldc, bool accumulate,
+             std::string *err) {
+  int32_t alpha = 1, beta = accumulate ? 1 : 0;
+  int st = g->blas.gemmEx(g->blas.h, Blas::kOpT, Blas::kOpN, m, n, k, &alpha, A, CUDA_R_8I, lda, B, CUDA_R_8I, ldb, &beta, C,
+                          CUDA_R_32I, ldc, Blas::kCompute32I, Blas::kGemmDefault);
+  if (st != 0) {
+    *err = "cuBLAS int8 GEMM " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " failed with status " +
+           std::to_string(st) + " (LMFS_CUDA_KERNEL=mma avoids cuBLAS)";
+    return false;
+  }
+  return true;
+}
+
+// gemm_n is the number of streams the GEMMs run on for streams 0..n-1: n
+// rounded up to a multiple of 16 (the state has room for them: alloc_state),
+// so that cuBLAS sees aligned shapes; the extra columns are not used.
+int gemm_n(int n, int cap) {
+  int p = (n + 15) & ~15;
+  return p < cap ? p : cap;
+}
+
+// gemm_layer puts the gate sums of layer l for streams 0..n-1 in G: inputs
+// inA (h of the layer below, or h_0 for layer 0) and, above layer 0, inB
+// (the layer's own h), each n rows of H bytes.
+bool gemm_layer(Ctx *g, int l, const int8_t *inA, const int8_t *inB, int n, int32_t *G, std::string *err) {
+  const int H = g->host.H, K = l == 0 ? H : 2 * H;
+  if (!gemm_i8(g, 4 * H, n, H, g->wdev[l], K, inA, H, G, 4 * H, false, err)) return false;
+  if (l > 0 && !gemm_i8(g, 4 * H, n, H, g->wdev[l] + H, K, inB, H, G, 4 * H, true, err)) return false;
+  return true;
+}
+#endif
+
 // Buffers owns device allocations of one call.
 struct Buffers {
   std::vector<void *> p;
@@ -1015,10 +1192,68 @@ bool upload(Ctx *g, Buffers *bf, const std::vector<T> &v, const T **out, std::st
   return true;
 }
 
+#ifdef LMFS_GEMM
+// gemm_selfcheck runs the GEMMs of every layer and of the output layer on
+// pseudo-random inputs of a few streams and compares them with sums computed
+// here: the GEMM path is used only if cuBLAS gives the exact int32 sums.
+bool gemm_selfcheck(Ctx *g, std::string *why) {
+  const Model &m = g->host;
+  const int H = m.H, n = 32;
+  std::vector<int8_t> xa((size_t)n * H), xb((size_t)n * H);
+  uint32_t r = 12345;
+  auto next = [&r]() {
+    r = r * 1664525u + 1013904223u;
+    return (int8_t)((int)((r >> 24) % 255) - 127);
+  };
+  for (auto &v : xa) v = next();
+  for (auto &v : xb) v = next();
+  Buffers bf;
+  int8_t *dxa, *dxb;
+  int32_t *dc;
+  std::string err;
+  size_t rowsmax = std::max(4 * H, 256);
+  if (!bf.alloc(&dxa, xa.size(), &err) || !bf.alloc(&dxb, xb.size(), &err) || !bf.alloc(&dc, rowsmax * n, &err) ||
+      !h2d(g, dxa, xa.data(), xa.size(), &err) || !h2d(g, dxb, xb.data(), xb.size(), &err)) {
+    *why = "self-check: " + err;
+    return false;
+  }
+  std::vector<int32_t> got(rowsmax * n);
+  for (int l = 0; l <= m.NL; l++) {
+    bool outl = l == m.NL;
+    int rows = outl ? 256 : 4 * H, K = (l == 0 || outl) ? H : 2 * H;
+    const int8_t *W = outl ? m.woraw.data() : m.wraw[l].data();
+    bool ok = outl ? gemm_i8(g, 256, n, H, g->wdev[m.NL], H, dxa, H, dc, 256, false, &err) : gemm_layer(g, l, dxa, dxb, n, dc, &err);
+    if (!ok || !d2h(g, got.data(), dc, (size_t)rows * n * sizeof(int32_t), &err) || !sync(g, &err)) {
+      *why = "self-check: " + err;
+      return false;
+    }
+    for (int st = 0; st < n; st++)
+      for (int j = 0; j < rows; j++) {
+        int32_t want = 0;
+        for (int k = 0; k < H; k++) want += (int32_t)W[(size_t)j * K + k] * xa[(size_t)st * H + k];
+        if (K == 2 * H)
+          for (int k = 0; k < H; k++) want += (int32_t)W[(size_t)j * K + H + k] * xb[(size_t)st * H + k];
+        if (got[(size_t)st * rows + j] != want) {
+          *why = "self-check: cuBLAS int8 GEMM of layer " + std::to_string(l) + " gave " + std::to_string(got[(size_t)st * rows + j]) +
+                 " instead of " + std::to_string(want);
+          return false;
+        }
+      }
+  }
+  return true;
+}
+#endif
+
 bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
   const Model &m = g->host;
+  if (g->gemm) cap = (cap + 15) & ~15;  // the GEMMs run on whole groups of 16 streams (see gemm_n)
   size_t per = (size_t)m.NL * cap * m.H;
   S->cap = cap;
+  S->gacc = nullptr;
+  for (int l = 0; l < 4; l++) S->xcat[l] = nullptr;
+  if (g->gemm && !bf->alloc(&S->gacc, (size_t)cap * 4 * m.H, err)) return false;
+  for (int l = 1; g->gemm && g->gcat && l < m.NL; l++)
+    if (!bf->alloc(&S->xcat[l], (size_t)cap * 2 * m.H, err)) return false;
   return bf->alloc(&S->hcur, per, err) && bf->alloc(&S->hnew, per, err) && bf->alloc(&S->c, per, err) &&
          bf->alloc(&S->xcur, (size_t)cap, err) && bf->alloc(&S->logit, (size_t)cap * 256, err);
 }
@@ -1027,10 +1262,27 @@ bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
 // (every stream that will be used again steps together, as in a batch), the
 // new h buffers simply become the current ones; otherwise the commit kernel
 // copies the new h of the streams that stepped.
-bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err, bool lockstep = false) {
+// prefix: idx is 0..n-1 (the GEMM kernels need contiguous rows).
+bool step(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, std::string *err, bool lockstep = false) {
   if (n <= 0) return true;
   const Model &m = g->host;
   int64_t ngrp = (n + kG - 1) / kG;
+#ifdef LMFS_GEMM
+  if (g->gemm && prefix) {
+    const int H = m.H;
+    for (int l = 0; l < m.NL; l++) {
+      const int8_t *inA = l == 0 ? S.hcur : S.hnew + (int64_t)(l - 1) * S.cap * H;
+      const int8_t *inB = S.hcur + (int64_t)l * S.cap * H;
+      int np = gemm_n(n, S.cap);
+      if (l > 0 && S.xcat[l]) {
+        if (!gemm_i8(g, 4 * H, np, 2 * H, g->wdev[l], 2 * H, S.xcat[l], 2 * H, S.gacc, 4 * H, false, err)) return false;
+      } else if (!gemm_layer(g, l, inA, inB, np, S.gacc, err)) {
+        return false;
+      }
+      LAUNCH_BS(gate_kernel, 256, (int64_t)n * (H / 4), g->dm, S, l, S.gacc, n);
+    }
+  } else
+#endif
 #ifdef LMFS_FAST
   if (g->mma) {
     int64_t warps = (int64_t)(m.H / 4) * ((n + 8 * kNT - 1) / (8 * kNT));
@@ -1044,20 +1296,36 @@ bool step(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err, bool
 }
 
 // freq launches the frequency kernel for streams idx[0..n-1].
+// raw: the logits buffer holds the output layer's int32 sums (head's GEMM
+// path), which only the warp kernel requantises.
 bool freq(Ctx *g, DevState &S, const int32_t *idx, int n, int mode, int64_t t, uint8_t *data, const int64_t *off, uint16_t *probs,
-          uint32_t *tables, DecState &D, std::string *err) {
+          uint32_t *tables, DecState &D, bool raw, std::string *err) {
 #ifdef LMFS_FAST
   if (g->warpfreq) {
-    LAUNCH(freq_warp_kernel, (int64_t)n * 32, g->dm, S, idx, n, mode, t, data, off, probs, tables, D);
+    LAUNCH(freq_warp_kernel, (int64_t)n * 32, g->dm, S, idx, n, mode, t, data, off, probs, tables, D, raw ? 1 : 0);
     return launched(g, err);
   }
 #endif
+  if (raw) { *err = "internal: raw logits without the warp frequency kernel"; return false; }
   LAUNCH(freq_kernel, n, g->dm, S, idx, n, mode, t, data, off, probs, tables, D);
   return launched(g, err);
 }
 
-bool head(Ctx *g, DevState &S, const int32_t *idx, int n, std::string *err) {
+// head computes the logits of streams idx[0..n-1]. prefix: idx is 0..n-1.
+// *raw is set when the logits buffer holds the int32 sums (GEMM path), to be
+// requantised by the frequency kernel.
+bool head(Ctx *g, DevState &S, const int32_t *idx, int n, bool prefix, bool *raw, std::string *err) {
   int64_t ngrp = (n + kG - 1) / kG;
+  *raw = false;
+  if (n <= 0) return true;
+#ifdef LMFS_GEMM
+  if (g->gemm && prefix) {
+    const int H = g->host.H;
+    const int8_t *top = S.hcur + (int64_t)(g->host.NL - 1) * S.cap * H;
+    *raw = true;
+    return gemm_i8(g, 256, gemm_n(n, S.cap), H, g->wdev[g->host.NL], H, top, H, S.logit, 256, false, err) && launched(g, err);
+  }
+#endif
 #ifdef LMFS_FAST
   if (g->mma) {
     int64_t warps = (int64_t)16 * ((n + 8 * kNT - 1) / (8 * kNT));
@@ -1094,7 +1362,11 @@ Batch plan(int nb, const int64_t *lens) {
 bool cancelled(Ctx *g, int64_t token) { return token != 0 && g->cancel.load() == token; }
 
 // run_batch runs every position of nb blocks (lens[b] bytes, data at
-// off[b]) in one of the freq kernel's modes.
+// off[b]) in one of the freq kernel's modes. The streams' state is kept in
+// decreasing length order (stream i is block order[i]), so that the streams
+// active at any position are the prefix 0..n-1: the GEMM kernels work on
+// contiguous rows. The data, probabilities and tables stay where the caller
+// has them: the kernels find them through the permuted offsets.
 int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uint16_t *hprobs, uint32_t *htables,
               const uint8_t *pay, const int64_t *payoff, int32_t *overrun, int64_t token, std::string *err) {
   const Model &m = g->host;
@@ -1107,6 +1379,12 @@ int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uin
   }
   int64_t total = off[nb];
   Batch B = plan(nb, lens);
+  std::vector<int32_t> ident(nb);
+  std::vector<int64_t> soff(nb);  // soff[i] = off[order[i]]
+  for (int i = 0; i < nb; i++) {
+    ident[i] = i;
+    soff[i] = off[B.order[i]];
+  }
   Buffers bf;
   DevState S;
   if (!alloc_state(g, &bf, nb, &S, err)) return -1;
@@ -1116,31 +1394,40 @@ int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uin
   uint16_t *dprobs = nullptr;
   uint32_t *dtables = nullptr;
   DecState D{};
-  if (!bf.alloc(&didx, nb, err) || !bf.alloc(&doff, nb + 1, err) || !bf.alloc(&ddata, total, err)) return -1;
-  if (!h2d(g, didx, B.order.data(), nb * sizeof(int32_t), err) || !h2d(g, doff, off.data(), (nb + 1) * sizeof(int64_t), err)) return -1;
+  if (!bf.alloc(&didx, nb, err) || !bf.alloc(&doff, nb, err) || !bf.alloc(&ddata, total, err)) return -1;
+  if (!h2d(g, didx, ident.data(), nb * sizeof(int32_t), err) || !h2d(g, doff, soff.data(), nb * sizeof(int64_t), err)) return -1;
   if (mode != kDecode && !h2d(g, ddata, hdata, total, err)) return -1;
   if (mode == kPathProbs && !bf.alloc(&dprobs, total * 8, err)) return -1;
   if (mode == kTables && !bf.alloc(&dtables, total * 256, err)) return -1;
+  std::vector<int64_t> pstart(nb), pend(nb);
   if (mode == kDecode) {
+    for (int i = 0; i < nb; i++) {
+      pstart[i] = payoff[B.order[i]];
+      pend[i] = payoff[B.order[i] + 1];
+    }
     uint8_t *din;
-    int64_t *dinoff;
+    int64_t *dinoff, *dinend;
     int64_t plen = payoff[nb];
-    if (!bf.alloc(&din, plen, err) || !bf.alloc(&dinoff, nb + 1, err) || !bf.alloc(&D.x1, nb, err) ||
+    if (!bf.alloc(&din, plen, err) || !bf.alloc(&dinoff, nb, err) || !bf.alloc(&dinend, nb, err) || !bf.alloc(&D.x1, nb, err) ||
         !bf.alloc(&D.x2, nb, err) || !bf.alloc(&D.x, nb, err) || !bf.alloc(&D.pos, nb, err) || !bf.alloc(&D.overrun, nb, err))
       return -1;
-    if (!h2d(g, din, pay, plen, err) || !h2d(g, dinoff, payoff, (nb + 1) * sizeof(int64_t), err)) return -1;
+    if (!h2d(g, din, pay, plen, err) || !h2d(g, dinoff, pstart.data(), nb * sizeof(int64_t), err) ||
+        !h2d(g, dinend, pend.data(), nb * sizeof(int64_t), err))
+      return -1;
     D.in = din;
     D.inoff = dinoff;
+    D.inend = dinend;
     LAUNCH(dec_init_kernel, nb, D, nb);
   }
   LAUNCH(reset_kernel, (int64_t)nb * m.NL * m.H, S, m.NL, m.H, didx, nb);
-  if (!step(g, S, didx, nb, err, true)) return -1;  // step(BOS)
+  if (!step(g, S, didx, nb, true, err, true)) return -1;  // step(BOS)
   int64_t maxlen = (int64_t)B.active.size() - 1;
   for (int64_t t = 0; t < maxlen; t++) {
     int n = (int)B.active[t];
-    if (!head(g, S, didx, n, err)) return -1;
-    if (!freq(g, S, didx, n, mode, t, ddata, doff, dprobs, dtables, D, err)) return -1;
-    if (!step(g, S, didx, (int)B.active[t + 1], err, true)) return -1;
+    bool raw = false;
+    if (!head(g, S, didx, n, true, &raw, err)) return -1;
+    if (!freq(g, S, didx, n, mode, t, ddata, doff, dprobs, dtables, D, raw, err)) return -1;
+    if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
     if ((t & 255) == 255) {
       if (cancelled(g, token)) {
         sync(g, err);
@@ -1155,13 +1442,16 @@ int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uin
   if (mode == kTables && !d2h(g, htables, dtables, total * 256 * sizeof(uint32_t), err)) return -1;
   if (mode == kDecode) {
     std::vector<int64_t> pos(nb);
-    if (!d2h(g, hdata, ddata, total, err) || !d2h(g, overrun, D.overrun, nb * sizeof(int32_t), err) ||
+    std::vector<int32_t> sover(nb);
+    if (!d2h(g, hdata, ddata, total, err) || !d2h(g, sover.data(), D.overrun, nb * sizeof(int32_t), err) ||
         !d2h(g, pos.data(), D.pos, nb * sizeof(int64_t), err) || !sync(g, err))
       return -1;
     // Decoder.Finish: a valid stream is consumed to exactly its length + 3.
     for (int i = 0; i < nb; i++) {
-      int64_t plen = payoff[i + 1] - payoff[i];
-      if (overrun[i] < 0 && lens[i] > 0 && pos[i] != plen + 3) overrun[i] = (int32_t)lens[i];
+      int b = B.order[i];
+      int64_t plen = pend[i] - pstart[i];
+      overrun[b] = sover[i];
+      if (overrun[b] < 0 && lens[b] > 0 && pos[i] != plen + 3) overrun[b] = (int32_t)lens[b];
     }
     return 0;
   }
@@ -1183,6 +1473,14 @@ struct Streams {
 #endif
   }
 };
+
+// is_prefix reports whether ids[0..k-1] is 0..k-1: the streams the GEMM path
+// can serve as they are (other sets take the per-stream kernels).
+bool is_prefix(const int32_t *ids, int k) {
+  for (int i = 0; i < k; i++)
+    if (ids[i] != i) return false;
+  return true;
+}
 
 // tables_out copies k tables of streams s from the GPU to dst and waits.
 bool tables_out(Streams *s, uint32_t *dst, int k, std::string *err) {
@@ -1258,14 +1556,27 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
   for (int l = 0; ok && l < m.NL; l++)
     ok = upload(g, &bf, m.wt[l], &d.wt[l], &err) && upload(g, &bf, m.b[l], &d.b[l], &err) && upload(g, &bf, m.m[l], &d.m[l], &err) &&
          upload(g, &bf, m.s[l], &d.s[l], &err);
-  // The tensor-core kernels need H to be a multiple of 32; LMFS_CUDA_KERNEL
-  // = dp4a or mma chooses (default: mma where it applies).
-  const char *kern = std::getenv("LMFS_CUDA_KERNEL");
+  // LMFS_CUDA_KERNEL chooses the kernels: gemm (the default: cuBLAS int8
+  // GEMMs and the fused gate kernel where cuBLAS loads and passes its check,
+  // else mma), mma (the tensor-core kernels; H a multiple of 32) or dp4a.
+  const char *kenv = std::getenv("LMFS_CUDA_KERNEL");
+  std::string kern = kenv ? kenv : "";
+  if (kern != "" && kern != "gemm" && kern != "mma" && kern != "dp4a") {
+    set_err("LMFS_CUDA_KERNEL=" + kern + ": use gemm, mma or dp4a");
+    delete g;
+    return nullptr;
+  }
+  std::string nogemm;  // why the GEMM path is off
 #ifdef LMFS_FAST
-  g->mma = m.H % 32 == 0 && !(kern && std::string(kern) == "dp4a");
-  g->warpfreq = !(kern && std::string(kern) == "dp4a");
+  g->mma = m.H % 32 == 0 && kern != "dp4a";
+  g->warpfreq = kern != "dp4a";
+#endif
+#ifdef LMFS_GEMM
+  bool want_gemm = kern == "" || kern == "gemm";
+  const char *cat = std::getenv("LMFS_GEMM_CAT");
+  g->gcat = cat && std::string(cat) == "1";
 #else
-  (void)kern;
+  nogemm = kern == "gemm" ? "this build has no GEMM path" : "";
 #endif
   if (ok && g->mma) {
     for (int l = 0; ok && l < m.NL; l++) {
@@ -1279,13 +1590,36 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
     }
   }
   if (ok) ok = sync(g, &err);
+#ifdef LMFS_GEMM
+  if (ok && want_gemm) {
+    for (int l = 0; ok && l < m.NL; l++) ok = upload(g, &bf, m.wraw[l], &g->wdev[l], &err);
+    if (ok) ok = upload(g, &bf, m.woraw, &g->wdev[m.NL], &err) && sync(g, &err);
+    if (ok && g->blas.load(g->stream, &nogemm)) {
+      g->gemm = true;
+      if (!gemm_selfcheck(g, &nogemm)) g->gemm = false;
+      cudaGetLastError();
+    }
+    if (!g->gemm && kern == "gemm" && ok) {
+      err = "LMFS_CUDA_KERNEL=gemm: " + nogemm;
+      ok = false;
+    }
+  }
+#else
+  if (ok && kern == "gemm") {
+    err = "LMFS_CUDA_KERNEL=gemm: " + nogemm;
+    ok = false;
+  }
+#endif
   if (!ok) {
     set_err(err);
     delete g;  // bf frees the buffers
     return nullptr;
   }
-  g->name += g->mma ? " (int8 tensor cores" : " (dp4a";
-  g->name += g->warpfreq ? ", warp frequencies)" : ")";
+  g->name += g->gemm ? " (int8 GEMM (cuBLAS) + fused gates" : (g->mma ? " (int8 tensor cores" : " (dp4a");
+  if (g->gemm && g->gcat) g->name += ", one GEMM per layer";
+  g->name += g->warpfreq ? ", warp frequencies" : "";
+  if (!g->gemm && !nogemm.empty()) g->name += "; no GEMM path: " + nogemm;
+  g->name += ")";
   g->allocs.swap(bf.p);
   return g;
 }
@@ -1296,6 +1630,12 @@ void lmfs_cuda_free(void *h) {
   if (!g) return;
 #ifndef LMFS_EMU
   cudaSetDevice(g->device);
+#endif
+#ifdef LMFS_GEMM
+  if (g->blas.h) {
+    g->blas.destroy(g->blas.h);
+    g->blas.h = nullptr;
+  }
 #endif
   for (void *p : g->allocs) dev_free(p);
 #ifndef LMFS_EMU
@@ -1317,7 +1657,8 @@ void lmfs_cuda_name(void *h, char *buf, int cap) {
 int64_t lmfs_cuda_bytes_per_stream(void *h) {
   Ctx *g = (Ctx *)h;
   const Model &m = g->host;
-  return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8;
+  return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8 + (g->gemm ? (int64_t)16 * m.H : 0) +
+         (g->gcat ? (int64_t)(m.NL - 1) * 2 * m.H : 0);
 }
 
 // lmfs_cuda_free_memory returns the free memory of the handle's GPU in
@@ -1420,7 +1761,7 @@ void *lmfs_cuda_streams_open(void *h, int n) {
 #endif
   if (ok) {
     LAUNCH(reset_kernel, (int64_t)n * g->host.NL * g->host.H, s->S, g->host.NL, g->host.H, s->didx, n);
-    ok = step(g, s->S, s->didx, n, &err) && sync(g, &err);
+    ok = step(g, s->S, s->didx, n, true, &err) && sync(g, &err);
   }
   if (!ok) {
     set_err(err);
@@ -1445,9 +1786,10 @@ int lmfs_cuda_streams_predict(void *sp, int k, const int32_t *ids, uint32_t *tab
     if (ids[i] < 0 || ids[i] >= s->n) { set_err("streams: id out of range"); return -1; }
   if (k == 0) return 0;
   DecState D{};
-  bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err) && head(g, s->S, s->didx, k, &err);
+  bool raw = false, pre = is_prefix(ids, k);
+  bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err) && head(g, s->S, s->didx, k, pre, &raw, &err);
   if (ok) {
-    ok = freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) && tables_out(s, tables, k, &err);
+    ok = freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, raw, &err) && tables_out(s, tables, k, &err);
   }
   if (!ok) { set_err(err); return -1; }
   return 0;
@@ -1469,7 +1811,7 @@ int lmfs_cuda_streams_push(void *sp, int k, const int32_t *ids, const uint8_t *s
   bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err) && h2d(g, s->dsyms, syms, k, &err);
   if (ok) {
     LAUNCH(set_input_kernel, k, s->S, s->didx, s->dsyms, k);
-    ok = launched(g, &err) && step(g, s->S, s->didx, k, &err) && sync(g, &err);
+    ok = launched(g, &err) && step(g, s->S, s->didx, k, is_prefix(ids, k), &err) && sync(g, &err);
   }
   if (!ok) { set_err(err); return -1; }
   return 0;
@@ -1491,16 +1833,17 @@ int lmfs_cuda_streams_push_predict(void *sp, int k, const int32_t *ids, const ui
     if (ids[i] < 0 || ids[i] >= s->n) { set_err("streams: id out of range"); return -1; }
   if (k == 0) return 0;
   DecState D{};
+  bool raw = false, pre = is_prefix(ids, k);
   bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err);
   if (ok && syms) {
     ok = h2d(g, s->dsyms, syms, k, &err);
     if (ok) {
       LAUNCH(set_input_kernel, k, s->S, s->didx, s->dsyms, k);
-      ok = launched(g, &err) && step(g, s->S, s->didx, k, &err);
+      ok = launched(g, &err) && step(g, s->S, s->didx, k, pre, &err);
     }
   }
-  ok = ok && head(g, s->S, s->didx, k, &err) &&
-       freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, &err) && tables_out(s, tables, k, &err);
+  ok = ok && head(g, s->S, s->didx, k, pre, &raw, &err) &&
+       freq(g, s->S, s->didx, k, (int)kTables, 0, nullptr, nullptr, nullptr, s->dtables, D, raw, &err) && tables_out(s, tables, k, &err);
   if (!ok) { set_err(err); return -1; }
   return 0;
 }

@@ -2,8 +2,10 @@ package gpu_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,8 +14,8 @@ import (
 
 // TestProfileSteps times the library's step with the built-in model for
 // several numbers of streams (a short encoding call each), for profiling on a
-// GPU machine: it runs only with LMFS_GPU_PROFILE set (to a comma-free list
-// of stream counts, e.g. "4096", or "all").
+// GPU machine: it runs only with LMFS_GPU_PROFILE set (to a comma-separated
+// list of stream counts, e.g. "4096" or "512,16384", or to "all").
 func TestProfileSteps(t *testing.T) {
 	spec := os.Getenv("LMFS_GPU_PROFILE")
 	if spec == "" {
@@ -22,8 +24,11 @@ func TestProfileSteps(t *testing.T) {
 	l := testLib(t)
 	m := openModel(t, l, lm.DefaultFile())
 	counts := []int{1, 8, 64, 512, 2048, 4096}
-	if n, err := strconv.Atoi(spec); err == nil {
-		counts = []int{n}
+	if spec != "all" {
+		var err error
+		if counts, err = intList(spec); err != nil {
+			t.Fatalf("LMFS_GPU_PROFILE=%q: %v (want \"all\" or stream counts such as 512,4096)", spec, err)
+		}
 	}
 	src := realData(t, 1<<20)
 	steps := 64
@@ -43,4 +48,20 @@ func TestProfileSteps(t *testing.T) {
 		t.Logf("streams %5d: %8.1f us per step, %8.1f ns per stream-step, %7.2f MB/s", n,
 			float64(d.Microseconds())/float64(steps), float64(d.Nanoseconds())/float64(steps*n), float64(n*steps)/d.Seconds()/1e6)
 	}
+}
+
+// intList parses a comma-separated list of positive integers.
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		if n < 1 {
+			return nil, fmt.Errorf("%d is not a positive count", n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -4,7 +4,8 @@
 # script): build the CUDA library with nvcc, run the GPU tests (every result
 # against the Go reference) and the benchmarks, writing logs to OUTDIR.
 # It also times PyTorch bf16 scoring of the same shape (torch_bf16.py).
-# LMFS_GPU_KERNELS lists the kernel variants to test ("mma dp4a" by default).
+# LMFS_GPU_KERNELS lists the kernel variants to test ("gemm mma dp4a" by
+# default); LMFS_GPU_INFLIGHT and LMFS_GPU_CODECS narrow the benchmarks.
 # BENCH names the benchmarks (BenchmarkGPU; BenchmarkLMCM measures lm+cm, its
 # plan in LMFS_LMCM_BENCH), BENCH_FLAGS adds flags (-test.v prints their
 # logs), SAN_RUN the tests run under compute-sanitizer. LMFS_CORPUS_SAMPLE
@@ -20,14 +21,18 @@ root=$(pwd)
 	nvcc --version | tail -2
 } 2>&1
 build() {
-	nvcc -O3 -std=c++17 -arch=sm_90 -Xptxas -v -shared -Xcompiler -fPIC "$@" -o "$here/liblmfs_cuda.so" "$here/lstm1.cu"
+	nvcc -O3 -std=c++17 -arch=sm_90 -Xptxas -v -shared -Xcompiler -fPIC "$@" -o "$here/liblmfs_cuda.so" "$here/lstm1.cu" -ldl
 }
-kernels=${LMFS_GPU_KERNELS:-mma dp4a}
+kernels=${LMFS_GPU_KERNELS:-gemm mma dp4a}
 if ! build >"$out/build.log" 2>&1; then
 	echo "nvcc failed on the full build:"; grep -E "error" "$out/build.log" | head -20
-	echo "building without the tensor-core and warp kernels (-DLMFS_SAFE)"
-	kernels=dp4a
-	build -DLMFS_SAFE >"$out/build-safe.log" 2>&1 || { echo "nvcc failed"; tail -30 "$out/build-safe.log"; exit 1; }
+	echo "building without the GEMM path (-DLMFS_NO_GEMM)"
+	kernels=$(echo " $kernels " | sed 's/ gemm / /')
+	if ! build -DLMFS_NO_GEMM >"$out/build-nogemm.log" 2>&1; then
+		echo "building without the tensor-core and warp kernels (-DLMFS_SAFE)"
+		kernels=dp4a
+		build -DLMFS_SAFE >"$out/build-safe.log" 2>&1 || { echo "nvcc failed"; tail -30 "$out/build-safe.log"; exit 1; }
+	fi
 fi
 grep -E "Function properties|registers|spill" "$out/build.log" | grep -v "^$" | head -40
 grep -E -A2 "Compiling entry function '.*(lmcm|cm_|cum_)" "$out/build.log" | grep -E "entry|registers|spill" | head -20
