@@ -25,6 +25,13 @@
 // slots, plus about 630 KiB of fixed tables and 4 bytes per match-table
 // entry) and the small state of the coder (CMState).
 
+// TAB reads a read-only table entry through the read-only data cache.
+#ifdef LMFS_EMU
+#define TAB(x) (x)
+#else
+#define TAB(x) __ldg(&(x))
+#endif
+
 namespace {
 
 // ---- constants of predictor/cm and coder/lmcm.go (changing any changes the coded bits) ----
@@ -206,7 +213,7 @@ __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
 __device__ __forceinline__ int32_t cm_squash(const CMTabs *T, int32_t d) {
   if (d > 2047) d = 2047;
   if (d < -2047) d = -2047;
-  return T->squash[(d + 2048) & 4095];
+  return TAB(T->squash[(d + 2048) & 4095]);
 }
 
 __device__ __forceinline__ int32_t cm_clampSt(int32_t d) { return d > 2047 ? 2047 : (d < -2047 ? -2047 : d); }
@@ -224,8 +231,8 @@ __device__ uint32_t cm_find(CMCtx &c, uint32_t h) {
   uint32_t b2 = (i ^ 2) * 16;
   if (t[b2] == chk) return b2;
   uint32_t b = b0;
-  if (c.T->prio[t[b1 + 1]] < c.T->prio[t[b + 1]]) b = b1;
-  if (c.T->prio[t[b2 + 1]] < c.T->prio[t[b + 1]]) b = b2;
+  if (TAB(c.T->prio[t[b1 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b1;
+  if (TAB(c.T->prio[t[b2 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b2;
 #ifdef LMFS_EMU
   std::memset(t + b, 0, 16);
 #else
@@ -265,22 +272,22 @@ __device__ void cm_predict(CMCtx &c) {
   int bits = c.s.bits;
   if (bits < 4) node = c.s.c0;
   else node = (1u << (bits - 4)) | (c.s.c0 & ((1u << (bits - 4)) - 1));
-  c.x[0] = T->stretch[c.o0[c.s.c0 & 0xFF] >> 20];
+  c.x[0] = TAB(T->stretch[c.o0[c.s.c0 & 0xFF] >> 20]);
   c.o1i = (int32_t)(((c.s.c4 & 0xFF) << 8) | (c.s.c0 & 0xFF));
-  c.x[1] = T->stretch[c.o1[c.o1i] >> 20];
+  c.x[1] = TAB(T->stretch[c.o1[c.o1i] >> 20]);
 #pragma unroll
   for (int i = 0; i < kCMHashed; i++) {
     uint32_t cp = c.s.slot[i] + node;
     c.cp[i] = cp;
     uint8_t st = c.ht[cp];
     c.st[i] = st;
-    c.x[2 + i] = T->stretch[c.sm[i * 256 + st] >> 20];
+    c.x[2 + i] = TAB(T->stretch[c.sm[i * 256 + st] >> 20]);
   }
   if (c.s.mlen > 0) {
     uint8_t pb = c.buf[c.s.mptr];
     c.mbit = (pb >> (7 - bits)) & 1;
     c.mcx = cm_matchBucket(c.s.mlen) * 2 + c.mbit;
-    c.x[7] = T->stretch[((int32_t)(c.msm[c.mcx & 127] >> 20)) & 4095];
+    c.x[7] = TAB(T->stretch[((int32_t)(c.msm[c.mcx & 127] >> 20)) & 4095]);
   } else {
     c.mcx = 0;
     c.x[7] = 0;
@@ -313,7 +320,7 @@ __device__ __forceinline__ void cm_ctrUpdate(const CMTabs *T, uint32_t *v, int y
   uint32_t t = *v;
   uint32_t n = t & 1023;
   int32_t p = (int32_t)(t >> 10);
-  p += ((((int32_t)y << 22) - p) >> 7) * T->smRate[n] >> 9;
+  p += ((((int32_t)y << 22) - p) >> 7) * TAB(T->smRate[n]) >> 9;
   if (n < limit) n++;
   *v = ((uint32_t)p << 10) | n;
 }
@@ -329,7 +336,7 @@ __device__ void cm_train(CMCtx &c, int y) {
     uint32_t *v = &c.sm[i * 256 + st];
     int32_t d = (((int32_t)y << 22) - (int32_t)(*v >> 10)) >> 8;
     *v += (uint32_t)d << 10;
-    c.ht[c.cp[i]] = T->next[st][y];
+    c.ht[c.cp[i]] = TAB(T->next[st][y]);
   }
   if (c.s.mlen > 0) cm_ctrUpdate(T, &c.msm[c.mcx & 127], y, 1023);
   int64_t lr = 7;
@@ -398,10 +405,10 @@ __device__ void cm_advance(CMCtx &c, int y) {
 // ---- the lm+cm mixing stage (coder/lmcm.go, codec id 5) ----
 
 __device__ __forceinline__ int32_t mix_stretch(const CMTabs *T, int32_t p12) {
-  return T->mstretch[p12 < 0 ? 0 : (p12 > 4095 ? 4095 : p12)];
+  return TAB(T->mstretch[p12 < 0 ? 0 : (p12 > 4095 ? 4095 : p12)]);
 }
 __device__ __forceinline__ int32_t mix_squash(const CMTabs *T, int32_t d) {
-  return T->msquash[(d < -2047 ? -2047 : (d > 2047 ? 2047 : d)) + 2048];
+  return TAB(T->msquash[(d < -2047 ? -2047 : (d > 2047 ? 2047 : d)) + 2048]);
 }
 
 // lmcm5_p is lmcmState.p: the mixed P(1) (16 bits) for bit k of the byte,
