@@ -1015,8 +1015,8 @@ bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *p
 // them (on its own stream, while the LM scores the next chunk).
 constexpr int64_t kEncChunk = 128;
 
-// lmcm_run encodes (dec == false) with the mixing stage of codec id rule or decodes nb blocks with codec lm+cm.
-// Encode: data holds the blocks (lens[i] bytes each, concatenated), out
+// lmcm_run encodes (dec == false) or decodes nb blocks with codec lm+cm,
+// the mixing stage of codec id rule. Encode: data holds the blocks (lens[i] bytes each, concatenated), out
 // receives the streams at outoff[i] (capacity outoff[i+1]-outoff[i]);
 // outlen[i] is the stream's length or -1 when it did not fit. Decode: pay
 // holds the streams at payoff[i], data receives the bytes, bad[i] is -1 for a
@@ -1191,9 +1191,10 @@ int64_t lmfs_cuda_lmcm_block_bytes(int64_t len, int params, int encode) {
 
 // lmfs_cuda_lmcm_encode codes nb blocks (block i is lens[i] >= 1 bytes of
 // data at the prefix sum of lens, cm parameter byte params[i]) with codec
-// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5 or 6). The arithmetic coder's stream of block i goes to
-// out[outoff[i] ..], at most outoff[i+1]-outoff[i] bytes; outlen[i] is its
-// length, or -1 if it did not fit. If sample is in [0, nb), the LM's path
+// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5 or 6). The
+// arithmetic coder's stream of block i goes to out[outoff[i] ..], at most
+// outoff[i+1]-outoff[i] bytes; outlen[i] is its length, or -1 if it did not
+// fit. If sample is in [0, nb), the LM's path
 // probabilities of that block (8 per byte) go to sprobs. Returns 0, -1 on
 // error (see last error), -2 if cancelled.
 int lmfs_cuda_lmcm_encode(void *h, int rule, int nb, const uint8_t *data, const int64_t *lens, const uint8_t *params, uint8_t *out,
