@@ -660,13 +660,20 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
   uint32_t x1 = c.s.x1, x2 = c.s.x2;
   int64_t io = c.s.io;
   for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
-    const uint16_t *pp = probs + (B.off[b] + t) * 8;
+    const uint16_t *pp = probs + (B.off[b] + t) * 8;  // 16-byte aligned
+    uint32_t pk[4];
+#ifdef LMFS_EMU
+    for (int k = 0; k < 4; k++) pk[k] = (uint32_t)pp[2 * k] | (uint32_t)pp[2 * k + 1] << 16;
+#else
+    uint4 pv = *(const uint4 *)pp;
+    pk[0] = pv.x, pk[1] = pv.y, pk[2] = pv.z, pk[3] = pv.w;
+#endif
     int sym = c.buf[t];
     int lo = 0;
     for (int k = 0; k < 8; k++) {
       int bit = (sym >> (7 - k)) & 1;
       cm_predict(c);
-      uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, (int32_t)pp[k]));
+      uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, (int32_t)((pk[k >> 1] >> (16 * (k & 1))) & 0xFFFF)));
       uint32_t xmid = ac_split(x1, x2, p);
       if (bit) x2 = xmid;
       else x1 = xmid + 1;
