@@ -209,7 +209,7 @@ __device__ __forceinline__ int32_t cm_squash(const CMTabs *T, int32_t d) {
 __device__ __forceinline__ int32_t cm_clampSt(int32_t d) { return d > 2047 ? 2047 : (d < -2047 ? -2047 : d); }
 
 // cm_find is Model.find.
-__device__ uint32_t cm_find(CMCtx &c, uint32_t h) {
+__device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) {
   h = cm_hash32(h);
   uint8_t chk = (uint8_t)(h >> 24);
   uint32_t i = h & c.s.mask;
@@ -256,7 +256,7 @@ __device__ __forceinline__ int cm_matchBucket(int l) {
 }
 
 // cm_predict is Model.predict: P(1) of the next bit, 12 bits, in c.pr.
-__device__ void cm_predict(CMCtx &c) {
+__device__ __forceinline__ void cm_predict(CMCtx &c) {
   const CMTabs *T = c.T;
   uint32_t node;
   int bits = c.s.bits;
@@ -316,7 +316,7 @@ __device__ __forceinline__ void cm_ctrUpdate(const CMTabs *T, uint32_t *v, int y
 }
 
 // cm_train is Model.train.
-__device__ void cm_train(CMCtx &c, int y) {
+__device__ __forceinline__ void cm_train(CMCtx &c, int y) {
   const CMTabs *T = c.T;
   cm_ctrUpdate(T, &c.o0[c.s.c0 & 0xFF], y, 60);
   cm_ctrUpdate(T, &c.o1[c.o1i & 0xFFFF], y, 60);
@@ -349,7 +349,7 @@ __device__ void cm_train(CMCtx &c, int y) {
 
 // cm_advance is the rest of Model.Update after train: the bit joins the
 // history; the byte, at its end, the buffer (buf[n] must already hold it).
-__device__ void cm_advance(CMCtx &c, int y) {
+__device__ __forceinline__ void cm_advance(CMCtx &c, int y) {
   c.s.c0 = (c.s.c0 << 1) | (uint32_t)y;
   c.s.bits++;
   if (c.s.mlen > 0 && c.mbit != y) c.s.mlen = 0;
@@ -462,7 +462,7 @@ __device__ __forceinline__ int32_t interp6(const uint16_t *t, int row, int32_t s
 
 // lmcm6_p is lmmix.Mixer.P: the mixed P(1) (16 bits) from the LM's
 // probability pl and cm's state for the bit (after cm_predict).
-__device__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
+__device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   using namespace mix6;
   const CMTabs *T = c.T;
   const int32_t *W = (const int32_t *)(c.mix + oW), *W2 = (const int32_t *)(c.mix + oW2);
@@ -522,7 +522,7 @@ __device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) 
 __device__ __forceinline__ int32_t abs32(int32_t v) { return v < 0 ? -v : v; }
 
 // lmcm6_update is lmmix.Mixer.Update (cm is trained by the caller, after).
-__device__ void lmcm6_update(CMCtx &c, int bit) {
+__device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
   using namespace mix6;
   int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
   uint16_t *AL = (uint16_t *)(c.mix + oAL), *A1 = (uint16_t *)(c.mix + oA1);
