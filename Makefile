@@ -94,7 +94,7 @@ cuda-emu:
 # test-gpu runs the GPU tests and benchmarks on a machine with nvcc, Go and
 # an NVIDIA GPU: every result checked against the Go reference.
 test-gpu: cuda
-	cd predictor/gpu && LMFS_CUDA_LIB=$(CURDIR)/$(CUDA_LIB) $(GO) test -count=1 -v -timeout 20m -run . -bench BenchmarkGPU -benchtime 1x .
+	cd predictor/gpu && LMFS_CUDA_LIB=$(CURDIR)/$(CUDA_LIB) $(GO) test -count=1 -v -timeout 20m -run . -bench 'BenchmarkGPU|BenchmarkLMCM' -benchtime 1x .
 
 # gpu-bundle prepares a GPU machine without Go: the test binary (pure Go,
 # CGO_ENABLED=0) and the kernel source in bin/gpu; there run

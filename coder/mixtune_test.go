@@ -170,4 +170,3 @@ func TestMixTuneDump(t *testing.T) {
 	}
 	t.Logf("%d blocks, %d bytes", len(blocks), n)
 }
-

@@ -613,11 +613,11 @@ type View struct {
 	// P is the model's final probability of a 1 (12 bits, 1..4095), as P
 	// returns it shifted to 16 bits.
 	P int32
-	// C0 is the partial byte with a leading 1, C1 the previous byte and
-	// Bits the number of bits of the current byte already coded.
-	C0   uint32
-	C1   uint32
-	Bits int
+	// C0 is the partial byte with a leading 1, C1 the previous byte, C2
+	// the one before it and Bits the number of bits of the current byte
+	// already coded.
+	C0, C1, C2 uint32
+	Bits       int
 	// States are the bit-history states of the hashed contexts (orders 2,
 	// 3, 4, 6 and word) for this bit.
 	States *[NHashed]uint8
@@ -633,6 +633,6 @@ func (m *Model) View(v *View) {
 	v.X = &m.x
 	v.States = &m.st
 	v.Mix, v.Final, v.P = m.mp, m.fdot, m.pr
-	v.C0, v.C1, v.Bits = m.c0, m.c4&0xFF, m.bits
+	v.C0, v.C1, v.C2, v.Bits = m.c0, m.c4&0xFF, m.c4>>8&0xFF, m.bits
 	v.MatchLen, v.MatchBit = m.mlen, m.mbit
 }

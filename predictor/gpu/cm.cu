@@ -25,6 +25,13 @@
 // slots, plus about 630 KiB of fixed tables and 4 bytes per match-table
 // entry) and the small state of the coder (CMState).
 
+// TAB reads a read-only table entry through the read-only data cache.
+#ifdef LMFS_EMU
+#define TAB(x) (x)
+#else
+#define TAB(x) __ldg(&(x))
+#endif
+
 namespace {
 
 // ---- constants of predictor/cm and coder/lmcm.go (changing any changes the coded bits) ----
@@ -54,37 +61,26 @@ struct CMTabs {
   int32_t mixApmRow[33];   // mix.NewAPM's starting row
 };
 
-// The lm+cm mixing stage of codec id 6 (predictor/lmmix): three first-layer
-// mixers over the LM's stretched probability and cm's inputs, a second layer,
-// and APMs. Its settings (lmmix's config) as constants.
+// The lm+cm mixing stage of codec id 6 (predictor/lmmix): the LM's stretched
+// probability, an APM of it and two state maps keyed by it are inputs of
+// three mixers next to cm's nine inputs and cm's final probability; a second
+// layer mixes the three; two APMs refine the result. Its constants:
 namespace mix6 {
-constexpr int nIn = 1 + kCMInputs + 2 + 3;
-constexpr int nMix = 3;
-constexpr int setsA = 6 * 8, setsB = 8 * 4, setsC = 256 * 4, sets2 = 6 * 8;
-constexpr int apm1N = 256, apm2N = 16 * 8;
-constexpr int offs[nMix] = {0, setsA * nIn, (setsA + setsB) * nIn};
-constexpr int32_t confT[5] = {128, 384, 768, 1280, 1792};
-constexpr int64_t lr0 = 24, lr1 = 12, lr2 = 4;
-constexpr int lrSwitch = 1 << 15;
-constexpr int64_t skip = 0;
-constexpr int apmRate = 7;
-constexpr int finalMode = 0;
-constexpr int32_t initCM = 32768, initLM = 32768;
-constexpr bool noLayer2 = false;
-constexpr int selC = 1;
-constexpr bool lmLin = false, lmAPM = false;
-constexpr int lsm = 0;
-constexpr int lsmRate = 6;
-constexpr uint32_t drop = 0, offMix = 0, dropB = 0;
-constexpr int on = nMix - (int)((offMix & 1) + ((offMix >> 1) & 1) + ((offMix >> 2) & 1));
+constexpr int nIn = 14, nMix = 3, sets2 = 4 * 6 * 8, nBins = 33, lmQ = 16;
+constexpr int64_t rate0 = 24, rate1 = 12, rate2 = 4;
+constexpr int rateBits = 1 << 15;
+constexpr int64_t skipErr = 24;
+constexpr int apmRate = 7, smRate = 6, advShift = 5;
+constexpr int32_t advT = 4096;
+constexpr int inLM = 0, inCM = 1, inCMP = 10, inLMA = 11, inSM = 12;
 // byte offsets in the mixer area
-constexpr int64_t oW = 0;                                              // int32[(A+B+C) x nIn]
-constexpr int64_t oW2 = oW + (int64_t)(setsA + setsB + setsC) * nIn * 4;  // int32[sets2 x nMix]
-constexpr int64_t oA1 = oW2 + (int64_t)sets2 * nMix * 4;                 // uint16[apm1N x 33]
-constexpr int64_t oA2 = oA1 + (int64_t)apm1N * 33 * 2;                  // uint16[apm2N x 33]
-constexpr int64_t oAL = oA2 + (int64_t)apm2N * 33 * 2;                  // uint16[256 x 33]
-constexpr int64_t oSM = oAL + 256 * 33 * 2;                            // uint16[2 x 4096]
-constexpr int64_t bytes = oSM + 2 * 4096 * 2;
+constexpr int64_t oW = 0;                                   // int32[nMix x 256 x nIn]
+constexpr int64_t oW2 = oW + (int64_t)nMix * 256 * nIn * 4;  // int32[sets2 x nMix]
+constexpr int64_t oAL = oW2 + (int64_t)sets2 * nMix * 4;     // uint16[256 x 33]: the LM's APM
+constexpr int64_t oA1 = oAL + 256 * nBins * 2;               // uint16[256 x 33]
+constexpr int64_t oA2 = oA1 + 256 * nBins * 2;               // uint16[lmQ x 8 x 33]
+constexpr int64_t oSM = oA2 + (int64_t)lmQ * 8 * nBins * 2;  // uint16[2][lmQ x 256]
+constexpr int64_t bytes = oSM + 2 * lmQ * 256 * 2;
 }  // namespace mix6
 
 // The mixing stage of codec id 5 (coder/lmcm.go): byte offsets in the mixer area.
@@ -130,6 +126,7 @@ struct CMState {
   uint32_t mask, mmask;
   int32_t bits, mptr, mlen, nbits;
   int32_t mixn;    // id 6: bits the mixer has been trained on
+  int32_t eL, eC;  // id 6: recent absolute errors of the LM and cm
   int32_t pad2;
   int64_t n;       // bytes coded so far (len(buf))
   // arithmetic coder
@@ -184,7 +181,7 @@ struct CMCtx {
   // id 6
   int32_t x6[mix6::nIn];
   int32_t sel[mix6::nMix], dot[mix6::nMix], pm[mix6::nMix];
-  int32_t sel2, d2, p2, il, is[2], i1, i2;
+  int32_t sel2, d2, p2, iL, is[2], i1, i2, pL, pC;
 };
 
 __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
@@ -206,13 +203,13 @@ __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
 __device__ __forceinline__ int32_t cm_squash(const CMTabs *T, int32_t d) {
   if (d > 2047) d = 2047;
   if (d < -2047) d = -2047;
-  return T->squash[(d + 2048) & 4095];
+  return TAB(T->squash[(d + 2048) & 4095]);
 }
 
 __device__ __forceinline__ int32_t cm_clampSt(int32_t d) { return d > 2047 ? 2047 : (d < -2047 ? -2047 : d); }
 
 // cm_find is Model.find.
-__device__ uint32_t cm_find(CMCtx &c, uint32_t h) {
+__device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) {
   h = cm_hash32(h);
   uint8_t chk = (uint8_t)(h >> 24);
   uint32_t i = h & c.s.mask;
@@ -224,8 +221,8 @@ __device__ uint32_t cm_find(CMCtx &c, uint32_t h) {
   uint32_t b2 = (i ^ 2) * 16;
   if (t[b2] == chk) return b2;
   uint32_t b = b0;
-  if (c.T->prio[t[b1 + 1]] < c.T->prio[t[b + 1]]) b = b1;
-  if (c.T->prio[t[b2 + 1]] < c.T->prio[t[b + 1]]) b = b2;
+  if (TAB(c.T->prio[t[b1 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b1;
+  if (TAB(c.T->prio[t[b2 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b2;
 #ifdef LMFS_EMU
   std::memset(t + b, 0, 16);
 #else
@@ -259,28 +256,28 @@ __device__ __forceinline__ int cm_matchBucket(int l) {
 }
 
 // cm_predict is Model.predict: P(1) of the next bit, 12 bits, in c.pr.
-__device__ void cm_predict(CMCtx &c) {
+__device__ __forceinline__ void cm_predict(CMCtx &c) {
   const CMTabs *T = c.T;
   uint32_t node;
   int bits = c.s.bits;
   if (bits < 4) node = c.s.c0;
   else node = (1u << (bits - 4)) | (c.s.c0 & ((1u << (bits - 4)) - 1));
-  c.x[0] = T->stretch[c.o0[c.s.c0 & 0xFF] >> 20];
+  c.x[0] = TAB(T->stretch[c.o0[c.s.c0 & 0xFF] >> 20]);
   c.o1i = (int32_t)(((c.s.c4 & 0xFF) << 8) | (c.s.c0 & 0xFF));
-  c.x[1] = T->stretch[c.o1[c.o1i] >> 20];
+  c.x[1] = TAB(T->stretch[c.o1[c.o1i] >> 20]);
 #pragma unroll
   for (int i = 0; i < kCMHashed; i++) {
     uint32_t cp = c.s.slot[i] + node;
     c.cp[i] = cp;
     uint8_t st = c.ht[cp];
     c.st[i] = st;
-    c.x[2 + i] = T->stretch[c.sm[i * 256 + st] >> 20];
+    c.x[2 + i] = TAB(T->stretch[c.sm[i * 256 + st] >> 20]);
   }
   if (c.s.mlen > 0) {
     uint8_t pb = c.buf[c.s.mptr];
     c.mbit = (pb >> (7 - bits)) & 1;
     c.mcx = cm_matchBucket(c.s.mlen) * 2 + c.mbit;
-    c.x[7] = T->stretch[((int32_t)(c.msm[c.mcx & 127] >> 20)) & 4095];
+    c.x[7] = TAB(T->stretch[((int32_t)(c.msm[c.mcx & 127] >> 20)) & 4095]);
   } else {
     c.mcx = 0;
     c.x[7] = 0;
@@ -313,13 +310,13 @@ __device__ __forceinline__ void cm_ctrUpdate(const CMTabs *T, uint32_t *v, int y
   uint32_t t = *v;
   uint32_t n = t & 1023;
   int32_t p = (int32_t)(t >> 10);
-  p += ((((int32_t)y << 22) - p) >> 7) * T->smRate[n] >> 9;
+  p += ((((int32_t)y << 22) - p) >> 7) * TAB(T->smRate[n]) >> 9;
   if (n < limit) n++;
   *v = ((uint32_t)p << 10) | n;
 }
 
 // cm_train is Model.train.
-__device__ void cm_train(CMCtx &c, int y) {
+__device__ __forceinline__ void cm_train(CMCtx &c, int y) {
   const CMTabs *T = c.T;
   cm_ctrUpdate(T, &c.o0[c.s.c0 & 0xFF], y, 60);
   cm_ctrUpdate(T, &c.o1[c.o1i & 0xFFFF], y, 60);
@@ -329,7 +326,7 @@ __device__ void cm_train(CMCtx &c, int y) {
     uint32_t *v = &c.sm[i * 256 + st];
     int32_t d = (((int32_t)y << 22) - (int32_t)(*v >> 10)) >> 8;
     *v += (uint32_t)d << 10;
-    c.ht[c.cp[i]] = T->next[st][y];
+    c.ht[c.cp[i]] = TAB(T->next[st][y]);
   }
   if (c.s.mlen > 0) cm_ctrUpdate(T, &c.msm[c.mcx & 127], y, 1023);
   int64_t lr = 7;
@@ -352,7 +349,7 @@ __device__ void cm_train(CMCtx &c, int y) {
 
 // cm_advance is the rest of Model.Update after train: the bit joins the
 // history; the byte, at its end, the buffer (buf[n] must already hold it).
-__device__ void cm_advance(CMCtx &c, int y) {
+__device__ __forceinline__ void cm_advance(CMCtx &c, int y) {
   c.s.c0 = (c.s.c0 << 1) | (uint32_t)y;
   c.s.bits++;
   if (c.s.mlen > 0 && c.mbit != y) c.s.mlen = 0;
@@ -398,10 +395,10 @@ __device__ void cm_advance(CMCtx &c, int y) {
 // ---- the lm+cm mixing stage (coder/lmcm.go, codec id 5) ----
 
 __device__ __forceinline__ int32_t mix_stretch(const CMTabs *T, int32_t p12) {
-  return T->mstretch[p12 < 0 ? 0 : (p12 > 4095 ? 4095 : p12)];
+  return TAB(T->mstretch[p12 < 0 ? 0 : (p12 > 4095 ? 4095 : p12)]);
 }
 __device__ __forceinline__ int32_t mix_squash(const CMTabs *T, int32_t d) {
-  return T->msquash[(d < -2047 ? -2047 : (d > 2047 ? 2047 : d)) + 2048];
+  return TAB(T->msquash[(d < -2047 ? -2047 : (d > 2047 ? 2047 : d)) + 2048]);
 }
 
 // lmcm5_p is lmcmState.p: the mixed P(1) (16 bits) for bit k of the byte,
@@ -453,107 +450,67 @@ __device__ __forceinline__ void lmcm5_update(CMCtx &c, int bit) {
 
 __device__ __forceinline__ int32_t mix6_clampSt(int64_t d) { return (int32_t)(d > 2047 ? 2047 : (d < -2047 ? -2047 : d)); }
 
-__device__ __forceinline__ int32_t apm_interp(const uint16_t *a, int i, int32_t w) {
-  return ((int32_t)a[i] * (128 - w) + (int32_t)a[i + 1] * w) >> 7;
+
+// interp6 is lmmix's interp: the APM row value at stretch s+2048 and (in
+// *idx) the point Update trains.
+__device__ __forceinline__ int32_t interp6(const uint16_t *t, int row, int32_t s, int32_t *idx) {
+  int32_t w = s & 127;
+  int lo = row + (int)(s >> 7);
+  *idx = lo + (int)(w >> 6);
+  return ((int32_t)t[lo] * (128 - w) + (int32_t)t[lo + 1] * w) >> 7;
 }
 
 // lmcm6_p is lmmix.Mixer.P: the mixed P(1) (16 bits) from the LM's
 // probability pl and cm's state for the bit (after cm_predict).
-__device__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
+__device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   using namespace mix6;
   const CMTabs *T = c.T;
   const int32_t *W = (const int32_t *)(c.mix + oW), *W2 = (const int32_t *)(c.mix + oW2);
-  const uint16_t *A1 = (const uint16_t *)(c.mix + oA1), *A2 = (const uint16_t *)(c.mix + oA2);
-  const uint16_t *AL = (const uint16_t *)(c.mix + oAL), *SM = (const uint16_t *)(c.mix + oSM);
+  const uint16_t *AL = (const uint16_t *)(c.mix + oAL), *A1 = (const uint16_t *)(c.mix + oA1);
+  const uint16_t *A2 = (const uint16_t *)(c.mix + oA2), *SM = (const uint16_t *)(c.mix + oSM);
   int bits = c.s.bits;
-  uint32_t C0 = c.s.c0, C1 = c.s.c4 & 0xFF;
+  int c0 = (int)(c.s.c0 & 0xFF), c1 = (int)(c.s.c4 & 0xFF), c2 = (int)((c.s.c4 >> 8) & 0xFF);
+  int32_t *x = c.x6;
   int32_t stL = mix_stretch(T, pl >> 4);
-  c.x6[0] = stL;
+  x[inLM] = stL;
 #pragma unroll
-  for (int i = 0; i < kCMInputs; i++) c.x6[1 + i] = c.x[i];
-  c.x6[10] = mix_stretch(T, c.pr);
-  c.x6[11] = c.fdot;
-  c.x6[12] = c.x6[13] = c.x6[14] = 0;
-#pragma unroll
-  for (int i = 0; i < nIn; i++)
-    if ((drop >> i) & 1) c.x6[i] = 0;
-  int32_t ast = stL < 0 ? -stL : stL;
-  int cf = 0;
-#pragma unroll
-  for (int j = 0; j < 5; j++)
-    if (ast >= confT[j]) cf++;
-  int ms = 0;
-  if (c.s.mlen > 0) {
-    ms = 1;
-    if (c.s.mlen >= 16) ms = 2;
-    if (c.s.mlen >= 32) ms = 3;
-    bool agree = (stL >= 0) == (c.mbit == 1);
-    if (!agree) ms += 3;
-  }
-  int cf4 = cf < 3 ? cf : 3;
-  c.sel[0] = offs[0] + (cf * 8 + bits) * nIn;
-  c.sel[1] = offs[1] + (ms * 4 + cf4) * nIn;
-  if (selC == 0) c.sel[2] = offs[2] + (int)(C0 & 0xFF) * nIn;
-  else if (selC == 1) c.sel[2] = offs[2] + (int)C1 * nIn;
-  else c.sel[2] = offs[2] + ((int)C1 * 4 + bits / 2) * nIn;
-  if (lmLin) c.x6[12] = (pl >> 4) - 2048;
+  for (int i = 0; i < kCMInputs; i++) x[inCM + i] = c.x[i];
+  x[inCMP] = mix_stretch(T, c.pr);
+  int32_t q = interp6(AL, c0 * nBins, stL + 2048, &c.iL);
+  x[inLMA] = mix_stretch(T, q >> 4);
   int lq = (int)((stL + 2048) >> 8);
-  if (lmAPM) {
-    int32_t s = stL + 2048, w = s & 127;
-    int lo = (int)(s >> 7);
-    int i = (int)(C0 & 0xFF) * 33;
-    c.il = i + lo + (int)(w >> 6);
-    c.x6[12] = mix_stretch(T, apm_interp(AL, i + lo, w) >> 4);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    c.is[j] = lq * 256 + c.st[j];
+    x[inSM + j] = mix_stretch(T, (int32_t)SM[j * lmQ * 256 + c.is[j]] >> 4);
   }
-  for (int j = 0; j < lsm; j++) {
-    c.is[j] = j * 4096 + lq * 256 + c.st[j];
-    c.x6[13 + j] = mix_stretch(T, (int32_t)SM[c.is[j]] >> 4);
-  }
+  c.sel[0] = (0 * 256 + c2) * nIn;
+  c.sel[1] = (1 * 256 + c0) * nIn;
+  c.sel[2] = (2 * 256 + c1) * nIn;
 #pragma unroll
   for (int k = 0; k < nMix; k++) {
-    if ((offMix >> k) & 1) {
-      c.dot[k] = 0;
-      c.pm[k] = 2048;
-      continue;
-    }
     const int32_t *w = W + c.sel[k];
     int64_t d = 0;
 #pragma unroll
-    for (int i = 0; i < nIn; i++) {
-      if (k == 1 && ((dropB >> i) & 1)) continue;
-      d += (int64_t)c.x6[i] * (int64_t)w[i];
-    }
+    for (int i = 0; i < nIn; i++) d += (int64_t)x[i] * (int64_t)w[i];
     c.dot[k] = mix6_clampSt(d >> 16);
     c.pm[k] = mix_squash(T, c.dot[k]);
   }
-  int32_t p;
-  if (noLayer2) {
-    p = mix_squash(T, c.dot[0]);
-    c.d2 = c.dot[0];
-  } else {
-    c.sel2 = (cf * 8 + bits) * nMix;
-    const int32_t *w2 = W2 + c.sel2;
-    int64_t d = 0;
-#pragma unroll
-    for (int i = 0; i < nMix; i++) d += (int64_t)c.dot[i] * (int64_t)w2[i];
-    c.d2 = mix6_clampSt(d >> 16);
-    p = mix_squash(T, c.d2);
-  }
-  c.p2 = p;
-  int32_t s = c.d2 + 2048, w = s & 127;
-  int lo = (int)(s >> 7);
-  int i1 = (int)(C0 & 0xFF) * 33;
-  c.i1 = i1 + lo + (int)(w >> 6);
-  int32_t q1 = apm_interp(A1, i1 + lo, w);
-  int i2 = (lq * 8 + bits) * 33;
-  c.i2 = i2 + lo + (int)(w >> 6);
-  int32_t q2 = apm_interp(A2, i2 + lo, w);
-  int32_t out;
-  if (finalMode == 0) out = (p * 16 * 2 + q1 + q2 + 2) >> 2;
-  else if (finalMode == 1) out = p * 16;
-  else if (finalMode == 2) out = (p * 16 + q1 + 1) >> 1;
-  else out = (p * 16 + q2 + 1) >> 1;
-  return out < 16 ? 16 : (out > 65520 ? 65520 : out);
+  int32_t ast = stL < 0 ? -stL : stL;
+  int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
+  int32_t dd = c.s.eL - c.s.eC;
+  int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
+  c.sel2 = ((adv * 6 + cf) * 8 + bits) * nMix;
+  const int32_t *w2 = W2 + c.sel2;
+  int64_t d2 = (int64_t)c.dot[0] * w2[0] + (int64_t)c.dot[1] * w2[1] + (int64_t)c.dot[2] * w2[2];
+  c.d2 = mix6_clampSt(d2 >> 16);
+  c.p2 = mix_squash(T, c.d2);
+  c.pL = pl >> 4;
+  c.pC = c.pr;
+  int32_t q1 = interp6(A1, c0 * nBins, c.d2 + 2048, &c.i1);
+  int32_t q2 = interp6(A2, (lq * 8 + bits) * nBins, c.d2 + 2048, &c.i2);
+  int32_t p = (c.p2 * 32 + q1 + q2 + 2) >> 2;
+  return p < 16 ? 16 : (p > 65520 ? 65520 : p);
 }
 
 __device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) {
@@ -562,40 +519,38 @@ __device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) 
   a[i] = (uint16_t)(v + ((g - v) >> r));
 }
 
+__device__ __forceinline__ int32_t abs32(int32_t v) { return v < 0 ? -v : v; }
+
 // lmcm6_update is lmmix.Mixer.Update (cm is trained by the caller, after).
-__device__ void lmcm6_update(CMCtx &c, int bit) {
+__device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
   using namespace mix6;
   int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
-  uint16_t *A1 = (uint16_t *)(c.mix + oA1), *A2 = (uint16_t *)(c.mix + oA2);
-  uint16_t *AL = (uint16_t *)(c.mix + oAL), *SM = (uint16_t *)(c.mix + oSM);
-  int64_t y = bit & 1;
-  int64_t lr = lr1;
-  if (c.s.mixn < lrSwitch) lr = lr0;
+  uint16_t *AL = (uint16_t *)(c.mix + oAL), *A1 = (uint16_t *)(c.mix + oA1);
+  uint16_t *A2 = (uint16_t *)(c.mix + oA2), *SM = (uint16_t *)(c.mix + oSM);
+  int32_t y = bit & 1;
+  int64_t lr = rate1;
+  if (c.s.mixn < rateBits) lr = rate0;
   c.s.mixn++;
 #pragma unroll
   for (int k = 0; k < nMix; k++) {
-    if ((offMix >> k) & 1) continue;
-    int64_t err = (y << 12) - (int64_t)c.pm[k];
-    if (err <= skip && err >= -skip) continue;
+    int64_t err = (int64_t)((y << 12) - c.pm[k]);
+    if (err <= skipErr && err >= -skipErr) continue;
     int64_t e = err * lr;
     int32_t *w = W + c.sel[k];
 #pragma unroll
-    for (int i = 0; i < nIn; i++) {
-      if (k == 1 && ((dropB >> i) & 1)) continue;
-      w[i] += (int32_t)(((int64_t)c.x6[i] * e + (1 << 13)) >> 14);
-    }
+    for (int i = 0; i < nIn; i++) w[i] += (int32_t)(((int64_t)c.x6[i] * e + (1 << 13)) >> 14);
   }
-  if (!noLayer2) {
-    int64_t e = ((y << 12) - (int64_t)c.p2) * lr2;
-    int32_t *w2 = W2 + c.sel2;
+  int64_t e = (int64_t)((y << 12) - c.p2) * rate2;
+  int32_t *w2 = W2 + c.sel2;
 #pragma unroll
-    for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
-  }
-  int32_t yy = (int32_t)y;
-  apm_train(A1, c.i1, yy, apmRate);
-  apm_train(A2, c.i2, yy, apmRate);
-  if (lmAPM) apm_train(AL, c.il, yy, apmRate);
-  for (int j = 0; j < lsm; j++) apm_train(SM, c.is[j], yy, lsmRate);
+  for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
+  c.s.eL += ((abs32((y << 12) - c.pL) << 4) - c.s.eL) >> advShift;
+  c.s.eC += ((abs32((y << 12) - c.pC) << 4) - c.s.eC) >> advShift;
+  apm_train(A1, c.i1, y, apmRate);
+  apm_train(A2, c.i2, y, apmRate);
+  apm_train(AL, c.iL, y, apmRate);
+  apm_train(SM, c.is[0], y, smRate);
+  apm_train(SM, lmQ * 256 + c.is[1], y, smRate);
 }
 
 // lmcm_p and lmcm_update dispatch to the codec's mixing stage.
@@ -634,15 +589,15 @@ __global__ void cm_init_kernel(CMBlocks B, int n) {
   if (B.rule == 6) {
     using namespace mix6;
     int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
-    uint16_t *A = (uint16_t *)(c.mix + oA1);  // a1, a2 and al follow each other
+    uint16_t *A = (uint16_t *)(c.mix + oAL);  // the LM's APM, a1 and a2 follow each other
     uint16_t *SM = (uint16_t *)(c.mix + oSM);
-    for (int i = j; i < (setsA + setsB + setsC) * nIn; i += T) {
+    for (int i = j; i < nMix * 256 * nIn; i += T) {
       int r = i % nIn;
-      W[i] = r == 0 ? initLM : (r == 10 ? initCM : 0);
+      W[i] = (r == inLM || r == inCMP) ? 1 << 15 : 0;
     }
-    for (int i = j; i < sets2 * nMix; i += T) W2[i] = 65536 / on;
-    for (int i = j; i < (apm1N + apm2N + 256) * 33; i += T) A[i] = (uint16_t)tb->mixApmRow[i % 33];
-    for (int i = j; i < 2 * 4096; i += T) SM[i] = 32768;
+    for (int i = j; i < sets2 * nMix; i += T) W2[i] = 65536 / nMix;
+    for (int i = j; i < (256 + 256 + lmQ * 8) * nBins; i += T) A[i] = (uint16_t)tb->mixApmRow[i % nBins];
+    for (int i = j; i < 2 * lmQ * 256; i += T) SM[i] = 1 << 15;
   } else {
     int32_t *mixw = (int32_t *)(c.mix + mix5::oW), *mixapm = (int32_t *)(c.mix + mix5::oAPM);
     for (int i = j; i < kLMCMAPMCtx * 33; i += T) mixapm[i] = tb->mixApmRow[i % 33];
@@ -666,7 +621,7 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
   cm_view(c, B, b);
   CMState &s = c.s;
   s.c0 = 1; s.c4 = 0; s.c8 = 0; s.word = 0;
-  s.bits = 0; s.mptr = 0; s.mlen = 0; s.nbits = 0; s.n = 0; s.mixn = 0; s.pad2 = 0;
+  s.bits = 0; s.mptr = 0; s.mlen = 0; s.nbits = 0; s.n = 0; s.mixn = 0; s.eL = 0; s.eC = 0; s.pad2 = 0;
   for (int i = 0; i < kCMHashed; i++) { s.h[i] = 0; s.slot[i] = 0; }
   s.mask = (1u << B.lg[b]) - 1;
   s.mmask = (uint32_t)cm_match_size(B.len[b]) - 1;
@@ -705,13 +660,20 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
   uint32_t x1 = c.s.x1, x2 = c.s.x2;
   int64_t io = c.s.io;
   for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
-    const uint16_t *pp = probs + (B.off[b] + t) * 8;
+    const uint16_t *pp = probs + (B.off[b] + t) * 8;  // 16-byte aligned
+    uint32_t pk[4];
+#ifdef LMFS_EMU
+    for (int k = 0; k < 4; k++) pk[k] = (uint32_t)pp[2 * k] | (uint32_t)pp[2 * k + 1] << 16;
+#else
+    uint4 pv = *(const uint4 *)pp;
+    pk[0] = pv.x, pk[1] = pv.y, pk[2] = pv.z, pk[3] = pv.w;
+#endif
     int sym = c.buf[t];
     int lo = 0;
     for (int k = 0; k < 8; k++) {
       int bit = (sym >> (7 - k)) & 1;
       cm_predict(c);
-      uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, (int32_t)pp[k]));
+      uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, (int32_t)((pk[k >> 1] >> (16 * (k & 1))) & 0xFFFF)));
       uint32_t xmid = ac_split(x1, x2, p);
       if (bit) x2 = xmid;
       else x1 = xmid + 1;
@@ -1008,8 +970,8 @@ bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *p
 // them (on its own stream, while the LM scores the next chunk).
 constexpr int64_t kEncChunk = 128;
 
-// lmcm_run encodes (dec == false) with the mixing stage of codec id rule or decodes nb blocks with codec lm+cm.
-// Encode: data holds the blocks (lens[i] bytes each, concatenated), out
+// lmcm_run encodes (dec == false) or decodes nb blocks with codec lm+cm,
+// the mixing stage of codec id rule. Encode: data holds the blocks (lens[i] bytes each, concatenated), out
 // receives the streams at outoff[i] (capacity outoff[i+1]-outoff[i]);
 // outlen[i] is the stream's length or -1 when it did not fit. Decode: pay
 // holds the streams at payoff[i], data receives the bytes, bad[i] is -1 for a
@@ -1186,9 +1148,10 @@ int64_t lmfs_cuda_lmcm_block_bytes(int64_t len, int params, int encode) {
 
 // lmfs_cuda_lmcm_encode codes nb blocks (block i is lens[i] >= 1 bytes of
 // data at the prefix sum of lens, cm parameter byte params[i]) with codec
-// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5 or 6). The arithmetic coder's stream of block i goes to
-// out[outoff[i] ..], at most outoff[i+1]-outoff[i] bytes; outlen[i] is its
-// length, or -1 if it did not fit. If sample is in [0, nb), the LM's path
+// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5 or 6). The
+// arithmetic coder's stream of block i goes to out[outoff[i] ..], at most
+// outoff[i+1]-outoff[i] bytes; outlen[i] is its length, or -1 if it did not
+// fit. If sample is in [0, nb), the LM's path
 // probabilities of that block (8 per byte) go to sprobs. Returns 0, -1 on
 // error (see last error), -2 if cancelled.
 int lmfs_cuda_lmcm_encode(void *h, int rule, int nb, const uint8_t *data, const int64_t *lens, const uint8_t *params, uint8_t *out,

@@ -124,9 +124,10 @@ func TestLMCMCorpus(t *testing.T) {
 type lmOnly struct{ coder.LMBackend }
 
 // benchPlan parses $LMFS_LMCM_BENCH: "SIZE:N,N,...;SIZE:..." with SIZE in
-// bytes, optionally prefixed by "cpu" for the comparison path.
+// bytes, optionally prefixed by "cpu" (lm+cm with cm on the CPU cores) or
+// "lm" (codec lm: the LM alone, for comparison).
 func benchPlan(s string) (plan []struct {
-	cpu      bool
+	path     string
 	size     int
 	inflight []int
 }, err error) {
@@ -139,8 +140,13 @@ func benchPlan(s string) (plan []struct {
 		if !ok {
 			return nil, fmt.Errorf("%q: want SIZE:N,N", part)
 		}
-		cpu := strings.HasPrefix(k, "cpu")
-		size, err := strconv.Atoi(strings.TrimPrefix(k, "cpu"))
+		path := "gpu"
+		for _, p := range []string{"cpu", "lm"} {
+			if strings.HasPrefix(k, p) {
+				path, k = p, strings.TrimPrefix(k, p)
+			}
+		}
+		size, err := strconv.Atoi(k)
 		if err != nil {
 			return nil, err
 		}
@@ -153,19 +159,20 @@ func benchPlan(s string) (plan []struct {
 			ns = append(ns, n)
 		}
 		plan = append(plan, struct {
-			cpu      bool
+			path     string
 			size     int
 			inflight []int
-		}{cpu, size, ns})
+		}{path, size, ns})
 	}
 	return plan, nil
 }
 
 // BenchmarkLMCM measures codec lm+cm with the built-in model on the GPU
 // against the blocks in flight, at 2 KiB and 64 KiB blocks: all of it on the
-// GPU ("gpu", cm.cu) and, in the same run, the LM on the GPU with cm, the
-// mixer and the coder on the CPU cores ("cpu-cm"). $LMFS_LMCM_BENCH sets the
-// plan (see benchPlan). Run with -test.benchtime 1x on a GPU machine.
+// GPU ("lm+cm/gpu", cm.cu) and, in the same run, the LM on the GPU with cm,
+// the mixer and the coder on the CPU cores ("lm+cm/cpu-cm"), and codec lm
+// alone ("lm/gpu"). $LMFS_LMCM_BENCH sets the plan (see benchPlan). Run with
+// -test.benchtime 1x on a GPU machine.
 func BenchmarkLMCM(b *testing.B) {
 	if !onGPU() {
 		b.Skip("needs a GPU: set " + gpu.EnvLib)
@@ -203,12 +210,18 @@ func BenchmarkLMCM(b *testing.B) {
 			for i := range lens {
 				lens[i] = pl.size
 			}
-			var be coder.LMBackend = m
-			path := "gpu"
-			if pl.cpu {
-				be, path = lmOnly{m}, "cpu-cm"
+			var c coder.BatchCodec
+			path := "lm+cm/gpu"
+			switch pl.path {
+			case "cpu":
+				path = "lm+cm/cpu-cm"
+				c = coder.NewLMCMAccel(refModel, id, lmcmMemory, coder.Accel{Backend: lmOnly{m}, MaxBatch: inflight})
+			case "lm":
+				path = "lm/gpu"
+				c = coder.NewLMAccel(refModel, id, coder.Accel{Backend: m, MaxBatch: inflight})
+			default:
+				c = coder.NewLMCMAccel(refModel, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: inflight})
 			}
-			c := coder.NewLMCMAccel(refModel, id, lmcmMemory, coder.Accel{Backend: be, MaxBatch: inflight})
 			var enc [][]byte
 			name := fmt.Sprintf("%s/size=%d/inflight=%d", path, pl.size, inflight)
 			b.Run("encode/"+name, func(b *testing.B) {

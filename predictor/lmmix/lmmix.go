@@ -1,5 +1,10 @@
-// Package lmmix mixes the neural LM's bit probabilities with the
-// context-mixing model's inputs (codec lm+cm, id 6). See SPEC.md.
+// Package lmmix mixes the neural LM's bit predictions with the
+// context-mixing model's (predictor/cm) for codec lm+cm (id 6): the LM's
+// stretched probability, and three small adaptive maps keyed by it, become
+// inputs of three mixers next to cm's own nine mixer inputs and cm's final
+// probability; a second layer mixes the three, two APMs refine the result.
+// Every step is integer (SPEC.md gives the arithmetic); any change to it
+// changes coded bits and needs a new codec id.
 package lmmix
 
 import (
@@ -7,279 +12,246 @@ import (
 	"github.com/lmfs/lmfs/predictor/mix"
 )
 
-// nIn is the number of inputs of each first-layer mixer: the LM, cm's nine
-// inputs (bias included), cm's final probability and its scaled mixer output.
-const nIn = 1 + cm.NInputs + 2 + 3
-
-const nMix = 3 // first-layer mixers
-
-type config struct {
-	confT     [5]int32 // |stretch(LM)| thresholds of the confidence buckets
-	lr0, lr1  int64    // learning rates: before and after lrSwitch bits
-	lrSwitch  int
-	lr2       int64 // layer 2 rate
-	skip      int64 // errors up to this are not trained on (first layer)
-	apmRate   uint
-	finalMode int
-	initCM    int32 // initial weight of cm's final input (16.16)
-	initLM    int32
-	noLayer2  bool
-	selC      int  // 0: partial byte, 1: previous byte, 2: previous byte x bits/2
-	lmLin     bool // the LM also as a linear input
-	lmAPM     bool // the LM calibrated by an APM per partial byte as an input
-	lsm       int  // LM-conditioned state maps for this many hashed orders (0..2)
-	lsmRate   uint
-}
-
-func stdConfig() config {
-	return config{
-		confT:    [5]int32{128, 384, 768, 1280, 1792},
-		lrSwitch: 1 << 15,
-		lr2:      4,
-		skip:     0,
-		apmRate:  7,
-		initCM:   32768,
-		initLM:   32768,
-		lr0:      24,
-		lr1:      12,
-		selC:     1,
-		lsmRate:  6,
-	}
-}
-
-// Mixer is the per-block state of the lm+cm mixer.
-type Mixer struct {
-	cfg  config
-	v    cm.View
-	x    [nIn]int32
-	w    []int32 // first layer: sets x nIn, mixer m's sets from off[m]
-	sel  [nMix]int
-	dot  [nMix]int32 // stretched outputs
-	pm   [nMix]int32 // 12-bit outputs
-	w2   []int32     // second layer: sets2 x nMix
-	sel2 int
-	d2   int32
-	p2   int32 // 12-bit
-	a1   []uint16
-	a2   []uint16
-	al   []uint16
-	il   int
-	sm   []uint16
-	is   [2]int
-	i1   int
-	i2   int
-	n    int
-	pr   int
-}
-
+// Sizes of the mixer (see SPEC.md).
 const (
-	setsA = 6 * 8   // LM confidence x bit position
-	setsB = 8 * 4   // match state x LM confidence
-	setsC = 256 * 4 // partial byte
-	sets2 = 6 * 8
-	apm1N = 256
-	apm2N = 16 * 8
+	nIn      = 14        // inputs of each first-layer mixer
+	nMix     = 3         // first-layer mixers: selected by c2, c0 and c1
+	sets2    = 4 * 6 * 8 // second layer: LM advantage x LM confidence x bit position
+	nBins    = 33        // APM interpolation points
+	lmQ      = 16        // LM probability buckets of the state maps and APM 2
+	rate0    = 24        // first-layer learning rate for the first rateBits bits
+	rate1    = 12        // and after
+	rate2    = 4         // second-layer learning rate
+	rateBits = 1 << 15
+	skipErr  = 24 // first-layer errors up to this (of 4096) are not trained on
+	apmRate  = 7
+	smRate   = 6
+	advShift = 5
+	advT     = 4096
 )
 
-var offs = [nMix]int{0, setsA * nIn, (setsA + setsB) * nIn}
+// Input slots.
+const (
+	inLM  = 0  // stretch of the LM's probability
+	inCM  = 1  // cm's nine mixer inputs, 1..9 (9 is cm's bias, 256)
+	inCMP = 10 // stretch of cm's final probability
+	inLMA = 11 // the LM's probability through an APM keyed by the partial byte
+	inSM  = 12 // 12, 13: state maps keyed by LM bucket and cm's order-2 / order-3 bit history
+)
+
+// Mixer is the per-block state of the lm+cm (id 6) mixer. The zero value is
+// not usable: call New. A Mixer is not safe for concurrent use.
+type Mixer struct {
+	v   cm.View
+	x   [nIn]int32
+	w   [nMix * 256 * nIn]int32 // 16.16 weights
+	sel [nMix]int
+	dot [nMix]int32 // stretched outputs, clamped to [-2047, 2047]
+	pm  [nMix]int32 // squash of dot, 12 bits
+
+	w2   [sets2 * nMix]int32
+	sel2 int
+	d2   int32
+	p2   int32
+
+	apmL [256 * nBins]uint16 // the LM's probability by partial byte
+	iL   int
+	sm   [2][lmQ * 256]uint16 // by LM bucket and bit-history state
+	is   [2]int
+	a1   [256 * nBins]uint16     // final APM by partial byte
+	a2   [lmQ * 8 * nBins]uint16 // final APM by LM bucket and bit position
+	i1   int
+	i2   int
+
+	pL, pC int32 // last 12-bit probabilities of the LM and cm
+	eL, eC int32 // their recent absolute errors (scaled by 16)
+	n      int   // bits coded
+}
 
 // New returns a mixer in its initial state.
-func New() *Mixer { return newCfg(stdConfig()) }
-
-func newCfg(c config) *Mixer {
-	m := &Mixer{cfg: c}
-	m.w = make([]int32, (setsA+setsB+setsC)*nIn)
-	m.w2 = make([]int32, sets2*nMix)
-	m.a1 = make([]uint16, apm1N*33)
-	m.a2 = make([]uint16, apm2N*33)
-	m.al = make([]uint16, 256*33)
-	m.sm = make([]uint16, 2*4096)
+func New() *Mixer {
+	m := &Mixer{}
 	m.Reset()
 	return m
 }
 
+// apmInit is an APM row that starts as the identity.
+var apmInit = func() (r [nBins]uint16) {
+	for j := range r {
+		r[j] = uint16(mix.Squash(int32((j-16)*128)) * 16)
+	}
+	return
+}()
+
 // Reset puts the mixer back to its initial state, for a new block.
 func (m *Mixer) Reset() {
+	clear(m.w[:])
 	for s := 0; s < len(m.w); s += nIn {
-		clear(m.w[s : s+nIn])
-		m.w[s+0] = m.cfg.initLM
-		m.w[s+10] = m.cfg.initCM
+		m.w[s+inLM] = 1 << 15
+		m.w[s+inCMP] = 1 << 15
 	}
-	for s := 0; s < len(m.w2); s += nMix {
-		for i := range nMix {
-			m.w2[s+i] = 65536 / nMix
+	for i := range m.w2 {
+		m.w2[i] = 65536 / nMix
+	}
+	for _, a := range [][]uint16{m.apmL[:], m.a1[:], m.a2[:]} {
+		for c := 0; c < len(a); c += nBins {
+			copy(a[c:], apmInit[:])
 		}
 	}
 	for i := range m.sm {
-		m.sm[i] = 32768
-	}
-	for _, a := range [][]uint16{m.a1, m.a2, m.al} {
-		for c := 0; c < len(a); c += 33 {
-			for j := range 33 {
-				a[c+j] = uint16(mix.Squash(int32((j-16)*128)) * 16)
-			}
+		for j := range m.sm[i] {
+			m.sm[i][j] = 1 << 15
 		}
 	}
-	m.n = 0
+	m.eL, m.eC, m.n = 0, 0, 0
 }
 
-func (m *Mixer) conf(st int32) int {
+// conf buckets the LM's confidence |stretch(p)|: 0..5.
+func conf(st int32) int {
 	if st < 0 {
 		st = -st
 	}
-	c := 0
-	for _, t := range m.cfg.confT {
-		if st >= t {
-			c++
-		}
+	switch {
+	case st < 128:
+		return 0
+	case st < 384:
+		return 1
+	case st < 768:
+		return 2
+	case st < 1280:
+		return 3
+	case st < 1792:
+		return 4
 	}
-	return c
+	return 5
 }
 
 func clampSt(d int64) int32 { return int32(max(min(d, 2047), -2047)) }
 
-// P returns P(next bit = 1) as a 16-bit probability given the LM's 16-bit
-// probability pl and cm's model (whose P is for the same bit).
+// interp returns the APM row t's value at stretch s+2048 (1..4095) and the
+// index of the point Update trains.
+func interp(t []uint16, row int, s int32) (int32, int) {
+	w := s & 127
+	lo := row + int(s>>7)
+	p := (int32(t[lo])*(128-w) + int32(t[lo+1])*w) >> 7
+	return p, lo + int(w>>6)
+}
+
+// P returns P(next bit = 1) as a 16-bit probability in [16, 65520], given
+// the LM's 16-bit probability pl of a 1 and cm's model c, whose next
+// prediction is for the same bit.
 func (m *Mixer) P(pl int32, c *cm.Model) int {
 	c.View(&m.v)
 	v := &m.v
+	x := &m.x
 	stL := mix.Stretch(pl >> 4)
-	m.x[0] = stL
-	copy(m.x[1:], v.X[:])
-	m.x[10] = mix.Stretch(v.P)
-	m.x[11] = v.Final
-	cf := m.conf(stL)
-	ms := 0
-	if v.MatchLen > 0 {
-		ms = 1
-		if v.MatchLen >= 16 {
-			ms = 2
-		}
-		if v.MatchLen >= 32 {
-			ms = 3
-		}
-		agree := (stL >= 0) == (v.MatchBit == 1)
-		if !agree {
-			ms += 3
-		}
-	}
-	cf4 := min(cf, 3)
-	m.sel[0] = offs[0] + (cf*8+v.Bits)*nIn
-	m.sel[1] = offs[1] + (ms*4+cf4)*nIn
-	switch m.cfg.selC {
-	case 0:
-		m.sel[2] = offs[2] + int(v.C0&0xFF)*nIn
-	case 1:
-		m.sel[2] = offs[2] + int(v.C1)*nIn
-	case 2:
-		m.sel[2] = offs[2] + (int(v.C1)*4+v.Bits/2)*nIn
-	}
-	if m.cfg.lmLin {
-		m.x[12] = (pl >> 4) - 2048
-	}
+	x[inLM] = stL
+	copy(x[inCM:inCM+cm.NInputs], v.X[:])
+	x[inCMP] = mix.Stretch(v.P)
+	c0 := int(v.C0 & 0xFF)
+	q, i := interp(m.apmL[:], c0*nBins, stL+2048)
+	m.iL = i
+	x[inLMA] = mix.Stretch(q >> 4)
 	lq := int((stL + 2048) >> 8) // 0..15
-	if m.cfg.lmAPM {
-		s := stL + 2048
-		w := s & 127
-		lo := int(s >> 7)
-		i := int(v.C0&0xFF) * 33
-		m.il = i + lo + int(w>>6)
-		q := (int32(m.al[i+lo])*(128-w) + int32(m.al[i+lo+1])*w) >> 7
-		m.x[12] = mix.Stretch(q >> 4)
+	for j := range 2 {
+		m.is[j] = lq*256 + int(v.States[j])
+		x[inSM+j] = mix.Stretch(int32(m.sm[j][m.is[j]]) >> 4)
 	}
-	for j := range m.cfg.lsm {
-		m.is[j] = j*4096 + lq*256 + int(v.States[j])
-		m.x[13+j] = mix.Stretch(int32(m.sm[m.is[j]]) >> 4)
-	}
+
+	m.sel[0] = (0*256 + int(v.C2)) * nIn
+	m.sel[1] = (1*256 + c0) * nIn
+	m.sel[2] = (2*256 + int(v.C1)) * nIn
 	for k := range nMix {
-		w := m.w[m.sel[k] : m.sel[k]+nIn]
-		var d int64
-		for i, x := range m.x {
-			d += int64(x) * int64(w[i])
-		}
+		d := dot(x, (*[nIn]int32)(m.w[m.sel[k]:]))
 		m.dot[k] = clampSt(d >> 16)
 		m.pm[k] = mix.Squash(m.dot[k])
 	}
-	var p int32
-	if m.cfg.noLayer2 {
-		p = mix.Squash(m.dot[0])
-		m.d2 = m.dot[0]
-	} else {
-		m.sel2 = (cf*8 + v.Bits) * nMix
-		w2 := m.w2[m.sel2 : m.sel2+nMix]
-		var d int64
-		for i := range nMix {
-			d += int64(m.dot[i]) * int64(w2[i])
-		}
-		m.d2 = clampSt(d >> 16)
-		p = mix.Squash(m.d2)
-	}
-	m.p2 = p
-	// APMs
-	s := m.d2 + 2048
-	w := s & 127
-	lo := int(s >> 7)
-	i1 := int(v.C0&0xFF) * 33
-	m.i1 = i1 + lo + int(w>>6)
-	q1 := (int32(m.a1[i1+lo])*(128-w) + int32(m.a1[i1+lo+1])*w) >> 7
-	i2 := (lq*8 + v.Bits) * 33
-	m.i2 = i2 + lo + int(w>>6)
-	q2 := (int32(m.a2[i2+lo])*(128-w) + int32(m.a2[i2+lo+1])*w) >> 7
-	var out int32
-	switch m.cfg.finalMode {
-	case 0:
-		out = (p*16*2 + q1 + q2 + 2) >> 2
-	case 1:
-		out = p * 16
-	case 2:
-		out = (p*16 + q1 + 1) >> 1
-	case 3:
-		out = (p*16 + q2 + 1) >> 1
-	}
-	m.pr = int(min(max(out, 16), 65520))
-	return m.pr
+
+	cf := conf(stL)
+	m.sel2 = ((m.adv()*6+cf)*8 + v.Bits) * nMix
+	w2 := (*[nMix]int32)(m.w2[m.sel2:])
+	d2 := int64(m.dot[0])*int64(w2[0]) + int64(m.dot[1])*int64(w2[1]) + int64(m.dot[2])*int64(w2[2])
+	m.d2 = clampSt(d2 >> 16)
+	m.p2 = mix.Squash(m.d2)
+	m.pL, m.pC = pl>>4, v.P
+
+	q1, i1 := interp(m.a1[:], c0*nBins, m.d2+2048)
+	q2, i2 := interp(m.a2[:], (lq*8+v.Bits)*nBins, m.d2+2048)
+	m.i1, m.i2 = i1, i2
+	p := (m.p2*32 + q1 + q2 + 2) >> 2
+	return int(min(max(p, 16), 65520))
 }
 
-// Update trains the mixer on the coded bit (call before cm's Update).
+// adv buckets how much better the LM did than cm lately: 0..3.
+func (m *Mixer) adv() int {
+	d := m.eL - m.eC
+	switch {
+	case d < -advT:
+		return 0
+	case d < 0:
+		return 1
+	case d < advT:
+		return 2
+	}
+	return 3
+}
+
+// Update trains the mixer on the coded bit. Call it after P and before cm's
+// Update.
 func (m *Mixer) Update(bit int) {
-	y := int64(bit & 1)
-	lr := m.cfg.lr1
-	if m.n < m.cfg.lrSwitch {
-		lr = m.cfg.lr0
+	y := int32(bit & 1)
+	lr := int64(rate1)
+	if m.n < rateBits {
+		lr = rate0
 	}
 	m.n++
 	for k := range nMix {
-		err := y<<12 - int64(m.pm[k])
-		if err <= m.cfg.skip && err >= -m.cfg.skip {
+		err := int64(y<<12 - m.pm[k])
+		if err <= skipErr && err >= -skipErr {
 			continue
 		}
-		e := err * lr
-		w := m.w[m.sel[k] : m.sel[k]+nIn]
-		for i, x := range m.x {
-			w[i] += int32((int64(x)*e + 1<<13) >> 14)
-		}
+		train(&m.x, (*[nIn]int32)(m.w[m.sel[k]:]), err*lr)
 	}
-	if !m.cfg.noLayer2 {
-		e := (y<<12 - int64(m.p2)) * m.cfg.lr2
-		w2 := m.w2[m.sel2 : m.sel2+nMix]
-		for i := range nMix {
-			w2[i] += int32((int64(m.dot[i])*e + 1<<13) >> 14)
-		}
+	e := int64(y<<12-m.p2) * rate2
+	w2 := (*[nMix]int32)(m.w2[m.sel2:])
+	for i := range nMix {
+		w2[i] += int32((int64(m.dot[i])*e + 1<<13) >> 14)
 	}
-	r := m.cfg.apmRate
-	g := int32(y<<16) + int32(y<<r) - int32(y) - int32(y)
-	v := int32(m.a1[m.i1])
-	m.a1[m.i1] = uint16(v + (g-v)>>r)
-	v = int32(m.a2[m.i2])
-	m.a2[m.i2] = uint16(v + (g-v)>>r)
-	if m.cfg.lmAPM {
-		v = int32(m.al[m.il])
-		m.al[m.il] = uint16(v + (g-v)>>r)
+	m.eL += (abs(y<<12-m.pL)<<4 - m.eL) >> advShift
+	m.eC += (abs(y<<12-m.pC)<<4 - m.eC) >> advShift
+	apmTrain(&m.a1[m.i1], y, apmRate)
+	apmTrain(&m.a2[m.i2], y, apmRate)
+	apmTrain(&m.apmL[m.iL], y, apmRate)
+	apmTrain(&m.sm[0][m.is[0]], y, smRate)
+	apmTrain(&m.sm[1][m.is[1]], y, smRate)
+}
+
+// apmTrain moves a 16-bit probability toward bit y at rate 1/2^r.
+func apmTrain(t *uint16, y int32, r uint) {
+	g := y<<16 + y<<r - y - y
+	v := int32(*t)
+	*t = uint16(v + (g-v)>>r)
+}
+
+func abs(x int32) int32 {
+	if x < 0 {
+		return -x
 	}
-	r = m.cfg.lsmRate
-	g = int32(y<<16) + int32(y<<r) - int32(y) - int32(y)
-	for j := range m.cfg.lsm {
-		v = int32(m.sm[m.is[j]])
-		m.sm[m.is[j]] = uint16(v + (g-v)>>r)
+	return x
+}
+
+// dot returns the dot product of the inputs and a weight set.
+func dot(x, w *[nIn]int32) int64 {
+	return int64(x[0])*int64(w[0]) + int64(x[1])*int64(w[1]) + int64(x[2])*int64(w[2]) +
+		int64(x[3])*int64(w[3]) + int64(x[4])*int64(w[4]) + int64(x[5])*int64(w[5]) +
+		int64(x[6])*int64(w[6]) + int64(x[7])*int64(w[7]) + int64(x[8])*int64(w[8]) +
+		int64(x[9])*int64(w[9]) + int64(x[10])*int64(w[10]) + int64(x[11])*int64(w[11]) +
+		int64(x[12])*int64(w[12]) + int64(x[13])*int64(w[13])
+}
+
+// train moves a weight set along the inputs by e (error times rate).
+func train(x, w *[nIn]int32, e int64) {
+	for i := range nIn {
+		w[i] += int32((int64(x[i])*e + 1<<13) >> 14)
 	}
 }

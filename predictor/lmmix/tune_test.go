@@ -34,7 +34,7 @@ func bitCost(p int, bit int) float64 {
 // mixer and mixer configurations cfgs.
 func replay(blk *tuneBlock, cfgs []config) []float64 {
 	pred := cm.New(64 << 20)
-	out := make([]float64, 2+len(cfgs))
+	out := make([]float64, 3+len(cfgs))
 	run := func(slot int, p func(k int, pl int32, c *cm.Model) int, up func(bit int)) {
 		bm, err := pred.New(len(blk.Src), pred.Params(len(blk.Src)))
 		if err != nil {
@@ -79,9 +79,11 @@ func replay(blk *tuneBlock, cfgs []config) []float64 {
 		c.View(&v)
 		return (p + 3*ap.Refine(p, int(v.C0)*4+conf)) / 4
 	}, func(bit int) { mx.Update(bit); ap.Update(bit) })
+	fm := New()
+	run(2, func(k int, pl int32, c *cm.Model) int { return fm.P(pl, c) }, fm.Update)
 	for i, cf := range cfgs {
 		m := newCfg(cf)
-		run(2+i, func(k int, pl int32, c *cm.Model) int { return m.P(pl, c) }, m.Update)
+		run(3+i, func(k int, pl int32, c *cm.Model) int { return m.P(pl, c) }, m.Update)
 	}
 	return out
 }
@@ -127,7 +129,7 @@ func TestTune(t *testing.T) {
 		ks = append(ks, k)
 	}
 	sort.Strings(ks)
-	cols := append([]string{"cm", "id5"}, names...)
+	cols := append([]string{"cm", "id5", "id6"}, names...)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%-16s %8s", "kind", "bytes")
 	for _, c := range cols {
