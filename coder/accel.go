@@ -595,7 +595,7 @@ func (c *LMCM) encodeProbs(dst, src []byte, probs []uint16) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
-	defer c.cm.Release(s.cm)
+	defer c.release(s)
 	e := Encoder{}
 	e.Reset(append(dst, params))
 	for t, x := range src {
@@ -725,7 +725,7 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 	defer func() {
 		for _, b := range blocks {
 			if b.s != nil {
-				c.cm.Release(b.s.cm)
+				c.release(b.s)
 			}
 		}
 	}()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -232,6 +233,14 @@ func TestLMGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	prevFile, ok := lm.BuiltinFile(retiredM2)
+	if !ok {
+		t.Fatal("the retired default model (lstm1 m2 e63f60a7) is not built in")
+	}
+	prev, err := lm.Load(prevFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	src := []byte("Golden test input: the lmfs LM codes this sentence, twice. The lmfs LM codes this sentence, twice.\n")
 	for _, tc := range []struct {
 		name   string
@@ -239,6 +248,7 @@ func TestLMGolden(t *testing.T) {
 		golden map[string]string
 	}{
 		{"lstm1 default", def, map[string]string{"lm": lmGolden, "lm+cm.1": lmcm1Golden, "lm+cm": lmcmGolden}},
+		{"lstm1 retired m2", prev, map[string]string{"lm": lmGoldenM2, "lm+cm.1": lmcm1GoldenM2, "lm+cm": lmcmGoldenM2}},
 		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm.1": lmcm1GoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
 	} {
 		for _, c := range []Codec{NewLM(tc.m), NewLMCM1(tc.m, 64<<20), NewLMCM(tc.m, 64<<20)} {
@@ -257,14 +267,86 @@ func TestLMGolden(t *testing.T) {
 	}
 }
 
+// retiredM2 is the model id of session 2's default model, retired into
+// predictor/lm/retired.
+var retiredM2 = [32]byte{0xe6, 0x3f, 0x60, 0xa7, 0xb4, 0x7b, 0x9f, 0xbb, 0x59, 0x9b, 0xb3, 0x8e, 0x5d, 0x43, 0xd4, 0x31, 0x0a, 0x21, 0x6c, 0x19, 0x5d, 0xe3, 0xe5, 0x11, 0xda, 0x68, 0x16, 0x5c, 0x28, 0x12, 0x6b, 0xc6}
+
 const (
-	lmGolden         = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
-	lmcm1Golden      = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
+	lmGolden         = "b9181b05c40633390d9b79ce2709fd5168f98c12d3e36b1cd2507c7a0d441bcc"
+	lmcm1Golden      = "9d40954b5cfb68f36c9a7313cc1264a5f62eafeed017035ecd8c8bfe2abe4350"
+	lmGoldenM2       = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
+	lmcm1GoldenM2    = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
 	lmGoldenWMLP1    = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
 	lmcm1GoldenWMLP1 = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
-	lmcmGolden       = "edbe75f438a8023caeb96792c821592b2bb7aad53e2e3ae36eb25c0c4b1f46ec"
-	lmcmGoldenWMLP1  = "7ae147c112a98400daa4aab697a68942f925ce32f9b10be6cb8e808c1ce6f66d"
+	lmcmGolden       = "e9372a112dd00fffcb9a16bbd1b27b31f1e62946aeff8ff71675e7f8ecfc386f"
+	lmcmGoldenM2     = "8c36815543d0e943eeda4a7f9fcc222795bc854b133f562dcbe7a30645f826b9"
+	lmcmGoldenWMLP1  = "45bc5b12309f0faa2e24c87a6fc01527c336b8e2ca3c5c9fdc77fabffbbfc14c"
 )
+
+// TestRetiredModel: a block coded with a retired built-in model decodes with
+// a standard registry without any model file, and registering another model
+// (as a store's copy or `lmfs decompress --model` does) leaves encoding on the
+// built-in default.
+func TestRetiredModel(t *testing.T) {
+	ctx := context.Background()
+	prevFile, ok := lm.BuiltinFile(retiredM2)
+	if !ok {
+		t.Fatal("retired model not built in")
+	}
+	prev, err := lm.Load(prevFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := []byte("A block written by an earlier lmfs, with the model it shipped.\n")
+	old := NewRegistry(NewLMCM(prev, 64<<20))
+	rec, err := old.EncodeWith(ctx, nil, NewLMCM(prev, 64<<20), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := DefaultOptions()
+	o.Device = "cpu"
+	reg, err := NewStandard(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.HasModel(retiredM2) {
+		t.Fatal("the retired model is loaded before any block needs it")
+	}
+	got, h, err := reg.Decode(ctx, nil, rec)
+	if err != nil || !bytes.Equal(got, src) {
+		t.Fatalf("decode with the retired model: %v (got %q)", err, got)
+	}
+	if h.Model != ModelID(retiredM2) {
+		t.Fatalf("header names model %s", h.Model.Short())
+	}
+	// Another model registered for decoding does not take over encoding.
+	if err := reg.RegisterModel(ModelID(retiredM2), prevFile, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	def, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"lm", "lm+cm"} {
+		c, err := reg.ByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := c.Model(); m != ModelID(def.ID()) {
+			t.Errorf("%s encodes with model %s, not the built-in default %s", name, m.Short(), ModelID(def.ID()).Short())
+		}
+	}
+	// An unknown model still gets the precise error.
+	bad := bytes.Clone(rec)
+	h2, err := ParseHeader(bad, reg.UsesModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(bad[h2.Size-32:h2.Size], make([]byte, 32))
+	if _, _, err := reg.Decode(ctx, nil, bad); err == nil || !strings.Contains(err.Error(), "--model") {
+		t.Fatalf("unknown model: %v", err)
+	}
+}
 
 // BenchmarkLMCMMixing measures cm and the mixer of lm+cm (id 6) and
 // lm+cm.1 (id 5) without the LM: the LM's bit probabilities of 32 KiB of Go
@@ -326,5 +408,62 @@ func BenchmarkLMCMMixing(b *testing.B) {
 			}
 			b.ReportMetric(8*float64(len(out))/float64(len(src)), "bits/byte")
 		})
+	}
+}
+
+// TestMaxUsesLMCM6: policy max tries lm+cm (id 6), not the superseded
+// lm+cm.1, which still decodes and can be picked by name.
+func TestMaxUsesLMCM6(t *testing.T) {
+	o := DefaultOptions()
+	o.Device = "cpu"
+	reg, err := NewStandard(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := NewChooser(reg, PolicyMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Join(ch.Codecs(), ",")
+	if !slices.Contains(ch.Codecs(), "lm+cm") || slices.Contains(ch.Codecs(), "lm+cm.1") {
+		t.Fatalf("policy max uses %s: want lm+cm and not lm+cm.1", names)
+	}
+	for name, id := range map[string]ID{"lm+cm": IDLMCM, "lm+cm.1": IDLMCM1} {
+		c, err := reg.ByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ID() != id || reg.NameOf(id) != name {
+			t.Errorf("%s has id %d (NameOf(%d) = %s)", name, c.ID(), id, reg.NameOf(id))
+		}
+	}
+}
+
+// TestLMCMTruncated: a truncated lm+cm payload (either id), or one with a
+// bad parameter byte, is an ErrCorrupt error. (Flipped bits are caught by the
+// block record's CRC: TestLMUnknownModel.)
+func TestLMCMTruncated(t *testing.T) {
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	src := []byte(strings.Repeat("Truncated payloads must fail cleanly. ", 20))
+	for _, c := range []Codec{NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20)} {
+		p, err := c.Encode(ctx, nil, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{0, 1, 2, len(p) / 2, len(p) - 1} {
+			_, err := c.Decode(ctx, nil, p[:n], len(src))
+			if !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s payload cut to %d of %d bytes: err %v, want ErrCorrupt", c.Name(), n, len(p), err)
+			}
+		}
+		bad := bytes.Clone(p)
+		bad[0] = 40 // cm's parameter byte out of range
+		if _, err := c.Decode(ctx, nil, bad, len(src)); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s with a bad parameter byte: err %v, want ErrCorrupt", c.Name(), err)
+		}
 	}
 }

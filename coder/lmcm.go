@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/lmfs/lmfs/predictor"
 	"github.com/lmfs/lmfs/predictor/cm"
@@ -31,6 +32,8 @@ type LMCM struct {
 	lm    predictor.ByteModel
 	cm    *cm.Predictor
 	acc   *accel // nil: the LM runs on the CPU (lm)
+	// mixers pools id 6's mixers (about 110 KiB each).
+	mixers sync.Pool
 }
 
 // Mixer settings of lm+cm.1 (id 5). Changing any of them changes the coded bits and
@@ -119,7 +122,21 @@ func (c *LMCM) newState(n int, params byte) (*lmcmState, error) {
 		c.cm.Release(m)
 		return nil, fmt.Errorf("lm+cm: cm predictor gave a %T, not a *cm.Model", m)
 	}
-	return &lmcmState{cm: m, cmm: cmm, m2: lmmix.New()}, nil
+	m2, _ := c.mixers.Get().(*lmmix.Mixer)
+	if m2 == nil {
+		m2 = lmmix.New()
+	} else {
+		m2.Reset()
+	}
+	return &lmcmState{cm: m, cmm: cmm, m2: m2}, nil
+}
+
+// release gives the tables of a block's state back to their pools.
+func (c *LMCM) release(s *lmcmState) {
+	c.cm.Release(s.cm)
+	if s.m2 != nil {
+		c.mixers.Put(s.m2)
+	}
 }
 
 // p returns the mixed P(next bit = 1) for bit k (0 = most significant) of
@@ -181,7 +198,7 @@ func (c *LMCM) encodeCPU(ctx context.Context, dst, src []byte) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
-	defer c.cm.Release(s.cm)
+	defer c.release(s)
 	e := Encoder{}
 	e.Reset(append(dst, params))
 	err = c.lm.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
@@ -237,7 +254,7 @@ func (c *LMCM) decodeCPU(ctx context.Context, dst, payload []byte, rawLen int) (
 	if err != nil {
 		return dst, err
 	}
-	defer c.cm.Release(s.cm)
+	defer c.release(s)
 	start := len(dst)
 	d := Decoder{}
 	d.Reset(payload[1:])

@@ -170,3 +170,137 @@ func TestMixTuneDump(t *testing.T) {
 	}
 	t.Logf("%d blocks, %d bytes", len(blocks), n)
 }
+
+// TestMixEval reports cm, lm+cm.1 (id 5) and lm+cm (id 6) payload sizes at
+// 64 KiB blocks over the benchmark corpus's text-like files and its three
+// media files, with the LM run once per block (LMFS_MIXEVAL=1; slow). For
+// reporting only: nothing is tuned on this corpus.
+func TestMixEval(t *testing.T) {
+	if os.Getenv("LMFS_MIXEVAL") == "" {
+		t.Skip("set LMFS_MIXEVAL=1")
+	}
+	media := map[string]bool{"english.wav": true, "testorig.ppm": true, "cmx3g8_mcidas.tiff": true}
+	files := loadCorpus(t, func(string) bool { return true })
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type blk struct {
+		file, kind string
+		src        []byte
+		size       [3]int
+	}
+	var blocks []*blk
+	for _, f := range files {
+		if !textLike[f.kind] && !media[f.name] {
+			continue
+		}
+		for _, b := range blocksOf(f.data, 64<<10) {
+			blocks = append(blocks, &blk{file: f.name, kind: f.kind, src: b})
+		}
+	}
+	c5, c6, cmc := NewLMCM1(m, 64<<20), NewLMCM(m, 64<<20), NewCM(64<<20)
+	var wg sync.WaitGroup
+	next := make(chan *blk)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range next {
+				probs := make([]uint16, 8*len(b.src))
+				var cum [257]uint32
+				err := m.Score(context.Background(), [][]byte{b.src}, func(_, pos int, d *predictor.Dist) error {
+					if err := cumulate(d, &cum); err != nil {
+						return err
+					}
+					lo, hi := 0, 256
+					for k := range 8 {
+						mid := (lo + hi) / 2
+						probs[8*pos+k] = uint16(symbolP(&cum, lo, mid, hi))
+						if int(b.src[pos]) >= mid {
+							lo = mid
+						} else {
+							hi = mid
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				p, err := cmc.Encode(context.Background(), nil, b.src)
+				b.size[0] = len(p)
+				if err == nil {
+					p, err = c5.encodeProbs(nil, b.src, probs)
+					b.size[1] = len(p)
+				}
+				if err == nil {
+					p, err = c6.encodeProbs(nil, b.src, probs)
+					b.size[2] = len(p)
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	for _, b := range blocks {
+		next <- b
+	}
+	close(next)
+	wg.Wait()
+	type tot struct {
+		n    int
+		size [3]int
+	}
+	byFile, byKind := map[string]*tot{}, map[string]*tot{}
+	var text tot
+	var names []string
+	for _, b := range blocks {
+		if byFile[b.file] == nil {
+			names = append(names, b.file)
+		}
+		for _, tt := range []struct {
+			m map[string]*tot
+			k string
+		}{{byFile, b.file}, {byKind, b.kind}} {
+			if tt.m[tt.k] == nil {
+				tt.m[tt.k] = &tot{}
+			}
+			x := tt.m[tt.k]
+			x.n += len(b.src)
+			for i := range 3 {
+				x.size[i] += b.size[i]
+			}
+		}
+		if textLike[b.kind] {
+			text.n += len(b.src)
+			for i := range 3 {
+				text.size[i] += b.size[i]
+			}
+		}
+	}
+	var sb strings.Builder
+	line := func(name string, x *tot) {
+		fmt.Fprintf(&sb, "%-28s %9d", name, x.n)
+		for i := range 3 {
+			fmt.Fprintf(&sb, " %8.4f", 8*float64(x.size[i])/float64(x.n))
+		}
+		fmt.Fprintf(&sb, "  id6/cm %+6.2f%%  id6/id5 %+6.2f%%\n", 100*(float64(x.size[2])/float64(x.size[0])-1), 100*(float64(x.size[2])/float64(x.size[1])-1))
+	}
+	fmt.Fprintf(&sb, "%-28s %9s %8s %8s %8s (bits per byte, payloads at 64 KiB blocks)\n", "file", "bytes", "cm", "id5", "id6")
+	for _, n := range names {
+		line(n, byFile[n])
+	}
+	var kinds []string
+	for k := range byKind {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		line("kind "+k, byKind[k])
+	}
+	line("TEXT-LIKE", &text)
+	t.Log("\n" + sb.String())
+}

@@ -3,6 +3,7 @@ package coder
 import (
 	"context"
 	"fmt"
+	"github.com/lmfs/lmfs/predictor/lm"
 	"sort"
 	"sync"
 )
@@ -52,6 +53,10 @@ type Registry struct {
 	modelIDs map[ID]bool
 	// lm is where LM codecs registered later run (NewStandard sets it).
 	lm *lmDevice
+	// builtins: blocks naming a model built into lmfs (a retired default)
+	// load it on first use, with cm models of cmMemory bytes (NewStandard).
+	builtins bool
+	cmMemory int64
 }
 
 // NewRegistry returns a registry holding codecs. Raw is always present.
@@ -71,9 +76,22 @@ func NewRegistry(codecs ...Codec) *Registry {
 
 // Register adds c, replacing a codec of the same name (and id and model).
 func (r *Registry) Register(c Codec) {
+	r.add(c, true)
+}
+
+// RegisterDecoder adds c for decoding only: blocks with its id (and model)
+// decode with it, but ByName keeps returning the codec registered under its
+// name, so encoding is unchanged.
+func (r *Registry) RegisterDecoder(c Codec) {
+	r.add(c, false)
+}
+
+func (r *Registry) add(c Codec, byName bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.byName[c.Name()] = c
+	if byName {
+		r.byName[c.Name()] = c
+	}
 	if m, ok := c.Model(); ok {
 		r.modelIDs[c.ID()] = true
 		if r.model[c.ID()] == nil {
@@ -143,8 +161,16 @@ func (r *Registry) UsesModel(id ID) (bool, error) {
 	return false, fmt.Errorf("%w: unknown codec id %d (written by a newer lmfs, or damaged)", ErrCorrupt, id)
 }
 
-// lookup finds the codec for a parsed header.
+// lookup finds the codec for a parsed header. A block that names a model
+// built into lmfs but not yet registered (a retired default) loads it.
 func (r *Registry) lookup(h Header) (Codec, error) {
+	if h.HasModel && r.builtins && !r.HasModel(h.Model) {
+		if file, ok := lm.BuiltinFile(h.Model); ok {
+			if err := r.RegisterModel(h.Model, file, r.cmMemory); err != nil {
+				return nil, fmt.Errorf("built-in model %s: %w", h.Model.Short(), err)
+			}
+		}
+	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if h.HasModel {

@@ -59,7 +59,8 @@ func NewStandard(o Options) (*Registry, error) {
 		return nil, fmt.Errorf("built-in LM model: %w", err)
 	}
 	reg.lm = openLMDevice(o)
-	reg.registerLM(m, lm.DefaultFile(), o.CMMemory)
+	reg.builtins, reg.cmMemory = true, o.CMMemory
+	reg.registerLM(m, lm.DefaultFile(), o.CMMemory, true)
 	return reg, nil
 }
 
@@ -113,29 +114,36 @@ func openLMDevice(o Options) *lmDevice {
 }
 
 // registerLM registers the lm and lm+cm codecs of model m (whose file is
-// file), on the GPU when the registry has one and the library runs m.
-func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64) {
+// file), on the GPU when the registry has one and the library runs m. Only
+// the codecs of the model lmfs encodes with (encode) take the codec names;
+// other models' codecs only decode.
+func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64, encode bool) {
+	reg := r.RegisterDecoder
+	if encode {
+		reg = r.Register
+	}
 	id := ModelID(m.ID())
 	if r.lm != nil && r.lm.lib != nil {
 		gm, err := r.lm.lib.Open(file, 0)
 		if err == nil {
 			r.lm.log.Info("neural LM runs on the GPU", "model", id.Short(), "device", gm.Device(), "library", r.lm.lib.Path())
 			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log}
-			r.Register(NewLMAccel(m, id, a))
-			r.Register(NewLMCMAccel(m, id, cmMemory, a))
-			r.Register(NewLMCM1Accel(m, id, cmMemory, a))
+			reg(NewLMAccel(m, id, a))
+			reg(NewLMCMAccel(m, id, cmMemory, a))
+			reg(NewLMCM1Accel(m, id, cmMemory, a))
 			return
 		}
 		r.lm.log.Info("neural LM runs on the CPU", "model", id.Short(), "reason", err.Error())
 	}
-	r.Register(NewLM(m))
-	r.Register(NewLMCM(m, cmMemory))
-	r.Register(NewLMCM1(m, cmMemory))
+	reg(NewLM(m))
+	reg(NewLMCM(m, cmMemory))
+	reg(NewLMCM1(m, cmMemory))
 }
 
 // RegisterModel loads the model file data, checks that it hashes to id, and
 // registers the model codecs (lm, lm+cm) for it, so blocks that name it
-// decode. Registering a model that is already there is a no-op.
+// decode. Encoding keeps the built-in model. Registering a model that is
+// already there is a no-op.
 func (r *Registry) RegisterModel(id ModelID, data []byte, cmMemory int64) error {
 	if r.HasModel(id) {
 		return nil
@@ -144,7 +152,7 @@ func (r *Registry) RegisterModel(id ModelID, data []byte, cmMemory int64) error 
 	if err != nil {
 		return fmt.Errorf("model %s: %w", id.Short(), err)
 	}
-	r.registerLM(m, data, cmMemory)
+	r.registerLM(m, data, cmMemory, false)
 	return nil
 }
 

@@ -196,3 +196,57 @@ func TestReadManifestErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRunBatchAcrossFiles: a method that codes in batches (as the GPU codecs
+// do) gets the blocks of every file in one call, and each file's sizes come
+// out exactly as when its blocks are coded one by one.
+func TestRunBatchAcrossFiles(t *testing.T) {
+	reg := testRegistry(t)
+	ms, err := Standard(reg, 1000, []string{"cm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := reg.ByName("cm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := ms[0]
+	batch.Name = "cm-batched"
+	var calls []int // blocks per call; the first call is Run's untimed warm-up
+	batch.EncodeBatch = func(ctx context.Context, raws [][]byte) ([][]byte, error) {
+		calls = append(calls, len(raws))
+		return reg.EncodeBatchWith(ctx, c, raws)
+	}
+	batch.DecodeBatch = func(ctx context.Context, encs [][]byte, _ []int) ([][]byte, error) {
+		return reg.DecodeBatch(ctx, encs)
+	}
+	dir := t.TempDir()
+	var ins []Input
+	for i, n := range []int{2500, 0, 999, 4001} {
+		p := filepath.Join(dir, string(rune('a'+i)))
+		if err := os.WriteFile(p, text(n+i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ins = append(ins, Input{Name: filepath.Base(p), Path: p, Kind: "text"})
+	}
+	rep, err := Run(context.Background(), ins, []Method{ms[0], batch}, Options{BlockSize: 1000, Workers: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || calls[1] != 3+1+2+5 {
+		t.Errorf("batch method called with %v blocks, want a warm-up and then one call with all 11", calls)
+	}
+	for _, f := range rep.Files {
+		one, all := f.Results[0], f.Results[1]
+		if one.Method != "cm" || all.Method != "cm-batched" {
+			t.Fatalf("%s: results in the wrong order: %s, %s", f.Name, one.Method, all.Method)
+		}
+		if one.RawBytes != all.RawBytes || one.CompBytes != all.CompBytes || one.Blocks != all.Blocks {
+			t.Errorf("%s: one by one %d -> %d in %d blocks, batched %d -> %d in %d", f.Name,
+				one.RawBytes, one.CompBytes, one.Blocks, all.RawBytes, all.CompBytes, all.Blocks)
+		}
+		if all.RawBytes > 0 && (all.EncWall <= 0 || all.DecWall <= 0) {
+			t.Errorf("%s: batched times not shared out: %+v", f.Name, all)
+		}
+	}
+}

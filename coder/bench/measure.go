@@ -220,24 +220,36 @@ func measureChunk(ctx context.Context, m Method, blocks [][]byte, w int) (Result
 // measureBatch measures a method that codes all blocks in one call; CPU time
 // is the whole process's over the call.
 func measureBatch(ctx context.Context, m Method, blocks [][]byte) (Result, error) {
-	r := Result{Method: m.Name, Blocks: len(blocks)}
-	t0, c0 := time.Now(), processCPU()
-	enc, err := m.EncodeBatch(ctx, blocks)
-	r.EncWall, r.EncCPU = time.Since(t0), processCPU()-c0
+	r, enc, dec, err := measureBatchBlocks(ctx, m, blocks)
 	if err != nil {
-		return r, fmt.Errorf("encode: %w", err)
+		return r, err
 	}
+	r.RawBytes = 0
+	return r, r.tally(m, blocks, enc, dec)
+}
+
+// measureBatchBlocks codes blocks with m's batch calls and returns the times
+// (and the raw bytes) in r with the coded and decoded blocks, unchecked.
+func measureBatchBlocks(ctx context.Context, m Method, blocks [][]byte) (r Result, enc, dec [][]byte, err error) {
+	r = Result{Method: m.Name, Blocks: len(blocks)}
 	lens := make([]int, len(blocks))
 	for i, b := range blocks {
 		lens[i] = len(b)
+		r.RawBytes += int64(len(b))
+	}
+	t0, c0 := time.Now(), processCPU()
+	enc, err = m.EncodeBatch(ctx, blocks)
+	r.EncWall, r.EncCPU = time.Since(t0), processCPU()-c0
+	if err != nil {
+		return r, nil, nil, fmt.Errorf("encode: %w", err)
 	}
 	t0, c0 = time.Now(), processCPU()
-	dec, err := m.DecodeBatch(ctx, enc, lens)
+	dec, err = m.DecodeBatch(ctx, enc, lens)
 	r.DecWall, r.DecCPU = time.Since(t0), processCPU()-c0
 	if err != nil {
-		return r, fmt.Errorf("decode: %w", err)
+		return r, nil, nil, fmt.Errorf("decode: %w", err)
 	}
-	return r, r.tally(m, blocks, enc, dec)
+	return r, enc, dec, nil
 }
 
 // tally checks that every block decoded to itself and adds the blocks' raw

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // FileReport holds one file's results.
@@ -35,30 +36,126 @@ type Report struct {
 	Totals    []Group
 }
 
-// Run measures every input with every method.
+// Run measures every input with every method. Methods that code in batches
+// (a GPU) are measured over the blocks of many files at once, as a store or
+// `lmfs compress` would give them: a batch holding one small file's blocks
+// would leave the GPU idle.
 func Run(ctx context.Context, ins []Input, methods []Method, o Options, progress func(in Input)) (*Report, error) {
 	rep := &Report{BlockSize: o.BlockSize, Workers: o.workers(), Methods: methods}
 	if err := warm(ctx, ins, methods, o); err != nil {
 		return nil, err
 	}
+	var each, batched []int // indices into methods
+	for i, m := range methods {
+		if m.EncodeBatch != nil && m.DecodeBatch != nil {
+			batched = append(batched, i)
+		} else {
+			each = append(each, i)
+		}
+	}
 	for k, in := range ins {
 		if progress != nil {
 			progress(in)
 		}
-		o.FirstMethod = k % max(len(methods), 1)
-		f, err := os.Open(in.Path)
-		if err != nil {
-			return nil, err
+		fr := FileReport{Name: in.Name, Kind: in.Kind, Results: make([]Result, len(methods))}
+		for _, i := range batched {
+			fr.Results[i].Method = methods[i].Name
 		}
-		res, err := Measure(ctx, f, methods, o)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", in.Name, err)
+		if len(each) > 0 {
+			o.FirstMethod = k % len(each)
+			f, err := os.Open(in.Path)
+			if err != nil {
+				return nil, err
+			}
+			res, err := Measure(ctx, f, pick(methods, each), o)
+			f.Close()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", in.Name, err)
+			}
+			for j, i := range each {
+				fr.Results[i] = res[j]
+			}
 		}
-		rep.Files = append(rep.Files, FileReport{Name: in.Name, Kind: in.Kind, Results: res})
+		rep.Files = append(rep.Files, fr)
+	}
+	for _, i := range batched {
+		if err := measureAcross(ctx, ins, methods[i], i, o, rep.Files); err != nil {
+			return nil, fmt.Errorf("%s: %w", methods[i].Name, err)
+		}
 	}
 	rep.Totals = totals(rep.Files, len(methods))
 	return rep, nil
+}
+
+func pick(methods []Method, idx []int) []Method {
+	out := make([]Method, len(idx))
+	for j, i := range idx {
+		out[j] = methods[i]
+	}
+	return out
+}
+
+// batchBytes bounds the raw bytes of one cross-file batch.
+const batchBytes = 256 << 20
+
+// measureAcross measures the batch method m (index mi) on the blocks of all
+// inputs, up to batchBytes (or o.ChunkBytes, if larger) per call, and adds
+// each file's share to files[k].Results[mi]: its blocks' sizes exactly, the
+// times of each call in proportion to the file's raw bytes in it.
+func measureAcross(ctx context.Context, ins []Input, m Method, mi int, o Options, files []FileReport) error {
+	limit := max(batchBytes, o.ChunkBytes)
+	var blocks [][]byte
+	var owner []int
+	size := 0
+	flush := func() error {
+		if len(blocks) == 0 {
+			return nil
+		}
+		r, enc, dec, err := measureBatchBlocks(ctx, m, blocks)
+		if err != nil {
+			return err
+		}
+		share := map[int]*Result{}
+		for b, k := range owner {
+			fr := share[k]
+			if fr == nil {
+				fr = &Result{Method: m.Name}
+				share[k] = fr
+			}
+			fr.Blocks++
+			if err := fr.tally(m, blocks[b:b+1], enc[b:b+1], dec[b:b+1]); err != nil {
+				return fmt.Errorf("%s: %w", ins[k].Name, err)
+			}
+		}
+		for k, fr := range share {
+			f := float64(fr.RawBytes) / float64(max(r.RawBytes, 1))
+			fr.EncWall = time.Duration(f * float64(r.EncWall))
+			fr.DecWall = time.Duration(f * float64(r.DecWall))
+			fr.EncCPU = time.Duration(f * float64(r.EncCPU))
+			fr.DecCPU = time.Duration(f * float64(r.DecCPU))
+			files[k].Results[mi].Add(*fr)
+		}
+		blocks, owner, size = nil, nil, 0
+		return nil
+	}
+	for k, in := range ins {
+		data, err := os.ReadFile(in.Path)
+		if err != nil {
+			return err
+		}
+		for off := 0; off < len(data); off += o.BlockSize {
+			b := data[off:min(off+o.BlockSize, len(data))]
+			blocks = append(blocks, b)
+			owner = append(owner, k)
+			size += len(b)
+			if size >= limit {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
 }
 
 // warm codes the first block of the first non-empty input with every method

@@ -61,26 +61,26 @@ struct CMTabs {
   int32_t mixApmRow[33];   // mix.NewAPM's starting row
 };
 
-// The lm+cm mixing stage of codec id 6 (predictor/lmmix): the LM's stretched
+// The lm+cm mixing stage of codec id 6 (predictor/lmmix, SPEC.md there): the LM's stretched
 // probability, an APM of it and two state maps keyed by it are inputs of
 // three mixers next to cm's nine inputs and cm's final probability; a second
 // layer mixes the three; two APMs refine the result. Its constants:
 namespace mix6 {
-constexpr int nIn = 14, nMix = 3, sets2 = 4 * 6 * 8, nBins = 33, lmQ = 16;
+constexpr int nIn = 15, nMix = 3, sets2 = 3 * 4 * 6 * 8, nBins = 33, lmQ = 16;
 constexpr int64_t rate0 = 24, rate1 = 12, rate2 = 4;
 constexpr int rateBits = 1 << 15;
 constexpr int64_t skipErr = 24;
 constexpr int apmRate = 7, smRate = 6, advShift = 5;
 constexpr int32_t advT = 4096;
-constexpr int inLM = 0, inCM = 1, inCMP = 10, inLMA = 11, inSM = 12;
+constexpr int inLM = 0, inCM = 1, inCMP = 10, inLMA = 11, inSM = 12, inSMM = 14;
 // byte offsets in the mixer area
 constexpr int64_t oW = 0;                                   // int32[nMix x 256 x nIn]
 constexpr int64_t oW2 = oW + (int64_t)nMix * 256 * nIn * 4;  // int32[sets2 x nMix]
 constexpr int64_t oAL = oW2 + (int64_t)sets2 * nMix * 4;     // uint16[256 x 33]: the LM's APM
 constexpr int64_t oA1 = oAL + 256 * nBins * 2;               // uint16[256 x 33]
 constexpr int64_t oA2 = oA1 + 256 * nBins * 2;               // uint16[lmQ x 8 x 33]
-constexpr int64_t oSM = oA2 + (int64_t)lmQ * 8 * nBins * 2;  // uint16[2][lmQ x 256]
-constexpr int64_t bytes = oSM + 2 * lmQ * 256 * 2;
+constexpr int64_t oSM = oA2 + (int64_t)lmQ * 8 * nBins * 2;  // uint16[2][lmQ x 256], then uint16[lmQ x 32] (match state)
+constexpr int64_t bytes = oSM + 2 * lmQ * 256 * 2 + lmQ * 32 * 2;
 }  // namespace mix6
 
 // The mixing stage of codec id 5 (coder/lmcm.go): byte offsets in the mixer area.
@@ -127,7 +127,7 @@ struct CMState {
   int32_t bits, mptr, mlen, nbits;
   int32_t mixn;    // id 6: bits the mixer has been trained on
   int32_t eL, eC;  // id 6: recent absolute errors of the LM and cm
-  int32_t pad2;
+  int32_t miss;    // id 6: bits of this byte the LM gave a probability below 1/2
   int64_t n;       // bytes coded so far (len(buf))
   // arithmetic coder
   uint32_t x1, x2, x;
@@ -181,7 +181,7 @@ struct CMCtx {
   // id 6
   int32_t x6[mix6::nIn];
   int32_t sel[mix6::nMix], dot[mix6::nMix], pm[mix6::nMix];
-  int32_t sel2, d2, p2, iL, is[2], i1, i2, pL, pC;
+  int32_t sel2, d2, p2, iL, is[2], iM, i1, i2, pL, pC;
 };
 
 __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
@@ -484,6 +484,10 @@ __device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
     c.is[j] = lq * 256 + c.st[j];
     x[inSM + j] = mix_stretch(T, (int32_t)SM[j * lmQ * 256 + c.is[j]] >> 4);
   }
+  int mb = 0;
+  if (c.s.mlen > 0) mb = (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + c.mbit;
+  c.iM = lq * 32 + mb;
+  x[inSMM] = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + c.iM] >> 4);
   c.sel[0] = (0 * 256 + c2) * nIn;
   c.sel[1] = (1 * 256 + c0) * nIn;
   c.sel[2] = (2 * 256 + c1) * nIn;
@@ -500,7 +504,9 @@ __device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
   int32_t dd = c.s.eL - c.s.eC;
   int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
-  c.sel2 = ((adv * 6 + cf) * 8 + bits) * nMix;
+  if (bits == 0) c.s.miss = 0;
+  int miss = c.s.miss < 2 ? c.s.miss : 2;
+  c.sel2 = (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
   const int32_t *w2 = W2 + c.sel2;
   int64_t d2 = (int64_t)c.dot[0] * w2[0] + (int64_t)c.dot[1] * w2[1] + (int64_t)c.dot[2] * w2[2];
   c.d2 = mix6_clampSt(d2 >> 16);
@@ -544,6 +550,7 @@ __device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
   int32_t *w2 = W2 + c.sel2;
 #pragma unroll
   for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
+  if ((y == 1) != (c.pL >= 2048)) c.s.miss++;
   c.s.eL += ((abs32((y << 12) - c.pL) << 4) - c.s.eL) >> advShift;
   c.s.eC += ((abs32((y << 12) - c.pC) << 4) - c.s.eC) >> advShift;
   apm_train(A1, c.i1, y, apmRate);
@@ -551,6 +558,7 @@ __device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
   apm_train(AL, c.iL, y, apmRate);
   apm_train(SM, c.is[0], y, smRate);
   apm_train(SM, lmQ * 256 + c.is[1], y, smRate);
+  apm_train(SM, 2 * lmQ * 256 + c.iM, y, smRate);
 }
 
 // lmcm_p and lmcm_update dispatch to the codec's mixing stage.
@@ -597,7 +605,7 @@ __global__ void cm_init_kernel(CMBlocks B, int n) {
     }
     for (int i = j; i < sets2 * nMix; i += T) W2[i] = 65536 / nMix;
     for (int i = j; i < (256 + 256 + lmQ * 8) * nBins; i += T) A[i] = (uint16_t)tb->mixApmRow[i % nBins];
-    for (int i = j; i < 2 * lmQ * 256; i += T) SM[i] = 1 << 15;
+    for (int i = j; i < 2 * lmQ * 256 + lmQ * 32; i += T) SM[i] = 1 << 15;
   } else {
     int32_t *mixw = (int32_t *)(c.mix + mix5::oW), *mixapm = (int32_t *)(c.mix + mix5::oAPM);
     for (int i = j; i < kLMCMAPMCtx * 33; i += T) mixapm[i] = tb->mixApmRow[i % 33];
@@ -621,7 +629,7 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
   cm_view(c, B, b);
   CMState &s = c.s;
   s.c0 = 1; s.c4 = 0; s.c8 = 0; s.word = 0;
-  s.bits = 0; s.mptr = 0; s.mlen = 0; s.nbits = 0; s.n = 0; s.mixn = 0; s.eL = 0; s.eC = 0; s.pad2 = 0;
+  s.bits = 0; s.mptr = 0; s.mlen = 0; s.nbits = 0; s.n = 0; s.mixn = 0; s.eL = 0; s.eC = 0; s.miss = 0;
   for (int i = 0; i < kCMHashed; i++) { s.h[i] = 0; s.slot[i] = 0; }
   s.mask = (1u << B.lg[b]) - 1;
   s.mmask = (uint32_t)cm_match_size(B.len[b]) - 1;

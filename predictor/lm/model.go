@@ -15,7 +15,7 @@ package lm
 import (
 	"bytes"
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -139,6 +139,32 @@ func Default() (*Model, error) {
 // DefaultFile returns the bytes of the built-in model file (for stores that
 // keep a copy of every model their blocks use).
 func DefaultFile() []byte { return bytes.Clone(defaultFile) }
+
+// Models that were built into an earlier lmfs release as its default. They
+// stay in the binary so that blocks and archives coded with them decode
+// without a model file; nothing new is coded with them.
+//
+//go:embed retired/*.lmm
+var retired embed.FS
+
+// BuiltinFile returns a copy of the model file built into lmfs whose model id
+// (SHA-256) is id: the default model or a retired earlier default.
+func BuiltinFile(id [32]byte) ([]byte, bool) {
+	if sha256.Sum256(defaultFile) == id {
+		return DefaultFile(), true
+	}
+	ents, err := retired.ReadDir("retired")
+	if err != nil {
+		return nil, false
+	}
+	for _, e := range ents {
+		b, err := retired.ReadFile("retired/" + e.Name())
+		if err == nil && sha256.Sum256(b) == id {
+			return b, true
+		}
+	}
+	return nil, false
+}
 
 type reader struct {
 	b   []byte

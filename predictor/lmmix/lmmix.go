@@ -14,14 +14,14 @@ import (
 
 // Sizes of the mixer (see SPEC.md).
 const (
-	nIn      = 14        // inputs of each first-layer mixer
-	nMix     = 3         // first-layer mixers: selected by c2, c0 and c1
-	sets2    = 4 * 6 * 8 // second layer: LM advantage x LM confidence x bit position
-	nBins    = 33        // APM interpolation points
-	lmQ      = 16        // LM probability buckets of the state maps and APM 2
-	rate0    = 24        // first-layer learning rate for the first rateBits bits
-	rate1    = 12        // and after
-	rate2    = 4         // second-layer learning rate
+	nIn      = 15            // inputs of each first-layer mixer
+	nMix     = 3             // first-layer mixers: selected by c2, c0 and c1
+	sets2    = 3 * 4 * 6 * 8 // second layer: LM misses x LM advantage x LM confidence x bit position
+	nBins    = 33            // APM interpolation points
+	lmQ      = 16            // LM probability buckets of the state maps and APM 2
+	rate0    = 24            // first-layer learning rate for the first rateBits bits
+	rate1    = 12            // and after
+	rate2    = 4             // second-layer learning rate
 	rateBits = 1 << 15
 	skipErr  = 24 // first-layer errors up to this (of 4096) are not trained on
 	apmRate  = 7
@@ -37,6 +37,7 @@ const (
 	inCMP = 10 // stretch of cm's final probability
 	inLMA = 11 // the LM's probability through an APM keyed by the partial byte
 	inSM  = 12 // 12, 13: state maps keyed by LM bucket and cm's order-2 / order-3 bit history
+	inSMM = 14 // state map keyed by LM bucket and match state
 )
 
 // Mixer is the per-block state of the lm+cm (id 6) mixer. The zero value is
@@ -58,6 +59,8 @@ type Mixer struct {
 	iL   int
 	sm   [2][lmQ * 256]uint16 // by LM bucket and bit-history state
 	is   [2]int
+	smM  [lmQ * 32]uint16 // by LM bucket and match state
+	iM   int
 	a1   [256 * nBins]uint16     // final APM by partial byte
 	a2   [lmQ * 8 * nBins]uint16 // final APM by LM bucket and bit position
 	i1   int
@@ -66,6 +69,7 @@ type Mixer struct {
 	pL, pC int32 // last 12-bit probabilities of the LM and cm
 	eL, eC int32 // their recent absolute errors (scaled by 16)
 	n      int   // bits coded
+	miss   int   // bits of this byte so far that the LM gave a probability below 1/2
 }
 
 // New returns a mixer in its initial state.
@@ -74,6 +78,26 @@ func New() *Mixer {
 	m.Reset()
 	return m
 }
+
+// Copies of predictor/mix's squash and stretch tables, indexed directly
+// (d+2048 and p12), so the hot path needs no pointer load or clamp.
+var (
+	squashTab = func() (t [4096]int32) {
+		for d := range t {
+			t[d] = mix.Squash(int32(d - 2048))
+		}
+		return
+	}()
+	stretchTab = func() (t [4096]int32) {
+		for p := range t {
+			t[p] = mix.Stretch(int32(p))
+		}
+		return
+	}()
+)
+
+func squash(d int32) int32    { return squashTab[(d+2048)&4095] } // d in [-2047, 2047]
+func stretch(p12 int32) int32 { return stretchTab[p12&4095] }     // p12 in [0, 4095]
 
 // apmInit is an APM row that starts as the identity.
 var apmInit = func() (r [nBins]uint16) {
@@ -103,7 +127,10 @@ func (m *Mixer) Reset() {
 			m.sm[i][j] = 1 << 15
 		}
 	}
-	m.eL, m.eC, m.n = 0, 0, 0
+	for i := range m.smM {
+		m.smM[i] = 1 << 15
+	}
+	m.eL, m.eC, m.n, m.miss = 0, 0, 0, 0
 }
 
 // conf buckets the LM's confidence |stretch(p)|: 0..5.
@@ -144,19 +171,25 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	c.View(&m.v)
 	v := &m.v
 	x := &m.x
-	stL := mix.Stretch(pl >> 4)
+	stL := stretch(min(max(pl>>4, 0), 4095))
 	x[inLM] = stL
 	copy(x[inCM:inCM+cm.NInputs], v.X[:])
-	x[inCMP] = mix.Stretch(v.P)
+	x[inCMP] = stretch(v.P)
 	c0 := int(v.C0 & 0xFF)
 	q, i := interp(m.apmL[:], c0*nBins, stL+2048)
 	m.iL = i
-	x[inLMA] = mix.Stretch(q >> 4)
+	x[inLMA] = stretch(q >> 4)
 	lq := int((stL + 2048) >> 8) // 0..15
 	for j := range 2 {
 		m.is[j] = lq*256 + int(v.States[j])
-		x[inSM+j] = mix.Stretch(int32(m.sm[j][m.is[j]]) >> 4)
+		x[inSM+j] = stretch(int32(m.sm[j][m.is[j]]) >> 4)
 	}
+	mb := 0
+	if v.MatchLen > 0 {
+		mb = min(v.MatchLen, 15)*2 + v.MatchBit
+	}
+	m.iM = lq*32 + mb
+	x[inSMM] = stretch(int32(m.smM[m.iM]) >> 4)
 
 	m.sel[0] = (0*256 + int(v.C2)) * nIn
 	m.sel[1] = (1*256 + c0) * nIn
@@ -164,15 +197,18 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	for k := range nMix {
 		d := dot(x, (*[nIn]int32)(m.w[m.sel[k]:]))
 		m.dot[k] = clampSt(d >> 16)
-		m.pm[k] = mix.Squash(m.dot[k])
+		m.pm[k] = squash(m.dot[k])
 	}
 
 	cf := conf(stL)
-	m.sel2 = ((m.adv()*6+cf)*8 + v.Bits) * nMix
+	if v.Bits == 0 {
+		m.miss = 0
+	}
+	m.sel2 = (((min(m.miss, 2)*4+m.adv())*6+cf)*8 + v.Bits) * nMix
 	w2 := (*[nMix]int32)(m.w2[m.sel2:])
 	d2 := int64(m.dot[0])*int64(w2[0]) + int64(m.dot[1])*int64(w2[1]) + int64(m.dot[2])*int64(w2[2])
 	m.d2 = clampSt(d2 >> 16)
-	m.p2 = mix.Squash(m.d2)
+	m.p2 = squash(m.d2)
 	m.pL, m.pC = pl>>4, v.P
 
 	q1, i1 := interp(m.a1[:], c0*nBins, m.d2+2048)
@@ -217,6 +253,9 @@ func (m *Mixer) Update(bit int) {
 	for i := range nMix {
 		w2[i] += int32((int64(m.dot[i])*e + 1<<13) >> 14)
 	}
+	if (y == 1) != (m.pL >= 2048) {
+		m.miss++
+	}
 	m.eL += (abs(y<<12-m.pL)<<4 - m.eL) >> advShift
 	m.eC += (abs(y<<12-m.pC)<<4 - m.eC) >> advShift
 	apmTrain(&m.a1[m.i1], y, apmRate)
@@ -224,6 +263,7 @@ func (m *Mixer) Update(bit int) {
 	apmTrain(&m.apmL[m.iL], y, apmRate)
 	apmTrain(&m.sm[0][m.is[0]], y, smRate)
 	apmTrain(&m.sm[1][m.is[1]], y, smRate)
+	apmTrain(&m.smM[m.iM], y, smRate)
 }
 
 // apmTrain moves a 16-bit probability toward bit y at rate 1/2^r.
@@ -246,7 +286,7 @@ func dot(x, w *[nIn]int32) int64 {
 		int64(x[3])*int64(w[3]) + int64(x[4])*int64(w[4]) + int64(x[5])*int64(w[5]) +
 		int64(x[6])*int64(w[6]) + int64(x[7])*int64(w[7]) + int64(x[8])*int64(w[8]) +
 		int64(x[9])*int64(w[9]) + int64(x[10])*int64(w[10]) + int64(x[11])*int64(w[11]) +
-		int64(x[12])*int64(w[12]) + int64(x[13])*int64(w[13])
+		int64(x[12])*int64(w[12]) + int64(x[13])*int64(w[13]) + int64(x[14])*int64(w[14])
 }
 
 // train moves a weight set along the inputs by e (error times rate).

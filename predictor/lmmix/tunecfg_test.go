@@ -14,6 +14,9 @@ func finalConfig() config {
 	c.gsel = [4]int{3, 4, 2, 0} // c2, c0, c1
 	c.full = 1 | 2 | 4
 	c.offMix = 8
+	c.lsmM = true
+	c.drop = 0
+	c.sel2 = 6
 	return c
 }
 
@@ -25,13 +28,9 @@ func tuneConfigs() ([]string, []config) {
 	add := func(n string, c config) { names = append(names, n); cfgs = append(cfgs, c) }
 	add("final", finalConfig())
 	c := finalConfig()
-	c.gsel = [4]int{9, 4, 2, 0}
-	add("c2b", c)
-	c.gsel = [4]int{3, 4, 11, 0}
-	add("c1cf", c)
-	c.gsel = [4]int{3, 4, 2, 9}
-	c.offMix = 0
-	c.full = 15
-	add("+c21h", c)
+	c.finalMode = 7
+	add("a3c1", c)
+	c.finalMode = 8
+	add("a3c1b", c)
 	return names, cfgs
 }

@@ -41,6 +41,7 @@ type config struct {
 	advShift  uint
 	advT      int32
 	selA      int
+	lsmM      bool      // LM x match state map in slot 11
 	gsel      [tMix]int // if gsel[0] != 0: selector of each mixer (1+kind)
 	full      uint32    // mixers that see all inputs (else the small set) when gsel is used
 }
@@ -83,6 +84,11 @@ type tuneMixer struct {
 	pL   int32
 	pC   int32
 	eL   int32
+	miss int
+	a3   [256 * 33]uint16
+	i3   int
+	smM  [16 * 32]uint16
+	iM   int
 	eC   int32
 	i1   int
 	i2   int
@@ -129,7 +135,10 @@ func (m *tuneMixer) Reset() {
 	for i := range m.sm {
 		m.sm[i] = 32768
 	}
-	for _, a := range [][]uint16{m.a1, m.a2, m.al} {
+	for i := range m.smM {
+		m.smM[i] = 32768
+	}
+	for _, a := range [][]uint16{m.a1, m.a2, m.al, m.a3[:]} {
 		for c := 0; c < len(a); c += 33 {
 			for j := range 33 {
 				a[c+j] = uint16(mix.Squash(int32((j-16)*128)) * 16)
@@ -183,6 +192,17 @@ func (m *tuneMixer) P(pl int32, c *cm.Model) int {
 		}
 	}
 	cf := m.conf(stL)
+	if v.Bits == 0 {
+		m.miss = 0
+	}
+	if m.cfg.lsmM {
+		mb := 0
+		if v.MatchLen > 0 {
+			mb = min(v.MatchLen, 15)*2 + v.MatchBit
+		}
+		m.iM = int((stL+2048)>>8)*32 + mb
+		m.x[11] = mix.Stretch(int32(m.smM[m.iM]) >> 4)
+	}
 	ms := 0
 	if v.MatchLen > 0 {
 		ms = 1
@@ -274,6 +294,10 @@ func (m *tuneMixer) P(pl int32, c *cm.Model) int {
 				c = int(v.C2)*8 + v.Bits
 			case 10:
 				c = int(v.C1)*4 + min(cf, 3)
+			case 11:
+				c = 0
+			case 12:
+				c = v.Bits
 			}
 			m.sel[k] = (k*2048 + c) * tIn
 		}
@@ -312,6 +336,8 @@ func (m *tuneMixer) P(pl int32, c *cm.Model) int {
 			m.sel2 = ((m.adv()*6+cf)*8 + v.Bits) * tMix
 		case 5:
 			m.sel2 = ((m.adv()*6+cf)*256 + int(v.C0&0xFF)) * tMix
+		case 6:
+			m.sel2 = (((min(m.miss, 2)*4+m.adv())*6+cf)*8 + v.Bits) * tMix
 		}
 		w2 := m.w2[m.sel2 : m.sel2+tMix]
 		var d int64
@@ -349,6 +375,15 @@ func (m *tuneMixer) P(pl int32, c *cm.Model) int {
 		out = (p*16*2 + q1*3 + q2*3 + 4) >> 3
 	case 6:
 		out = (p*16 + q1*2 + q2 + 2) >> 2
+	case 7, 8:
+		i3 := int(v.C1) * 33
+		m.i3 = i3 + lo + int(w>>6)
+		q3 := (int32(m.a3[i3+lo])*(128-w) + int32(m.a3[i3+lo+1])*w) >> 7
+		if m.cfg.finalMode == 7 {
+			out = (p*16*2 + q1 + q2 + q3*2 + 3) / 6
+		} else {
+			out = (p*16 + q1 + q2 + q3 + 2) >> 2
+		}
 	}
 	m.pr = int(min(max(out, 16), 65520))
 	return m.pr
@@ -386,6 +421,13 @@ func (m *tuneMixer) Update(bit int) {
 			w2[i] += int32((int64(m.dot[i])*e + 1<<13) >> 14)
 		}
 	}
+	if (y == 1) != (m.pL >= 2048) {
+		m.miss++
+	}
+	if m.cfg.lsmM {
+		v := int32(m.smM[m.iM])
+		m.smM[m.iM] = uint16(v + (g0(y, 6)-v)>>6)
+	}
 	if m.cfg.advShift > 0 {
 		el := int32(y<<12) - m.pL
 		ec := int32(y<<12) - m.pC
@@ -398,6 +440,10 @@ func (m *tuneMixer) Update(bit int) {
 	m.a1[m.i1] = uint16(v + (g-v)>>r)
 	v = int32(m.a2[m.i2])
 	m.a2[m.i2] = uint16(v + (g-v)>>r)
+	if m.cfg.finalMode >= 7 {
+		v = int32(m.a3[m.i3])
+		m.a3[m.i3] = uint16(v + (g-v)>>r)
+	}
 	if m.cfg.lmAPM {
 		v = int32(m.al[m.il])
 		m.al[m.il] = uint16(v + (g-v)>>r)
@@ -415,4 +461,8 @@ func (m *tuneMixer) small(k int) bool {
 		return m.cfg.full>>k&1 == 0
 	}
 	return k == 1
+}
+
+func g0(y int64, r uint) int32 {
+	return int32(y<<16) + int32(y<<r) - int32(y) - int32(y)
 }

@@ -202,6 +202,14 @@ def cmd_train(a):
     gen = torch.Generator(device=dev)
     gen.manual_seed(a.seed + 1)
     elapsed, step, phase_q = 0.0, 0, 0.0
+    if a.init and not os.path.exists(a.ckpt):
+        # Continue from another run's weights with a fresh optimizer and schedule
+        # (a warm restart), e.g. on more data.
+        st = torch.load(a.init, map_location=dev)
+        if st.get("cfg") not in (None, a.cfg):
+            raise SystemExit("--init %s holds config %s, not %s" % (a.init, st.get("cfg"), a.cfg))
+        net.load_state_dict(st["net"])
+        log("initialised from", a.init, "(its step %s)" % st.get("step"))
     if os.path.exists(a.ckpt):
         st = torch.load(a.ckpt, map_location=dev)
         net.load_state_dict(st["net"])
@@ -484,6 +492,7 @@ def main():
     t.add_argument("--qbs", type=int, default=1024)
     t.add_argument("--qT", type=int, default=64)
     t.add_argument("--seed", type=int, default=1)
+    t.add_argument("--init", help="start from the weights of this checkpoint (fresh optimizer and schedule)")
     e = sub.add_parser("export")
     e.add_argument("--ckpt", required=True)
     e.add_argument("--model", required=True)
