@@ -73,9 +73,10 @@ constexpr int64_t skipErr = 24;
 constexpr int apmRate = 7, smRate = 6, advShift = 5;
 constexpr int32_t advT = 4096;
 constexpr int inLM = 0, inCM = 1, inCMP = 10, inLMA = 11, inSM = 12, inSMM = 14;
+constexpr int kRow = 16;  // weights per set in memory: nIn padded to 64 bytes
 // byte offsets in the mixer area
-constexpr int64_t oW = 0;                                   // int32[nMix x 256 x nIn]
-constexpr int64_t oW2 = oW + (int64_t)nMix * 256 * nIn * 4;  // int32[sets2 x nMix]
+constexpr int64_t oW = 0;                                    // int32[nMix x 256 x kRow]
+constexpr int64_t oW2 = oW + (int64_t)nMix * 256 * kRow * 4;  // int32[sets2 x nMix]
 constexpr int64_t oAL = oW2 + (int64_t)sets2 * nMix * 4;     // uint16[256 x 33]: the LM's APM
 constexpr int64_t oA1 = oAL + 256 * nBins * 2;               // uint16[256 x 33]
 constexpr int64_t oA2 = oA1 + 256 * nBins * 2;               // uint16[lmQ x 8 x 33]
@@ -104,6 +105,7 @@ constexpr int64_t kOffFW = kOffMSM + 128 * 4;                          // int32[
 constexpr int64_t kOffMT = kOffFW + 256 * 4;                           // int32[ms]
 constexpr int64_t kFixedBytes = kOffMT;
 static_assert(kOffMT % 16 == 0, "hash slots must stay 16-byte aligned");
+static_assert(kOffMix % 64 == 0, "id 6 weight rows must start on 64-byte lines");
 
 // cm_match_size is the match table's entries for a block of n bytes.
 __host__ __device__ __forceinline__ int64_t cm_match_size(int64_t n) {
@@ -488,9 +490,9 @@ __device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   if (c.s.mlen > 0) mb = (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + c.mbit;
   c.iM = lq * 32 + mb;
   x[inSMM] = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + c.iM] >> 4);
-  c.sel[0] = (0 * 256 + c2) * nIn;
-  c.sel[1] = (1 * 256 + c0) * nIn;
-  c.sel[2] = (2 * 256 + c1) * nIn;
+  c.sel[0] = (0 * 256 + c2) * kRow;
+  c.sel[1] = (1 * 256 + c0) * kRow;
+  c.sel[2] = (2 * 256 + c1) * kRow;
 #pragma unroll
   for (int k = 0; k < nMix; k++) {
     const int32_t *w = W + c.sel[k];
@@ -599,8 +601,8 @@ __global__ void cm_init_kernel(CMBlocks B, int n) {
     int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
     uint16_t *A = (uint16_t *)(c.mix + oAL);  // the LM's APM, a1 and a2 follow each other
     uint16_t *SM = (uint16_t *)(c.mix + oSM);
-    for (int i = j; i < nMix * 256 * nIn; i += T) {
-      int r = i % nIn;
+    for (int i = j; i < nMix * 256 * kRow; i += T) {
+      int r = i % kRow;
       W[i] = (r == inLM || r == inCMP) ? 1 << 15 : 0;
     }
     for (int i = j; i < sets2 * nMix; i += T) W2[i] = 65536 / nMix;

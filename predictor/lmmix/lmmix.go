@@ -15,6 +15,7 @@ import (
 // Sizes of the mixer (see SPEC.md).
 const (
 	nIn      = 15            // inputs of each first-layer mixer
+	wStride  = 16            // weights per row in memory (the 16th is always 0)
 	nMix     = 3             // first-layer mixers: selected by c2, c0 and c1
 	sets2    = 3 * 4 * 6 * 8 // second layer: LM misses x LM advantage x LM confidence x bit position
 	nBins    = 33            // APM interpolation points
@@ -43,9 +44,11 @@ const (
 // Mixer is the per-block state of the lm+cm (id 6) mixer. The zero value is
 // not usable: call New. A Mixer is not safe for concurrent use.
 type Mixer struct {
+	// w is first so that its rows, padded to 16 weights (64 bytes), lie
+	// on cache lines (a Mixer is a large allocation, page-aligned).
+	w   [nMix * 256 * wStride]int32 // 16.16 weights; w[row+15] stays 0
 	v   cm.View
-	x   [nIn]int32
-	w   [nMix * 256 * nIn]int32 // 16.16 weights
+	x   [wStride]int32 // x[15] stays 0
 	sel [nMix]int
 	dot [nMix]int32 // stretched outputs, clamped to [-2047, 2047]
 	pm  [nMix]int32 // squash of dot, 12 bits
@@ -82,22 +85,22 @@ func New() *Mixer {
 // Copies of predictor/mix's squash and stretch tables, indexed directly
 // (d+2048 and p12), so the hot path needs no pointer load or clamp.
 var (
-	squashTab = func() (t [4096]int32) {
+	squashTab = func() (t [4096]int16) {
 		for d := range t {
-			t[d] = mix.Squash(int32(d - 2048))
+			t[d] = int16(mix.Squash(int32(d - 2048)))
 		}
 		return
 	}()
-	stretchTab = func() (t [4096]int32) {
+	stretchTab = func() (t [4096]int16) {
 		for p := range t {
-			t[p] = mix.Stretch(int32(p))
+			t[p] = int16(mix.Stretch(int32(p)))
 		}
 		return
 	}()
 )
 
-func squash(d int32) int32    { return squashTab[(d+2048)&4095] } // d in [-2047, 2047]
-func stretch(p12 int32) int32 { return stretchTab[p12&4095] }     // p12 in [0, 4095]
+func squash(d int32) int32    { return int32(squashTab[(d+2048)&4095]) } // d in [-2047, 2047]
+func stretch(p12 int32) int32 { return int32(stretchTab[p12&4095]) }     // p12 in [0, 4095]
 
 // apmInit is an APM row that starts as the identity.
 var apmInit = func() (r [nBins]uint16) {
@@ -110,7 +113,7 @@ var apmInit = func() (r [nBins]uint16) {
 // Reset puts the mixer back to its initial state, for a new block.
 func (m *Mixer) Reset() {
 	clear(m.w[:])
-	for s := 0; s < len(m.w); s += nIn {
+	for s := 0; s < len(m.w); s += wStride {
 		m.w[s+inLM] = 1 << 15
 		m.w[s+inCMP] = 1 << 15
 	}
@@ -191,11 +194,11 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	m.iM = lq*32 + mb
 	x[inSMM] = stretch(int32(m.smM[m.iM]) >> 4)
 
-	m.sel[0] = (0*256 + int(v.C2)) * nIn
-	m.sel[1] = (1*256 + c0) * nIn
-	m.sel[2] = (2*256 + int(v.C1)) * nIn
+	m.sel[0] = (0*256 + int(v.C2)) * wStride
+	m.sel[1] = (1*256 + c0) * wStride
+	m.sel[2] = (2*256 + int(v.C1)) * wStride
 	for k := range nMix {
-		d := dot(x, (*[nIn]int32)(m.w[m.sel[k]:]))
+		d := dot(x, (*[wStride]int32)(m.w[m.sel[k]:]))
 		m.dot[k] = clampSt(d >> 16)
 		m.pm[k] = squash(m.dot[k])
 	}
@@ -246,7 +249,7 @@ func (m *Mixer) Update(bit int) {
 		if err <= skipErr && err >= -skipErr {
 			continue
 		}
-		train(&m.x, (*[nIn]int32)(m.w[m.sel[k]:]), err*lr)
+		train(&m.x, (*[wStride]int32)(m.w[m.sel[k]:]), err*lr)
 	}
 	e := int64(y<<12-m.p2) * rate2
 	w2 := (*[nMix]int32)(m.w2[m.sel2:])
@@ -281,16 +284,18 @@ func abs(x int32) int32 {
 }
 
 // dot returns the dot product of the inputs and a weight set.
-func dot(x, w *[nIn]int32) int64 {
-	return int64(x[0])*int64(w[0]) + int64(x[1])*int64(w[1]) + int64(x[2])*int64(w[2]) +
-		int64(x[3])*int64(w[3]) + int64(x[4])*int64(w[4]) + int64(x[5])*int64(w[5]) +
-		int64(x[6])*int64(w[6]) + int64(x[7])*int64(w[7]) + int64(x[8])*int64(w[8]) +
-		int64(x[9])*int64(w[9]) + int64(x[10])*int64(w[10]) + int64(x[11])*int64(w[11]) +
-		int64(x[12])*int64(w[12]) + int64(x[13])*int64(w[13]) + int64(x[14])*int64(w[14])
+func dot(x, w *[wStride]int32) int64 {
+	// four partial sums (exact in int64, so the order does not matter)
+	// shorten the dependency chain
+	a := int64(x[0])*int64(w[0]) + int64(x[4])*int64(w[4]) + int64(x[8])*int64(w[8]) + int64(x[12])*int64(w[12])
+	b := int64(x[1])*int64(w[1]) + int64(x[5])*int64(w[5]) + int64(x[9])*int64(w[9]) + int64(x[13])*int64(w[13])
+	c := int64(x[2])*int64(w[2]) + int64(x[6])*int64(w[6]) + int64(x[10])*int64(w[10]) + int64(x[14])*int64(w[14])
+	d := int64(x[3])*int64(w[3]) + int64(x[7])*int64(w[7]) + int64(x[11])*int64(w[11])
+	return (a + b) + (c + d)
 }
 
 // train moves a weight set along the inputs by e (error times rate).
-func train(x, w *[nIn]int32, e int64) {
+func train(x, w *[wStride]int32, e int64) {
 	for i := range nIn {
 		w[i] += int32((int64(x[i])*e + 1<<13) >> 14)
 	}

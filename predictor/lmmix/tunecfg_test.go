@@ -14,23 +14,24 @@ func finalConfig() config {
 	c.gsel = [4]int{3, 4, 2, 0} // c2, c0, c1
 	c.full = 1 | 2 | 4
 	c.offMix = 8
-	c.lsmM = true
+	c.lsmM = true // slot 11, in place of cm's Final
 	c.drop = 0
 	c.sel2 = 6
 	return c
 }
 
 // tuneConfigs lists the configurations TestTune compares with cm, lm+cm.1
-// and Mixer.
+// and Mixer: edit it to try a variant (config's fields name what can vary;
+// SPEC.md says what was tried).
 func tuneConfigs() ([]string, []config) {
 	var names []string
 	var cfgs []config
 	add := func(n string, c config) { names = append(names, n); cfgs = append(cfgs, c) }
 	add("final", finalConfig())
 	c := finalConfig()
-	c.finalMode = 7
-	add("a3c1", c)
-	c.finalMode = 8
-	add("a3c1b", c)
+	c.gsel = [4]int{3, 4, 2, 12} // a fourth mixer with a single weight set
+	c.full = 15
+	c.offMix = 0
+	add("+global", c)
 	return names, cfgs
 }
