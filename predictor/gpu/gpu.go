@@ -19,6 +19,16 @@
 // Load fails with a clear error when the library is missing, is not a shared
 // library, lacks the symbols or finds no GPU; callers then use the Go
 // reference (predictor/lm).
+//
+// The library's kernels (Model.Device names the ones in use): by default,
+// where cuBLAS loads at run time (libcublas.so.13 or .12, or the file
+// $LMFS_CUBLAS_LIB) and its int8 GEMMs pass a check against sums computed on
+// the host at Open, each layer's gate products are one int8 GEMM with int32
+// sums (exact) followed by a gate kernel; else the int8 tensor-core kernels.
+// LMFS_CUDA_KERNEL=gemm, mma or dp4a forces one set (gemm fails Open where it
+// is not available); LMFS_GEMM_CAT=0 and LMFS_GEMM_CHUNK=N are variants of
+// the GEMM path for measurements (predictor/gpu/RESULTS.md). All give the
+// same tables bit for bit.
 package gpu
 
 import (

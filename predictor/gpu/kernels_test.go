@@ -37,8 +37,8 @@ func TestKernelVariantOption(t *testing.T) {
 	}
 }
 
-// TestKernelsAgree runs the built-in model with every kernel variant (gemm,
-// gemm with LMFS_GEMM_CAT=1, mma, dp4a) on a GPU over thousands of streams of varied lengths, so that
+// TestKernelsAgree runs the built-in model with every kernel variant (gemm
+// with and without LMFS_GEMM_CAT and LMFS_GEMM_CHUNK, mma, dp4a) on a GPU over thousands of streams of varied lengths, so that
 // the active streams shrink step by step, and checks that encoding
 // probabilities, batch decoding and stepwise decoding (Streams, whose ids
 // stop being a prefix as blocks end) agree with the plain dp4a kernels
@@ -65,10 +65,20 @@ func TestKernelsAgree(t *testing.T) {
 		lens[i] = n
 	}
 	ctx := context.Background()
+	// kernel: a variant name, with the GEMM path's options: "+cat" (one GEMM
+	// per layer), "+chunk=N" (N streams per GEMM; default: none).
 	open := func(kernel string) *gpu.Model {
-		k, cat, _ := strings.Cut(kernel, "+")
-		t.Setenv("LMFS_CUDA_KERNEL", k)
-		t.Setenv("LMFS_GEMM_CAT", map[bool]string{true: "1", false: "0"}[cat == "cat"])
+		parts := strings.Split(kernel, "+")
+		t.Setenv("LMFS_CUDA_KERNEL", parts[0])
+		t.Setenv("LMFS_GEMM_CAT", "0")
+		t.Setenv("LMFS_GEMM_CHUNK", "0")
+		for _, o := range parts[1:] {
+			if o == "cat" {
+				t.Setenv("LMFS_GEMM_CAT", "1")
+			} else if n, ok := strings.CutPrefix(o, "chunk="); ok {
+				t.Setenv("LMFS_GEMM_CHUNK", n)
+			}
+		}
 		m := openModel(t, l, data)
 		t.Logf("%s: device %s", kernel, m.Device())
 		return m
@@ -88,7 +98,7 @@ func TestKernelsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kernel := range []string{"mma", "gemm", "gemm+cat"} {
+	for _, kernel := range []string{"mma", "gemm", "gemm+cat", "gemm+cat+chunk=512", "gemm+chunk=1000"} {
 		m := open(kernel)
 		got, err := m.PathProbs(ctx, blocks)
 		if err != nil {

@@ -23,6 +23,7 @@ func TestProfileSteps(t *testing.T) {
 	}
 	l := testLib(t)
 	m := openModel(t, l, lm.DefaultFile())
+	t.Logf("device %s, %d bytes of state per stream", m.Device(), m.BytesPerStream())
 	counts := []int{1, 8, 64, 512, 2048, 4096}
 	if spec != "all" {
 		var err error
