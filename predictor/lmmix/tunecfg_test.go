@@ -33,5 +33,8 @@ func tuneConfigs() ([]string, []config) {
 	c.full = 15
 	c.offMix = 0
 	add("+global", c)
+	c = finalConfig()
+	c.offMix = 8 | 1 // without the c2 mixer: about a sixth less CPU
+	add("-c2", c)
 	return names, cfgs
 }
