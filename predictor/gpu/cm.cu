@@ -453,6 +453,28 @@ __device__ __forceinline__ void lmcm5_update(CMCtx &c, int bit) {
 __device__ __forceinline__ int32_t mix6_clampSt(int64_t d) { return (int32_t)(d > 2047 ? 2047 : (d < -2047 ? -2047 : d)); }
 
 
+// load_row and store_row move one id 6 weight row (kRow int32, 64-byte
+// aligned) in four 16-byte accesses.
+__device__ __forceinline__ void load_row(int32_t (&w)[mix6::kRow], const int32_t *p) {
+#ifdef LMFS_EMU
+  for (int i = 0; i < mix6::kRow; i++) w[i] = p[i];
+#else
+#pragma unroll
+  for (int q = 0; q < mix6::kRow / 4; q++) {
+    int4 v = ((const int4 *)p)[q];
+    w[4 * q] = v.x, w[4 * q + 1] = v.y, w[4 * q + 2] = v.z, w[4 * q + 3] = v.w;
+  }
+#endif
+}
+__device__ __forceinline__ void store_row(int32_t *p, const int32_t (&w)[mix6::kRow]) {
+#ifdef LMFS_EMU
+  for (int i = 0; i < mix6::kRow; i++) p[i] = w[i];
+#else
+#pragma unroll
+  for (int q = 0; q < mix6::kRow / 4; q++) ((int4 *)p)[q] = make_int4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
+#endif
+}
+
 // interp6 is lmmix's interp: the APM row value at stretch s+2048 and (in
 // *idx) the point Update trains.
 __device__ __forceinline__ int32_t interp6(const uint16_t *t, int row, int32_t s, int32_t *idx) {
@@ -495,7 +517,8 @@ __device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   c.sel[2] = (2 * 256 + c1) * kRow;
 #pragma unroll
   for (int k = 0; k < nMix; k++) {
-    const int32_t *w = W + c.sel[k];
+    int32_t w[kRow];
+    load_row(w, W + c.sel[k]);
     int64_t d = 0;
 #pragma unroll
     for (int i = 0; i < nIn; i++) d += (int64_t)x[i] * (int64_t)w[i];
@@ -544,9 +567,11 @@ __device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
     int64_t err = (int64_t)((y << 12) - c.pm[k]);
     if (err <= skipErr && err >= -skipErr) continue;
     int64_t e = err * lr;
-    int32_t *w = W + c.sel[k];
+    int32_t w[kRow];
+    load_row(w, W + c.sel[k]);
 #pragma unroll
     for (int i = 0; i < nIn; i++) w[i] += (int32_t)(((int64_t)c.x6[i] * e + (1 << 13)) >> 14);
+    store_row(W + c.sel[k], w);
   }
   int64_t e = (int64_t)((y << 12) - c.p2) * rate2;
   int32_t *w2 = W2 + c.sel2;
