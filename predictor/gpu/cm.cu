@@ -38,6 +38,7 @@ namespace {
 
 constexpr int kCMHashed = 5;          // orders 2, 3, 4, 6 and word
 constexpr int kCMInputs = 9;          // 2 direct + 5 hashed + match + bias
+constexpr int kCMRow = 12;            // weights per set in memory: 9 padded to 48 bytes (16-byte loads)
 constexpr int kCMWeightSets = 256 * 8 * 3;
 constexpr int kCMApmBins = 33;
 constexpr int kCMMinSlotsLog = 10, kCMMaxSlotsLog = 24;
@@ -95,8 +96,8 @@ constexpr int64_t kMixBytes = ((mix5::bytes > mix6::bytes ? mix5::bytes : mix6::
 
 // Byte offsets of a block's tables inside its region (16-byte aligned).
 constexpr int64_t kOffO1 = 0;                                          // uint32[65536]
-constexpr int64_t kOffW = kOffO1 + 65536 * 4;                           // int32[weightSets*9]
-constexpr int64_t kOffMix = kOffW + (int64_t)kCMWeightSets * kCMInputs * 4;  // the mixing stage's tables
+constexpr int64_t kOffW = kOffO1 + 65536 * 4;                           // int32[weightSets x kCMRow]
+constexpr int64_t kOffMix = kOffW + (int64_t)kCMWeightSets * kCMRow * 4;  // the mixing stage's tables
 constexpr int64_t kOffAPM = kOffMix + kMixBytes;                       // uint16[256*33]
 constexpr int64_t kOffSM = kOffAPM + 256 * kCMApmBins * 2;              // uint32[5][256]
 constexpr int64_t kOffO0 = kOffSM + kCMHashed * 256 * 4;               // uint32[256]
@@ -257,6 +258,30 @@ __device__ __forceinline__ int cm_matchBucket(int l) {
   return v < 63 ? v : 63;
 }
 
+// load_row and store_row move a weight row of N int32 (N a multiple of 4,
+// 16-byte aligned) in 16-byte accesses.
+template <int N>
+__device__ __forceinline__ void load_row(int32_t (&w)[N], const int32_t *p) {
+#ifdef LMFS_EMU
+  for (int i = 0; i < N; i++) w[i] = p[i];
+#else
+#pragma unroll
+  for (int q = 0; q < N / 4; q++) {
+    int4 v = ((const int4 *)p)[q];
+    w[4 * q] = v.x, w[4 * q + 1] = v.y, w[4 * q + 2] = v.z, w[4 * q + 3] = v.w;
+  }
+#endif
+}
+template <int N>
+__device__ __forceinline__ void store_row(int32_t *p, const int32_t (&w)[N]) {
+#ifdef LMFS_EMU
+  for (int i = 0; i < N; i++) p[i] = w[i];
+#else
+#pragma unroll
+  for (int q = 0; q < N / 4; q++) ((int4 *)p)[q] = make_int4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
+#endif
+}
+
 // cm_predict is Model.predict: P(1) of the next bit, 12 bits, in c.pr.
 __device__ __forceinline__ void cm_predict(CMCtx &c) {
   const CMTabs *T = c.T;
@@ -287,8 +312,9 @@ __device__ __forceinline__ void cm_predict(CMCtx &c) {
   c.x[8] = 256;
   int ms = 0;
   if (c.s.mlen > 0) ms = 1 + c.mbit;
-  c.wsel = ((int32_t)(((c.s.c4 & 0xFF) << 3) | (uint32_t)bits) * 3 + ms) * kCMInputs;
-  const int32_t *w = c.w + c.wsel;
+  c.wsel = ((int32_t)(((c.s.c4 & 0xFF) << 3) | (uint32_t)bits) * 3 + ms) * kCMRow;
+  int32_t w[kCMRow];
+  load_row(w, c.w + c.wsel);
   int64_t dot = 0;
 #pragma unroll
   for (int i = 0; i < kCMInputs; i++) dot += (int64_t)c.x[i] * (int64_t)w[i];
@@ -338,9 +364,11 @@ __device__ __forceinline__ void cm_train(CMCtx &c, int y) {
   int64_t err = (int64_t)(y << 12) - (int64_t)cm_squash(T, c.mp);
   if (err > 24 || err < -24) {
     int64_t e = err * lr;
-    int32_t *w = c.w + c.wsel;
+    int32_t w[kCMRow];
+    load_row(w, c.w + c.wsel);
 #pragma unroll
     for (int i = 0; i < kCMInputs; i++) w[i] += (int32_t)(((int64_t)c.x[i] * e + (1 << 13)) >> 14);
+    store_row(c.w + c.wsel, w);
   }
   int64_t e = ((int64_t)(y << 12) - (int64_t)c.pmix) * lr;
   c.fw[c.fsel & 0xFF] += (int32_t)(((int64_t)c.mp * e + (1 << 13)) >> 14);
@@ -452,28 +480,6 @@ __device__ __forceinline__ void lmcm5_update(CMCtx &c, int bit) {
 
 __device__ __forceinline__ int32_t mix6_clampSt(int64_t d) { return (int32_t)(d > 2047 ? 2047 : (d < -2047 ? -2047 : d)); }
 
-
-// load_row and store_row move one id 6 weight row (kRow int32, 64-byte
-// aligned) in four 16-byte accesses.
-__device__ __forceinline__ void load_row(int32_t (&w)[mix6::kRow], const int32_t *p) {
-#ifdef LMFS_EMU
-  for (int i = 0; i < mix6::kRow; i++) w[i] = p[i];
-#else
-#pragma unroll
-  for (int q = 0; q < mix6::kRow / 4; q++) {
-    int4 v = ((const int4 *)p)[q];
-    w[4 * q] = v.x, w[4 * q + 1] = v.y, w[4 * q + 2] = v.z, w[4 * q + 3] = v.w;
-  }
-#endif
-}
-__device__ __forceinline__ void store_row(int32_t *p, const int32_t (&w)[mix6::kRow]) {
-#ifdef LMFS_EMU
-  for (int i = 0; i < mix6::kRow; i++) p[i] = w[i];
-#else
-#pragma unroll
-  for (int q = 0; q < mix6::kRow / 4; q++) ((int4 *)p)[q] = make_int4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
-#endif
-}
 
 // interp6 is lmmix's interp: the APM row value at stretch s+2048 and (in
 // *idx) the point Update trains.
@@ -620,7 +626,7 @@ __global__ void cm_init_kernel(CMBlocks B, int n) {
   cm_view(c, B, b);
   const CMTabs *tb = B.T;
   for (int i = j; i < 65536; i += T) c.o1[i] = 1u << 31;
-  for (int i = j; i < kCMWeightSets * kCMInputs; i += T) c.w[i] = 1 << 14;
+  for (int i = j; i < kCMWeightSets * kCMRow; i += T) c.w[i] = i % kCMRow < kCMInputs ? 1 << 14 : 0;
   if (B.rule == 6) {
     using namespace mix6;
     int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
@@ -802,7 +808,8 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
   for (int k = 0; k < 8; k++) {
     int mid = (lo + hi) / 2;
     uint32_t cmid = cu[mid];
-    int32_t pl = (int32_t)(((uint64_t)(chi - cmid) << 16) / (uint64_t)(chi - clo));
+    // every frequency is at least 1, so chi - cmid <= 65535 and the shift fits 32 bits
+    int32_t pl = (int32_t)(((chi - cmid) << 16) / (chi - clo));
     cm_predict(c);
     uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, pl));
     uint32_t xmid = ac_split(x1, x2, p);
