@@ -1,6 +1,7 @@
-// cm.cu: the lm+cm codec on the GPU, one block per thread, bit for bit the
-// Go reference: predictor/cm (the context-mixing bit model), the lm+cm
-// mixing stage of coder/lmcm.go (predictor/mix's mixer and APM) and the
+// cm.cu: the lm+cm codecs on the GPU, one block per thread, bit for bit the
+// Go reference: predictor/cm (the context-mixing bit model), the mixing stage
+// of lm+cm id 6 (predictor/lmmix, SPEC.md there) or of lm+cm.1 id 5
+// (coder/lmcm.go: predictor/mix's mixer and APM), chosen per call, and the
 // binary arithmetic coder of coder/arith.go, encoder and decoder. Every
 // number that shapes a probability is an integer computed in the Go code's
 // order; the Go code's operator precedence (<< and >> bind tighter than + and
@@ -22,7 +23,7 @@
 //   lmfs_cuda_lmcm_block_bytes: GPU memory one block in flight needs.
 //
 // Per block, the GPU holds cm's tables (16 bytes per hash slot, 2^params
-// slots, plus about 630 KiB of fixed tables and 4 bytes per match-table
+// slots, plus about 700 KiB of fixed tables and 4 bytes per match-table
 // entry) and the small state of the coder (CMState).
 
 // TAB reads a read-only table entry through the read-only data cache.
