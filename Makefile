@@ -71,7 +71,8 @@ bench-fs:
 	set -o pipefail; $(GO) test -run '^$$' -bench '^BenchmarkFS' -benchtime $(BENCHTIME) -timeout 30m ./mount | tee bin/bench-fs.txt
 	@awk -f mount/testdata/benchratio.awk bin/bench-fs.txt
 
-# cuda builds the CUDA backend of the neural LM (predictor/gpu/lstm1.cu) into
+# cuda builds the CUDA backend of the neural LM (predictor/gpu/lstm1.cu, which
+# includes cm.cu: cm, the lm+cm mixer and the arithmetic coder) into
 # bin/liblmfs_cuda.so, next to bin/lmfs, where lmfs looks for it (see
 # predictor.cuda_lib). Needs nvcc (CUDA 12 or later); the Go build never does.
 # The library loads cuBLAS (libcublas.so.13/.12, or $$LMFS_CUBLAS_LIB) at run
@@ -80,7 +81,7 @@ NVCC ?= nvcc
 CUDA_ARCH ?= sm_90
 CUDA_LIB ?= bin/liblmfs_cuda.so
 cuda: $(CUDA_LIB)
-$(CUDA_LIB): predictor/gpu/lstm1.cu
+$(CUDA_LIB): predictor/gpu/lstm1.cu predictor/gpu/cm.cu
 	mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -shared -Xcompiler -fPIC -o $@ $< -ldl
 
@@ -93,7 +94,7 @@ cuda-emu:
 # test-gpu runs the GPU tests and benchmarks on a machine with nvcc, Go and
 # an NVIDIA GPU: every result checked against the Go reference.
 test-gpu: cuda
-	cd predictor/gpu && LMFS_CUDA_LIB=$(CURDIR)/$(CUDA_LIB) $(GO) test -count=1 -v -timeout 20m -run . -bench BenchmarkGPU -benchtime 1x .
+	cd predictor/gpu && LMFS_CUDA_LIB=$(CURDIR)/$(CUDA_LIB) $(GO) test -count=1 -v -timeout 20m -run . -bench 'BenchmarkGPU|BenchmarkLMCM' -benchtime 1x .
 
 # gpu-bundle prepares a GPU machine without Go: the test binary (pure Go,
 # CGO_ENABLED=0) and the kernel source in bin/gpu; there run
@@ -101,7 +102,7 @@ test-gpu: cuda
 gpu-bundle:
 	mkdir -p bin/gpu
 	CGO_ENABLED=0 $(GO) test -c -o bin/gpu/gpu.test ./predictor/gpu
-	cp predictor/gpu/lstm1.cu predictor/gpu/run.sh predictor/gpu/torch_bf16.py bin/gpu/
+	cp predictor/gpu/lstm1.cu predictor/gpu/cm.cu predictor/gpu/run.sh predictor/gpu/torch_bf16.py bin/gpu/
 
 clean:
 	rm -rf bin

@@ -1,6 +1,7 @@
 package coder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,25 @@ type LMBackend interface {
 	DecodeLM(ctx context.Context, streams [][]byte, rawLens []int) ([][]byte, error)
 	// Streams starts n cold streams for stepwise decoding.
 	Streams(ctx context.Context, n int) (predictor.ByteStreams, error)
+}
+
+// LMCMBackend is an LMBackend that also runs the rest of codec lm+cm (cm,
+// the lm+cm mixer and the arithmetic coder) for many blocks at once
+// (predictor/gpu's *Model is one), so that only data and payloads cross to
+// the host. Its payloads must be those of the Go reference bit for bit.
+type LMCMBackend interface {
+	LMBackend
+	// EncodeLMCM codes blocks (each at least one byte) with lm+cm of rule
+	// (the codec id whose mixing stage runs), block i with cm parameter byte
+	// params[i], and returns each block's arithmetic-coder stream (the
+	// payload after the parameter byte), nil for a block it could not code
+	// (to be coded another way), and, for block sample, the LM's path
+	// probabilities (8 per byte, as PathProbs).
+	EncodeLMCM(ctx context.Context, rule int, blocks [][]byte, params []byte, sample int) (streams [][]byte, sampleProbs []uint16, err error)
+	// DecodeLMCM decodes lm+cm streams (payloads after their parameter
+	// bytes params); bad[i] marks a stream that did not decode as a valid
+	// one of its length.
+	DecodeLMCM(ctx context.Context, rule int, streams [][]byte, rawLens []int, params []byte) (out [][]byte, bad []bool, err error)
 }
 
 // BatchCodec is a codec that codes many blocks at once much faster than one
@@ -94,22 +114,32 @@ func (a *accel) probs(ctx context.Context, pred predictor.ByteModel, srcs [][]by
 	if len(probs) != len(srcs) {
 		return nil, fmt.Errorf("accelerator gave probabilities for %d of %d blocks", len(probs), len(srcs))
 	}
-	n := a.batches.Add(1)
-	i := int(n % uint64(len(srcs)))
-	src := srcs[i][:min(len(srcs[i]), checkLen)]
-	if len(probs[i]) != 8*len(srcs[i]) {
-		return nil, fmt.Errorf("accelerator gave %d bit probabilities for %d bytes", len(probs[i]), len(srcs[i]))
+	i := int(a.batches.Add(1) % uint64(len(srcs)))
+	if err := a.checkProbs(ctx, pred, i, srcs[i], probs[i]); err != nil {
+		return nil, err
 	}
+	return probs, nil
+}
+
+// checkProbs checks the accelerator's path probabilities probs of block i
+// (src) over its first checkLen bytes against the CPU model pred. A mismatch
+// marks the accelerator broken (logged) and returns an error wrapping
+// errMismatch.
+func (a *accel) checkProbs(ctx context.Context, pred predictor.ByteModel, i int, src []byte, probs []uint16) error {
+	if len(probs) != 8*len(src) {
+		return fmt.Errorf("accelerator gave %d bit probabilities for %d bytes", len(probs), len(src))
+	}
+	src = src[:min(len(src), checkLen)]
 	var cum [257]uint32
-	err = pred.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
+	err := pred.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
 		if err := cumulate(d, &cum); err != nil {
 			return err
 		}
 		lo, hi := 0, 256
 		for k := range 8 {
 			mid := (lo + hi) / 2
-			if want := symbolP(&cum, lo, mid, hi); int(probs[i][8*pos+k]) != want {
-				return fmt.Errorf("%w: block %d byte %d bit %d: accelerator %d, Go model %d", errMismatch, i, pos, k, probs[i][8*pos+k], want)
+			if want := symbolP(&cum, lo, mid, hi); int(probs[8*pos+k]) != want {
+				return fmt.Errorf("%w: block %d byte %d bit %d: accelerator %d, Go model %d", errMismatch, i, pos, k, probs[8*pos+k], want)
 			}
 			if int(src[pos]) >= mid {
 				lo = mid
@@ -120,14 +150,17 @@ func (a *accel) probs(ctx context.Context, pred predictor.ByteModel, srcs [][]by
 		return nil
 	})
 	if errors.Is(err, errMismatch) {
-		if !a.broken.Swap(true) {
-			a.Log.Error("accelerator results differ from the Go model: it is disabled, coding on the CPU", "codec", a.name, "device", a.Backend.Device(), "err", err)
-		}
+		a.markBroken(err)
 	}
-	if err != nil {
-		return nil, err
+	return err
+}
+
+// markBroken disables the accelerator after a result that differs from the
+// Go reference's (logged once).
+func (a *accel) markBroken(err error) {
+	if !a.broken.Swap(true) {
+		a.Log.Error("accelerator results differ from the Go model: it is disabled, coding on the CPU", "codec", a.name, "device", a.Backend.Device(), "err", err)
 	}
-	return probs, nil
 }
 
 var errMismatch = errors.New("accelerator result differs from the Go model")
@@ -429,14 +462,124 @@ func (c *LMCM) Device() string { return c.acc.device() }
 
 // EncodeBatch implements BatchCodec.
 func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
+	if c.full() != nil {
+		return c.acc.sequential(len(srcs), func(start, end int, out [][]byte, errs []error) { c.encodeFull(ctx, srcs[start:end], out, errs) })
+	}
 	return encodeBatch(len(srcs), c.acc, func(i int) ([]byte, error) { return c.encodeCPU(ctx, nil, srcs[i]) },
 		func(start, end int, out [][]byte, errs []error) { c.encodeAccel(ctx, srcs[start:end], out, errs) })
 }
 
+// full returns the accelerator's backend when it runs the whole codec
+// (LMCMBackend), else nil.
+func (c *LMCM) full() LMCMBackend {
+	if c.acc == nil {
+		return nil
+	}
+	b, _ := c.acc.Backend.(LMCMBackend)
+	return b
+}
+
+// sequential runs f on consecutive chunks of at most MaxBatch of n blocks,
+// one after the other: for backends that do all the work of a chunk, so that
+// a chunk is as large as allowed.
+func (a *accel) sequential(n int, f func(start, end int, out [][]byte, errs []error)) ([][]byte, error) {
+	out := make([][]byte, n)
+	errs := make([]error, n)
+	for start := 0; start < n; start += a.MaxBatch {
+		end := min(n, start+a.MaxBatch)
+		f(start, end, out[start:end], errs[start:end])
+	}
+	return out, firstErr(errs)
+}
+
 func (c *LMCM) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error) {
+	if c.full() != nil {
+		c.encodeFull(ctx, srcs, out, errs)
+		return
+	}
 	c.acc.encode(ctx, c.lm, srcs, out, errs,
 		func(src []byte) ([]byte, error) { return c.encodeCPU(ctx, nil, src) },
 		func(src []byte, probs []uint16) ([]byte, error) { return c.encodeProbs(nil, src, probs) })
+}
+
+// encodeFull codes srcs entirely on the accelerator (LMCMBackend). One block
+// per call is checked: its LM probabilities over checkLen bytes against the
+// Go model, and its payload against the Go coder's from those
+// probabilities (cm, mixer and coder in full). A mismatch disables the
+// accelerator; any failure codes the batch on the CPU, logged. Blocks the
+// accelerator could not code are coded with its LM probabilities and cm on
+// the CPU.
+func (c *LMCM) encodeFull(ctx context.Context, srcs, out [][]byte, errs []error) {
+	cpu := func(idx []int) {
+		parallelFor(len(idx), func(k int) { out[idx[k]], errs[idx[k]] = c.encodeCPU(ctx, nil, srcs[idx[k]]) })
+	}
+	var idx []int
+	var blocks [][]byte
+	var params []byte
+	for i, src := range srcs {
+		if len(src) == 0 {
+			continue // the payload of an empty block is empty
+		}
+		idx, blocks, params = append(idx, i), append(blocks, src), append(params, c.cm.Params(len(src)))
+	}
+	if len(idx) == 0 {
+		return
+	}
+	if c.acc.broken.Load() {
+		cpu(idx)
+		return
+	}
+	k := int(c.acc.batches.Add(1) % uint64(len(idx)))
+	streams, sp, err := c.full().EncodeLMCM(ctx, int(c.id), blocks, params, k)
+	if err == nil && len(streams) != len(blocks) {
+		err = fmt.Errorf("accelerator gave %d lm+cm streams for %d blocks", len(streams), len(blocks))
+	}
+	if err == nil {
+		err = c.acc.checkProbs(ctx, c.lm, idx[k], blocks[k], sp)
+	}
+	if err == nil && streams[k] != nil {
+		var want []byte
+		if want, err = c.encodeProbs(nil, blocks[k], sp); err == nil && !bytes.Equal(want[1:], streams[k]) {
+			err = fmt.Errorf("%w: block %d: lm+cm payload of %d bytes, the Go coder's from the same LM probabilities %d", errMismatch, idx[k], len(streams[k])+1, len(want))
+			c.acc.markBroken(err)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			for _, i := range idx {
+				errs[i] = ctx.Err()
+			}
+			return
+		}
+		c.acc.fellBack("encode", len(idx), err)
+		cpu(idx)
+		return
+	}
+	var rest []int
+	for j, i := range idx {
+		if streams[j] == nil {
+			rest = append(rest, i)
+			continue
+		}
+		p := make([]byte, 1+len(streams[j]))
+		p[0] = params[j]
+		copy(p[1:], streams[j])
+		out[i] = p
+	}
+	if len(rest) > 0 {
+		sub := make([][]byte, len(rest))
+		for j, i := range rest {
+			sub[j] = srcs[i]
+		}
+		subOut := make([][]byte, len(rest))
+		subErr := make([]error, len(rest))
+		c.acc.encode(ctx, c.lm, sub, subOut, subErr,
+			func(src []byte) ([]byte, error) { return c.encodeCPU(ctx, nil, src) },
+			func(src []byte, probs []uint16) ([]byte, error) { return c.encodeProbs(nil, src, probs) })
+		for j, i := range rest {
+			out[i], errs[i] = subOut[j], subErr[j]
+		}
+	}
 }
 
 // encodeProbs codes src with the LM's bit probabilities given (8 per byte).
@@ -475,6 +618,11 @@ func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int
 	if len(payloads) != len(rawLens) {
 		return nil, fmt.Errorf("%d payloads but %d lengths", len(payloads), len(rawLens))
 	}
+	if c.full() != nil {
+		return c.acc.sequential(len(payloads), func(start, end int, out [][]byte, errs []error) {
+			c.decodeFull(ctx, payloads[start:end], rawLens[start:end], out, errs)
+		})
+	}
 	out := make([][]byte, len(payloads))
 	errs := make([]error, len(payloads))
 	if c.acc != nil {
@@ -485,6 +633,69 @@ func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int
 		parallelFor(len(payloads), func(i int) { out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i]) })
 	}
 	return out, firstErr(errs)
+}
+
+// decodeFull decodes lm+cm payloads entirely on the accelerator
+// (LMCMBackend). A block it reports damaged, or every block when it fails,
+// is decoded on the CPU (which names the damage precisely).
+func (c *LMCM) decodeFull(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	cpu := func(idx []int) {
+		parallelFor(len(idx), func(k int) { out[idx[k]], errs[idx[k]] = c.decodeCPU(ctx, nil, payloads[idx[k]], rawLens[idx[k]]) })
+	}
+	var idx []int
+	var streams [][]byte
+	var lens []int
+	var params []byte
+	for i, p := range payloads {
+		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
+			if errs[i] = err; err == nil {
+				out[i] = []byte{}
+			}
+			continue
+		}
+		if err := c.cm.Check(p[0]); err != nil {
+			if errors.Is(err, predictor.ErrBadParams) {
+				err = fmt.Errorf("%w: %v", ErrCorrupt, err)
+			}
+			errs[i] = err
+			continue
+		}
+		idx, streams, lens, params = append(idx, i), append(streams, p[1:]), append(lens, rawLens[i]), append(params, p[0])
+	}
+	if len(idx) == 0 {
+		return
+	}
+	if c.acc.broken.Load() {
+		cpu(idx)
+		return
+	}
+	res, bad, err := c.full().DecodeLMCM(ctx, int(c.id), streams, lens, params)
+	if err == nil && (len(res) != len(idx) || len(bad) != len(idx)) {
+		err = fmt.Errorf("accelerator gave %d lm+cm blocks for %d", len(res), len(idx))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			for _, i := range idx {
+				errs[i] = ctx.Err()
+			}
+			return
+		}
+		c.acc.fellBack("decode", len(idx), err)
+		cpu(idx)
+		return
+	}
+	var again []int
+	for j, i := range idx {
+		if bad[j] || len(res[j]) != rawLens[i] {
+			again = append(again, i)
+			continue
+		}
+		out[i] = res[j]
+	}
+	if len(again) > 0 {
+		c.acc.Log.Debug("accelerator found damaged lm+cm blocks, decoding them on the CPU", "blocks", len(again))
+		cpu(again)
+	}
 }
 
 // pushPredicter is implemented by byte streams that can push a byte to
@@ -506,6 +717,10 @@ type lmcmBlock struct {
 // trip per byte position for all blocks) and cm and the mixer on the CPU
 // cores, one goroutine per block share.
 func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	if c.full() != nil {
+		c.decodeFull(ctx, payloads, rawLens, out, errs)
+		return
+	}
 	var blocks []*lmcmBlock
 	defer func() {
 		for _, b := range blocks {

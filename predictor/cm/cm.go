@@ -88,15 +88,26 @@ func (p *Predictor) Params(blockLen int) byte {
 	return byte(lg)
 }
 
-// New implements predictor.BitPredictor.
-func (p *Predictor) New(blockLen int, params byte) (predictor.BitModel, error) {
+// Check returns the error New would give for parameter byte params, without
+// making a model: for coders that run cm elsewhere (on a GPU) under the same
+// memory bound.
+func (p *Predictor) Check(params byte) error {
 	lg := int(params)
 	if lg < minSlotsLog || lg > maxSlotsLog {
-		return nil, fmt.Errorf("%w: cm hash-table size 2^%d slots is outside 2^%d..2^%d", predictor.ErrBadParams, lg, minSlotsLog, maxSlotsLog)
+		return fmt.Errorf("%w: cm hash-table size 2^%d slots is outside 2^%d..2^%d", predictor.ErrBadParams, lg, minSlotsLog, maxSlotsLog)
 	}
 	if need := int64(16)<<lg + fixedMemory; need > p.memory && lg > minSlotsLog {
-		return nil, fmt.Errorf("cm block needs %d MiB of tables, above the configured codec.cm_memory of %d MiB: raise it to read this block", need>>20, p.memory>>20)
+		return fmt.Errorf("cm block needs %d MiB of tables, above the configured codec.cm_memory of %d MiB: raise it to read this block", need>>20, p.memory>>20)
 	}
+	return nil
+}
+
+// New implements predictor.BitPredictor.
+func (p *Predictor) New(blockLen int, params byte) (predictor.BitModel, error) {
+	if err := p.Check(params); err != nil {
+		return nil, err
+	}
+	lg := int(params)
 	m, _ := p.pool.Get().(*Model)
 	if m == nil {
 		m = &Model{}

@@ -10,6 +10,9 @@
 //     only runs the binary coder, or a mixer (lm+cm) over them.
 //   - Model.DecodeLM decodes blocks of codec lm entirely on the GPU (model and
 //     arithmetic decoder), one byte of every block per step.
+//   - Model.EncodeLMCM and Model.DecodeLMCM code blocks of codec lm+cm
+//     entirely on the GPU (cm.cu): the LM, cm (predictor/cm), the lm+cm
+//     mixer and the arithmetic coder, one block per GPU thread for cm.
 //   - Model.Streams advances many blocks one byte at a time
 //     (predictor.ByteStreams), for decoders that mix the LM with other models.
 //
@@ -80,6 +83,9 @@ type Lib struct {
 	streamsPush  func(s uintptr, k int32, ids, syms unsafe.Pointer) int32
 	streamsStep  func(s uintptr, k int32, ids, syms, tables unsafe.Pointer) int32
 	streamsClose func(s uintptr)
+	lmcmBytes    func(n int64, params, encode int32) int64
+	lmcmEncode   func(h uintptr, rule, nb int32, data, lens, params, out, outoff, outlen unsafe.Pointer, sample int32, sprobs unsafe.Pointer, token int64) int32
+	lmcmDecode   func(h uintptr, rule, nb int32, pay, payoff, lens, params, out, bad unsafe.Pointer, token int64) int32
 	errMu        sync.Mutex // last error is per library: read it under the call's lock
 }
 
@@ -119,6 +125,7 @@ func Load(path string) (*Lib, error) {
 		{"lmfs_cuda_streams_open", &l.streamsOpen}, {"lmfs_cuda_streams_predict", &l.streamsPred},
 		{"lmfs_cuda_streams_push", &l.streamsPush}, {"lmfs_cuda_streams_push_predict", &l.streamsStep},
 		{"lmfs_cuda_streams_free", &l.streamsClose},
+		{"lmfs_cuda_lmcm_block_bytes", &l.lmcmBytes}, {"lmfs_cuda_lmcm_encode", &l.lmcmEncode}, {"lmfs_cuda_lmcm_decode", &l.lmcmDecode},
 	}
 	for _, s := range syms {
 		p, err := purego.Dlsym(h, s.name)
@@ -156,6 +163,9 @@ type Model struct {
 	mu     sync.Mutex
 	closed bool
 	token  atomic.Int64
+	// lmcmCap is the room for an lm+cm stream of an n-byte block (nil:
+	// lmcmStreamCap); tests set it lower.
+	lmcmCap func(n int64) int64
 }
 
 // Open parses the model file data (it must be an lstm1 model) and puts it on

@@ -1926,3 +1926,5 @@ void lmfs_cuda_streams_free(void *sp) {
 }
 
 }  // extern "C"
+
+#include "cm.cu"

@@ -6,6 +6,10 @@
 # It also times PyTorch bf16 scoring of the same shape (torch_bf16.py).
 # LMFS_GPU_KERNELS lists the kernel variants to test ("gemm mma dp4a" by
 # default); LMFS_GPU_INFLIGHT and LMFS_GPU_CODECS narrow the benchmarks.
+# BENCH names the benchmarks (BenchmarkGPU; BenchmarkLMCM measures lm+cm, its
+# plan in LMFS_LMCM_BENCH), BENCH_FLAGS adds flags (-test.v prints their
+# logs), SAN_RUN the tests run under compute-sanitizer. LMFS_CORPUS_SAMPLE
+# names a folder of corpus files for TestLMCMCorpus.
 set -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/out}
@@ -31,6 +35,7 @@ if ! build >"$out/build.log" 2>&1; then
 	fi
 fi
 grep -E "Function properties|registers|spill" "$out/build.log" | grep -v "^$" | head -40
+grep -E -A2 "Compiling entry function '.*(lmcm|cm_|cum_)" "$out/build.log" | grep -E "entry|registers|spill" | head -20
 # kvar: the LMFS_CUDA_KERNEL value for a variant; gemm is the default, which
 # falls back to mma for models whose shapes cuBLAS or its check refuse
 # (small random models of the tests) instead of failing to open.
@@ -53,13 +58,13 @@ fi
 for k in $kernels; do
 	[ "${TEST_TIMEOUT:-150}" -gt 0 ] || continue
 	echo "=== kernel $k: tests"
-	LMFS_CUDA_KERNEL=$(kvar $k) timeout ${TEST_TIMEOUT:-150} "$here/gpu.test" -test.v -test.count=1 -test.run "${TEST_RUN:-.}" 2>&1 | tee "$out/test-$k.log" | grep -E "^(---|ok|PASS|FAIL|panic)|device_test|gpu_test" | head -60
+	LMFS_CUDA_KERNEL=$(kvar $k) timeout ${TEST_TIMEOUT:-150} "$here/gpu.test" -test.v -test.count=1 -test.run "${TEST_RUN:-.}" 2>&1 | tee "$out/test-$k.log" | grep -E "^(---|ok|PASS|FAIL|panic)|device_test|gpu_test|lmcm_" | head -60
 	t=$?
 	if grep -q "^PASS" "$out/test-$k.log"; then
 		echo "=== kernel $k: benchmarks"
 		re=${BENCH:-BenchmarkGPU}
 		[ "$k" = dp4a ] && re=${BENCH_DP4A:-$re}
-		LMFS_CUDA_KERNEL=$(kvar $k) timeout ${BENCH_TIMEOUT:-200} "$here/gpu.test" -test.run '^$' -test.bench "$re" -test.benchtime 1x -test.benchmem=false 2>&1 | tee "$out/bench-$k.log" | grep -E "Benchmark|device|ok|FAIL|panic"
+		LMFS_CUDA_KERNEL=$(kvar $k) timeout ${BENCH_TIMEOUT:-200} "$here/gpu.test" -test.run '^$' -test.bench "$re" -test.benchtime 1x -test.benchmem=false $BENCH_FLAGS 2>&1 | tee "$out/bench-$k.log" | grep -E "Benchmark|device|ok|FAIL|panic"
 	else
 		echo "kernel $k: tests failed, no benchmarks"; status=1
 	fi
@@ -70,7 +75,7 @@ if [ "${TORCH_TIMEOUT:-60}" -gt 0 ]; then
 fi
 if command -v compute-sanitizer >/dev/null && [ "${SAN_TIMEOUT:-60}" -gt 0 ]; then
 	echo "=== compute-sanitizer memcheck (small tests)"
-	timeout ${SAN_TIMEOUT:-60} compute-sanitizer --tool memcheck --print-limit 5 "$here/gpu.test" -test.run 'TestTinyVectors|TestDecodeLM|TestStreams' >"$out/memcheck.log" 2>&1
+	timeout ${SAN_TIMEOUT:-60} compute-sanitizer --tool memcheck --print-limit 5 "$here/gpu.test" -test.run "${SAN_RUN:-TestTinyVectors|TestDecodeLM|TestStreams|TestLMCMDamaged}" >"$out/memcheck.log" 2>&1
 	tail -12 "$out/memcheck.log"
 fi
 exit $status

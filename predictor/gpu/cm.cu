@@ -1,0 +1,1239 @@
+// cm.cu: the lm+cm codecs on the GPU, one block per thread, bit for bit the
+// Go reference: predictor/cm (the context-mixing bit model), the mixing stage
+// of lm+cm id 6 (predictor/lmmix, SPEC.md there) or of lm+cm.1 id 5
+// (coder/lmcm.go: predictor/mix's mixer and APM), chosen per call, and the
+// binary arithmetic coder of coder/arith.go, encoder and decoder. Every
+// number that shapes a probability is an integer computed in the Go code's
+// order; the Go code's operator precedence (<< and >> bind tighter than + and
+// - in Go, looser in C) is spelled out with parentheses here.
+//
+// Included at the end of lstm1.cu (same library, same emulation build: under
+// -DLMFS_EMU every kernel runs as a loop over its threads on the CPU).
+//
+// Entry points (C ABI, loaded by predictor/gpu):
+//   lmfs_cuda_lmcm_encode: the LM scores every position (lstm1.cu's path
+//       probabilities, kept on the GPU), and a kernel runs cm, the mixer and
+//       the arithmetic encoder over chunks of positions of every block, on a
+//       second CUDA stream so that it overlaps the LM's next chunk; only the
+//       payloads (and one sample block's LM probabilities) come back.
+//   lmfs_cuda_lmcm_decode: per byte position, the LM step, the frequency
+//       tables (made cumulative on the GPU), then a kernel that decodes the 8
+//       bits of every block with cm, the mixer and the decoder and feeds the
+//       byte back to the LM: no round trip to the host per byte.
+//   lmfs_cuda_lmcm_block_bytes: GPU memory one block in flight needs.
+//
+// Per block, the GPU holds cm's tables (16 bytes per hash slot, 2^params
+// slots, plus about 700 KiB of fixed tables and 4 bytes per match-table
+// entry) and the small state of the coder (CMState).
+
+// TAB reads a read-only table entry through the read-only data cache.
+#ifdef LMFS_EMU
+#define TAB(x) (x)
+#else
+#define TAB(x) __ldg(&(x))
+#endif
+
+namespace {
+
+// ---- constants of predictor/cm and coder/lmcm.go (changing any changes the coded bits) ----
+
+constexpr int kCMHashed = 5;          // orders 2, 3, 4, 6 and word
+constexpr int kCMInputs = 9;          // 2 direct + 5 hashed + match + bias
+constexpr int kCMRow = 12;            // weights per set in memory: 9 padded to 48 bytes (16-byte loads)
+constexpr int kCMWeightSets = 256 * 8 * 3;
+constexpr int kCMApmBins = 33;
+constexpr int kCMMinSlotsLog = 10, kCMMaxSlotsLog = 24;
+constexpr int kLMCMSets = 8 * 4;      // lm+cm (id 5): bit position x LM-confidence bucket
+constexpr int kLMCMRateShift = 11;
+constexpr int kLMCMAPMRate = 7;
+constexpr int kLMCMAPMCtx = 256 * 4;
+
+// CMTabs holds the read-only tables of cm and mix (built on the host from
+// the same integer code as the Go packages').
+struct CMTabs {
+  int32_t squash[4096];    // cm: squash[d+2048]
+  int32_t stretch[4096];   // cm: stretch[p12]
+  int32_t msquash[4096];   // mix: squash[d+2048]
+  int32_t mstretch[4096];  // mix: stretch[p12]
+  uint8_t next[256][2];
+  uint8_t prio[256];
+  int32_t smRate[1024];
+  uint32_t smInit[256];    // smInitStates
+  uint16_t apmRow[kCMApmBins];
+  int32_t mixApmRow[33];   // mix.NewAPM's starting row
+};
+
+// The lm+cm mixing stage of codec id 6 (predictor/lmmix, SPEC.md there): the LM's stretched
+// probability, an APM of it and two state maps keyed by it are inputs of
+// three mixers next to cm's nine inputs and cm's final probability; a second
+// layer mixes the three; two APMs refine the result. Its constants:
+namespace mix6 {
+constexpr int nIn = 15, nMix = 3, sets2 = 3 * 4 * 6 * 8, nBins = 33, lmQ = 16;
+constexpr int64_t rate0 = 24, rate1 = 12, rate2 = 4;
+constexpr int rateBits = 1 << 15;
+constexpr int64_t skipErr = 24;
+constexpr int apmRate = 7, smRate = 6, advShift = 5;
+constexpr int32_t advT = 4096;
+constexpr int inLM = 0, inCM = 1, inCMP = 10, inLMA = 11, inSM = 12, inSMM = 14;
+constexpr int kRow = 16;  // weights per set in memory: nIn padded to 64 bytes
+// byte offsets in the mixer area
+constexpr int64_t oW = 0;                                    // int32[nMix x 256 x kRow]
+constexpr int64_t oW2 = oW + (int64_t)nMix * 256 * kRow * 4;  // int32[sets2 x nMix]
+constexpr int64_t oAL = oW2 + (int64_t)sets2 * nMix * 4;     // uint16[256 x 33]: the LM's APM
+constexpr int64_t oA1 = oAL + 256 * nBins * 2;               // uint16[256 x 33]
+constexpr int64_t oA2 = oA1 + 256 * nBins * 2;               // uint16[lmQ x 8 x 33]
+constexpr int64_t oSM = oA2 + (int64_t)lmQ * 8 * nBins * 2;  // uint16[2][lmQ x 256], then uint16[lmQ x 32] (match state)
+constexpr int64_t bytes = oSM + 2 * lmQ * 256 * 2 + lmQ * 32 * 2;
+}  // namespace mix6
+
+// The mixing stage of codec id 5 (coder/lmcm.go): byte offsets in the mixer area.
+namespace mix5 {
+constexpr int64_t oW = 0;                                // int32[64] (2 inputs x 32 sets)
+constexpr int64_t oAPM = 64 * 4;                         // int32[1024 x 33]
+constexpr int64_t bytes = oAPM + (int64_t)kLMCMAPMCtx * 33 * 4;
+}  // namespace mix5
+
+constexpr int64_t kMixBytes = ((mix5::bytes > mix6::bytes ? mix5::bytes : mix6::bytes) + 15) & ~(int64_t)15;
+
+// Byte offsets of a block's tables inside its region (16-byte aligned).
+constexpr int64_t kOffO1 = 0;                                          // uint32[65536]
+constexpr int64_t kOffW = kOffO1 + 65536 * 4;                           // int32[weightSets x kCMRow]
+constexpr int64_t kOffMix = kOffW + (int64_t)kCMWeightSets * kCMRow * 4;  // the mixing stage's tables
+constexpr int64_t kOffAPM = kOffMix + kMixBytes;                       // uint16[256*33]
+constexpr int64_t kOffSM = kOffAPM + 256 * kCMApmBins * 2;              // uint32[5][256]
+constexpr int64_t kOffO0 = kOffSM + kCMHashed * 256 * 4;               // uint32[256]
+constexpr int64_t kOffMSM = kOffO0 + 256 * 4;                          // uint32[128]
+constexpr int64_t kOffFW = kOffMSM + 128 * 4;                          // int32[256]
+constexpr int64_t kOffMT = kOffFW + 256 * 4;                           // int32[ms]
+constexpr int64_t kFixedBytes = kOffMT;
+static_assert(kOffMT % 16 == 0, "hash slots must stay 16-byte aligned");
+static_assert(kOffMix % 64 == 0, "id 6 weight rows must start on 64-byte lines");
+
+// cm_match_size is the match table's entries for a block of n bytes.
+__host__ __device__ __forceinline__ int64_t cm_match_size(int64_t n) {
+  int64_t ms = 1 << 10;
+  while (ms < n && ms < (1 << 22)) ms *= 2;
+  return ms;
+}
+
+// cm_region_bytes is the GPU memory of one block's tables.
+int64_t cm_region_bytes(int64_t n, int lg) {
+  int64_t b = kFixedBytes + 4 * cm_match_size(n) + ((int64_t)16 << lg);
+  return (b + 255) & ~(int64_t)255;
+}
+
+// CMState is a block's small state between launches.
+struct CMState {
+  uint32_t c0, c4, c8, word;
+  uint32_t h[kCMHashed];
+  uint32_t slot[kCMHashed];  // byte offset of each hashed context's slot in ht
+  uint32_t mask, mmask;
+  int32_t bits, mptr, mlen, nbits;
+  int32_t mixn;    // id 6: bits the mixer has been trained on
+  int32_t eL, eC;  // id 6: recent absolute errors of the LM and cm
+  int32_t miss;    // id 6: bits of this byte the LM gave a probability below 1/2
+  int64_t n;       // bytes coded so far (len(buf))
+  // arithmetic coder
+  uint32_t x1, x2, x;
+  int64_t io;      // encoder: bytes written; decoder: bytes read (Decoder.pos)
+  int32_t bad;     // -1, or the position where the block went wrong
+  int32_t pad;
+};
+
+// CMBlocks describes the blocks of a call, indexed by stream slot (the
+// LM's streams, blocks in decreasing length order).
+struct CMBlocks {
+  int rule;               // 5 or 6: the mixing stage
+  const CMTabs *T;
+  CMState *st;            // [nb], by block
+  uint8_t *region;        // cm tables
+  const int64_t *roff;    // [nb] region offset
+  const int32_t *lg;      // [nb] log2 slots by block
+  uint8_t *data;          // block bytes (encode: input; decode: output)
+  const int64_t *off;     // [nb+1] data offsets
+  const int64_t *len;     // [nb]
+  uint8_t *io;            // encode: output streams; decode: input streams
+  const int64_t *ioS, *ioE;  // [nb] each stream's bytes in io
+};
+
+__device__ __forceinline__ uint32_t cm_hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// One block's working view: its state in registers, its tables in memory.
+struct CMCtx {
+  CMState s;
+  const CMTabs *T;
+  uint8_t *ht;
+  uint32_t *o1, *sm, *o0, *msm;
+  int32_t *w, *fw, *mt;
+  uint8_t *mix;  // the mixing stage's tables
+  uint16_t *apm;
+  const uint8_t *buf;
+  // predict's results, used by train
+  int32_t x[kCMInputs];
+  uint32_t cp[kCMHashed];
+  uint8_t st[kCMHashed];
+  int32_t o1i, mbit, mcx, wsel, mp, fsel, fdot, pmix, apmIdx, pr;
+  // lm+cm mixing stage, id 5
+  int32_t mx[2], mset, mpr, aidx;
+  // id 6
+  int32_t x6[mix6::nIn];
+  int32_t sel[mix6::nMix], dot[mix6::nMix], pm[mix6::nMix];
+  int32_t sel2, d2, p2, iL, is[2], iM, i1, i2, pL, pC;
+};
+
+__device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
+  c.T = B.T;
+  uint8_t *r = B.region + B.roff[b];
+  c.o1 = (uint32_t *)(r + kOffO1);
+  c.w = (int32_t *)(r + kOffW);
+  c.mix = r + kOffMix;
+  c.apm = (uint16_t *)(r + kOffAPM);
+  c.sm = (uint32_t *)(r + kOffSM);
+  c.o0 = (uint32_t *)(r + kOffO0);
+  c.msm = (uint32_t *)(r + kOffMSM);
+  c.fw = (int32_t *)(r + kOffFW);
+  c.mt = (int32_t *)(r + kOffMT);
+  c.ht = r + kOffMT + 4 * (int64_t)cm_match_size(B.len[b]);
+  c.buf = B.data + B.off[b];
+}
+
+__device__ __forceinline__ int32_t cm_squash(const CMTabs *T, int32_t d) {
+  if (d > 2047) d = 2047;
+  if (d < -2047) d = -2047;
+  return TAB(T->squash[(d + 2048) & 4095]);
+}
+
+__device__ __forceinline__ int32_t cm_clampSt(int32_t d) { return d > 2047 ? 2047 : (d < -2047 ? -2047 : d); }
+
+// cm_find is Model.find.
+__device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) {
+  h = cm_hash32(h);
+  uint8_t chk = (uint8_t)(h >> 24);
+  uint32_t i = h & c.s.mask;
+  uint8_t *t = c.ht;
+  uint32_t b0 = i * 16;
+  if (t[b0] == chk) return b0;
+  uint32_t b1 = (i ^ 1) * 16;
+  if (t[b1] == chk) return b1;
+  uint32_t b2 = (i ^ 2) * 16;
+  if (t[b2] == chk) return b2;
+  uint32_t b = b0;
+  if (TAB(c.T->prio[t[b1 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b1;
+  if (TAB(c.T->prio[t[b2 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b2;
+#ifdef LMFS_EMU
+  std::memset(t + b, 0, 16);
+#else
+  *(uint4 *)(t + b) = make_uint4(0, 0, 0, 0);  // slots are 16-byte aligned
+#endif
+  t[b] = chk;
+  return b;
+}
+
+__device__ __forceinline__ void cm_byteUpdate(CMCtx &c) {
+  uint32_t c4 = c.s.c4, c8 = c.s.c8;
+  c.s.h[0] = (c4 & 0xFFFFu) * 0x2F0B4C75u + 0x1000000u;
+  c.s.h[1] = (c4 & 0xFFFFFFu) * 0x7A3F5E93u + 0x3000000u;
+  c.s.h[2] = c4 * 0x3C6EF372u + 0x5000000u;
+  c.s.h[3] = cm_hash32(c4 * 0x9E3779B1u + 0x7000000u) + (c8 & 0xFFFFu) * 0x6F4F2A35u;
+  c.s.h[4] = cm_hash32(c.s.word * 0x2545F491u) + 0x9000000u;
+}
+
+__device__ __forceinline__ void cm_nibbleUpdate(CMCtx &c) {
+  uint32_t k = c.s.c0 * 0x1D8E4E27u;
+#pragma unroll
+  for (int i = 0; i < kCMHashed; i++) c.s.slot[i] = cm_find(c, c.s.h[i] + k);
+}
+
+__device__ __forceinline__ int cm_matchBucket(int l) {
+  if (l < 16) return l;
+  if (l < 48) return 16 + (l - 16) / 4;
+  if (l < 176) return 24 + (l - 48) / 16;
+  int v = 32 + (l - 176) / 64;
+  return v < 63 ? v : 63;
+}
+
+// load_row and store_row move a weight row of N int32 (N a multiple of 4,
+// 16-byte aligned) in 16-byte accesses.
+template <int N>
+__device__ __forceinline__ void load_row(int32_t (&w)[N], const int32_t *p) {
+#ifdef LMFS_EMU
+  for (int i = 0; i < N; i++) w[i] = p[i];
+#else
+#pragma unroll
+  for (int q = 0; q < N / 4; q++) {
+    int4 v = ((const int4 *)p)[q];
+    w[4 * q] = v.x, w[4 * q + 1] = v.y, w[4 * q + 2] = v.z, w[4 * q + 3] = v.w;
+  }
+#endif
+}
+template <int N>
+__device__ __forceinline__ void store_row(int32_t *p, const int32_t (&w)[N]) {
+#ifdef LMFS_EMU
+  for (int i = 0; i < N; i++) p[i] = w[i];
+#else
+#pragma unroll
+  for (int q = 0; q < N / 4; q++) ((int4 *)p)[q] = make_int4(w[4 * q], w[4 * q + 1], w[4 * q + 2], w[4 * q + 3]);
+#endif
+}
+
+// cm_predict is Model.predict: P(1) of the next bit, 12 bits, in c.pr.
+__device__ __forceinline__ void cm_predict(CMCtx &c) {
+  const CMTabs *T = c.T;
+  uint32_t node;
+  int bits = c.s.bits;
+  if (bits < 4) node = c.s.c0;
+  else node = (1u << (bits - 4)) | (c.s.c0 & ((1u << (bits - 4)) - 1));
+  c.x[0] = TAB(T->stretch[c.o0[c.s.c0 & 0xFF] >> 20]);
+  c.o1i = (int32_t)(((c.s.c4 & 0xFF) << 8) | (c.s.c0 & 0xFF));
+  c.x[1] = TAB(T->stretch[c.o1[c.o1i] >> 20]);
+#pragma unroll
+  for (int i = 0; i < kCMHashed; i++) {
+    uint32_t cp = c.s.slot[i] + node;
+    c.cp[i] = cp;
+    uint8_t st = c.ht[cp];
+    c.st[i] = st;
+    c.x[2 + i] = TAB(T->stretch[c.sm[i * 256 + st] >> 20]);
+  }
+  if (c.s.mlen > 0) {
+    uint8_t pb = c.buf[c.s.mptr];
+    c.mbit = (pb >> (7 - bits)) & 1;
+    c.mcx = cm_matchBucket(c.s.mlen) * 2 + c.mbit;
+    c.x[7] = TAB(T->stretch[((int32_t)(c.msm[c.mcx & 127] >> 20)) & 4095]);
+  } else {
+    c.mcx = 0;
+    c.x[7] = 0;
+  }
+  c.x[8] = 256;
+  int ms = 0;
+  if (c.s.mlen > 0) ms = 1 + c.mbit;
+  c.wsel = ((int32_t)(((c.s.c4 & 0xFF) << 3) | (uint32_t)bits) * 3 + ms) * kCMRow;
+  int32_t w[kCMRow];
+  load_row(w, c.w + c.wsel);
+  int64_t dot = 0;
+#pragma unroll
+  for (int i = 0; i < kCMInputs; i++) dot += (int64_t)c.x[i] * (int64_t)w[i];
+  c.mp = cm_clampSt((int32_t)(dot >> 16));
+  c.fsel = (int32_t)(c.s.c0 & 0xFF);
+  c.fdot = cm_clampSt((int32_t)(((int64_t)c.mp * (int64_t)c.fw[c.fsel & 0xFF]) >> 16));
+  int32_t pr = cm_squash(T, c.fdot);
+  c.pmix = pr;
+  int32_t s = c.fdot + 2048;
+  int32_t wt = s & 127;
+  int32_t i = (int32_t)(c.s.c0 & 0xFF) * kCMApmBins + (s >> 7);
+  c.apmIdx = i + (wt >> 6);
+  int32_t p1 = ((int32_t)c.apm[i] * (128 - wt) + (int32_t)c.apm[i + 1] * wt) >> 11;
+  pr = (pr + p1 + 1) >> 1;
+  if (pr < 1) pr = 1;
+  else if (pr > 4095) pr = 4095;
+  c.pr = pr;
+}
+
+__device__ __forceinline__ void cm_ctrUpdate(const CMTabs *T, uint32_t *v, int y, uint32_t limit) {
+  uint32_t t = *v;
+  uint32_t n = t & 1023;
+  int32_t p = (int32_t)(t >> 10);
+  p += ((((int32_t)y << 22) - p) >> 7) * TAB(T->smRate[n]) >> 9;
+  if (n < limit) n++;
+  *v = ((uint32_t)p << 10) | n;
+}
+
+// cm_train is Model.train.
+__device__ __forceinline__ void cm_train(CMCtx &c, int y) {
+  const CMTabs *T = c.T;
+  cm_ctrUpdate(T, &c.o0[c.s.c0 & 0xFF], y, 60);
+  cm_ctrUpdate(T, &c.o1[c.o1i & 0xFFFF], y, 60);
+#pragma unroll
+  for (int i = 0; i < kCMHashed; i++) {
+    uint8_t st = c.st[i];
+    uint32_t *v = &c.sm[i * 256 + st];
+    int32_t d = (((int32_t)y << 22) - (int32_t)(*v >> 10)) >> 8;
+    *v += (uint32_t)d << 10;
+    c.ht[c.cp[i]] = TAB(T->next[st][y]);
+  }
+  if (c.s.mlen > 0) cm_ctrUpdate(T, &c.msm[c.mcx & 127], y, 1023);
+  int64_t lr = 7;
+  if (c.s.nbits < (1 << 14)) lr = 20;
+  else if (c.s.nbits < (1 << 16)) lr = 12;
+  c.s.nbits++;
+  int64_t err = (int64_t)(y << 12) - (int64_t)cm_squash(T, c.mp);
+  if (err > 24 || err < -24) {
+    int64_t e = err * lr;
+    int32_t w[kCMRow];
+    load_row(w, c.w + c.wsel);
+#pragma unroll
+    for (int i = 0; i < kCMInputs; i++) w[i] += (int32_t)(((int64_t)c.x[i] * e + (1 << 13)) >> 14);
+    store_row(c.w + c.wsel, w);
+  }
+  int64_t e = ((int64_t)(y << 12) - (int64_t)c.pmix) * lr;
+  c.fw[c.fsel & 0xFF] += (int32_t)(((int64_t)c.mp * e + (1 << 13)) >> 14);
+  int32_t g = (y << 16) + (y << 7) - y - y;
+  int32_t v = (int32_t)c.apm[c.apmIdx];
+  c.apm[c.apmIdx] = (uint16_t)(v + ((g - v) >> 7));
+}
+
+// cm_advance is the rest of Model.Update after train: the bit joins the
+// history; the byte, at its end, the buffer (buf[n] must already hold it).
+__device__ __forceinline__ void cm_advance(CMCtx &c, int y) {
+  c.s.c0 = (c.s.c0 << 1) | (uint32_t)y;
+  c.s.bits++;
+  if (c.s.mlen > 0 && c.mbit != y) c.s.mlen = 0;
+  if (c.s.bits == 8) {
+    uint8_t ch = (uint8_t)c.s.c0;
+    c.s.n++;
+    c.s.c8 = (c.s.c8 << 8) | (c.s.c4 >> 24);
+    c.s.c4 = (c.s.c4 << 8) | ch;
+    c.s.c0 = 1;
+    c.s.bits = 0;
+    uint8_t lc = ch;
+    if (lc >= 'A' && lc <= 'Z') lc += 'a' - 'A';
+    if ((lc >= 'a' && lc <= 'z') || lc >= 0x80) c.s.word = (c.s.word + (uint32_t)lc + 1) * 0x3D4D51CBu;
+    else c.s.word = 0;
+    cm_byteUpdate(c);
+    // matchUpdate
+    int64_t n = c.s.n;
+    if (c.s.mlen > 0) {
+      c.s.mptr++;
+      if (c.s.mlen < 65535) c.s.mlen++;
+    }
+    if (n >= 8) {
+      uint32_t h = cm_hash32((c.s.c4 * 0x2F0B4C75u) ^ cm_hash32(c.s.c8 + 0x9E3779B9u)) & c.s.mmask;
+      if (c.s.mlen == 0) {
+        int64_t p = c.mt[h];
+        if (p > 0 && p < n) {
+          int l = 0;
+          while (l < 255 && l < p && c.buf[p - 1 - l] == c.buf[n - 1 - l]) l++;
+          if (l >= 8) {
+            c.s.mptr = (int32_t)p;
+            c.s.mlen = l;
+          }
+        }
+      }
+      c.mt[h] = (int32_t)n;
+    }
+    cm_nibbleUpdate(c);
+  } else if (c.s.bits == 4) {
+    cm_nibbleUpdate(c);
+  }
+}
+
+// ---- the lm+cm mixing stage (coder/lmcm.go, codec id 5) ----
+
+__device__ __forceinline__ int32_t mix_stretch(const CMTabs *T, int32_t p12) {
+  return TAB(T->mstretch[p12 < 0 ? 0 : (p12 > 4095 ? 4095 : p12)]);
+}
+__device__ __forceinline__ int32_t mix_squash(const CMTabs *T, int32_t d) {
+  return TAB(T->msquash[(d < -2047 ? -2047 : (d > 2047 ? 2047 : d)) + 2048]);
+}
+
+// lmcm5_p is lmcmState.p: the mixed P(1) (16 bits) for bit k of the byte,
+// whose bits so far put it in the bit-tree node starting at symbol lo, from
+// the LM's probability pl and cm's (c.pr, 12 bits).
+__device__ __forceinline__ int32_t lmcm5_p(CMCtx &c, int k, int lo, int32_t pl) {
+  const CMTabs *T = c.T;
+  const int32_t *mixw = (const int32_t *)(c.mix + mix5::oW), *mixapm = (const int32_t *)(c.mix + mix5::oAPM);
+  int32_t in1 = c.pr << 4;
+  int32_t st = mix_stretch(T, pl >> 4);
+  if (st < 0) st = -st;
+  int conf = 0;
+  if (st >= 1536) conf = 3;
+  else if (st >= 768) conf = 2;
+  else if (st >= 256) conf = 1;
+  // Mixer.P
+  int set = (k * 4 + conf) * 2;
+  c.mset = set;
+  c.mx[0] = mix_stretch(T, pl >> 4);
+  c.mx[1] = mix_stretch(T, in1 >> 4);
+  int64_t dot = (int64_t)mixw[set] * c.mx[0] + (int64_t)mixw[set + 1] * c.mx[1];
+  int64_t d16 = dot >> 16;
+  d16 = d16 > 2047 ? 2047 : (d16 < -2047 ? -2047 : d16);
+  c.mpr = mix_squash(T, (int32_t)d16);
+  int32_t p = c.mpr << 4;
+  // APM.Refine in context c0*4+conf
+  int c0 = (1 << k) | (lo >> (8 - k));
+  int cx = c0 * 4 + conf;
+  int32_t s = mix_stretch(T, p >> 4) + 2048;
+  int32_t alo = s >> 7, w = s & 127;
+  c.aidx = cx * 33 + alo + (w >= 64 ? 1 : 0);
+  int32_t r = (mixapm[cx * 33 + alo] * (128 - w) + mixapm[cx * 33 + alo + 1] * w) >> 7;
+  r = r < 16 ? 16 : (r > 65520 ? 65520 : r);
+  return (p + 3 * r) / 4;
+}
+
+// lmcm5_update is lmcmState.update's mixer and APM part (cm is trained by
+// the caller).
+__device__ __forceinline__ void lmcm5_update(CMCtx &c, int bit) {
+  int32_t *mixw = (int32_t *)(c.mix + mix5::oW), *mixapm = (int32_t *)(c.mix + mix5::oAPM);
+  int32_t err = (bit << 12) - c.mpr;
+  mixw[c.mset] += (c.mx[0] * err) >> kLMCMRateShift;
+  mixw[c.mset + 1] += (c.mx[1] * err) >> kLMCMRateShift;
+  int32_t g = (bit << 16) + (bit << kLMCMAPMRate) - bit - bit;
+  mixapm[c.aidx] += (g - mixapm[c.aidx]) >> kLMCMAPMRate;
+}
+
+// ---- the lm+cm mixing stage of codec id 6 (predictor/lmmix) ----
+
+__device__ __forceinline__ int32_t mix6_clampSt(int64_t d) { return (int32_t)(d > 2047 ? 2047 : (d < -2047 ? -2047 : d)); }
+
+
+// interp6 is lmmix's interp: the APM row value at stretch s+2048 and (in
+// *idx) the point Update trains.
+__device__ __forceinline__ int32_t interp6(const uint16_t *t, int row, int32_t s, int32_t *idx) {
+  int32_t w = s & 127;
+  int lo = row + (int)(s >> 7);
+  *idx = lo + (int)(w >> 6);
+  return ((int32_t)t[lo] * (128 - w) + (int32_t)t[lo + 1] * w) >> 7;
+}
+
+// lmcm6_p is lmmix.Mixer.P: the mixed P(1) (16 bits) from the LM's
+// probability pl and cm's state for the bit (after cm_predict).
+__device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
+  using namespace mix6;
+  const CMTabs *T = c.T;
+  const int32_t *W = (const int32_t *)(c.mix + oW), *W2 = (const int32_t *)(c.mix + oW2);
+  const uint16_t *AL = (const uint16_t *)(c.mix + oAL), *A1 = (const uint16_t *)(c.mix + oA1);
+  const uint16_t *A2 = (const uint16_t *)(c.mix + oA2), *SM = (const uint16_t *)(c.mix + oSM);
+  int bits = c.s.bits;
+  int c0 = (int)(c.s.c0 & 0xFF), c1 = (int)(c.s.c4 & 0xFF), c2 = (int)((c.s.c4 >> 8) & 0xFF);
+  int32_t *x = c.x6;
+  int32_t stL = mix_stretch(T, pl >> 4);
+  x[inLM] = stL;
+#pragma unroll
+  for (int i = 0; i < kCMInputs; i++) x[inCM + i] = c.x[i];
+  x[inCMP] = mix_stretch(T, c.pr);
+  int32_t q = interp6(AL, c0 * nBins, stL + 2048, &c.iL);
+  x[inLMA] = mix_stretch(T, q >> 4);
+  int lq = (int)((stL + 2048) >> 8);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    c.is[j] = lq * 256 + c.st[j];
+    x[inSM + j] = mix_stretch(T, (int32_t)SM[j * lmQ * 256 + c.is[j]] >> 4);
+  }
+  int mb = 0;
+  if (c.s.mlen > 0) mb = (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + c.mbit;
+  c.iM = lq * 32 + mb;
+  x[inSMM] = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + c.iM] >> 4);
+  c.sel[0] = (0 * 256 + c2) * kRow;
+  c.sel[1] = (1 * 256 + c0) * kRow;
+  c.sel[2] = (2 * 256 + c1) * kRow;
+#pragma unroll
+  for (int k = 0; k < nMix; k++) {
+    int32_t w[kRow];
+    load_row(w, W + c.sel[k]);
+    int64_t d = 0;
+#pragma unroll
+    for (int i = 0; i < nIn; i++) d += (int64_t)x[i] * (int64_t)w[i];
+    c.dot[k] = mix6_clampSt(d >> 16);
+    c.pm[k] = mix_squash(T, c.dot[k]);
+  }
+  int32_t ast = stL < 0 ? -stL : stL;
+  int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
+  int32_t dd = c.s.eL - c.s.eC;
+  int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
+  if (bits == 0) c.s.miss = 0;
+  int miss = c.s.miss < 2 ? c.s.miss : 2;
+  c.sel2 = (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
+  const int32_t *w2 = W2 + c.sel2;
+  int64_t d2 = (int64_t)c.dot[0] * w2[0] + (int64_t)c.dot[1] * w2[1] + (int64_t)c.dot[2] * w2[2];
+  c.d2 = mix6_clampSt(d2 >> 16);
+  c.p2 = mix_squash(T, c.d2);
+  c.pL = pl >> 4;
+  c.pC = c.pr;
+  int32_t q1 = interp6(A1, c0 * nBins, c.d2 + 2048, &c.i1);
+  int32_t q2 = interp6(A2, (lq * 8 + bits) * nBins, c.d2 + 2048, &c.i2);
+  int32_t p = (c.p2 * 32 + q1 + q2 + 2) >> 2;
+  return p < 16 ? 16 : (p > 65520 ? 65520 : p);
+}
+
+__device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) {
+  int32_t g = (y << 16) + (y << r) - y - y;
+  int32_t v = (int32_t)a[i];
+  a[i] = (uint16_t)(v + ((g - v) >> r));
+}
+
+__device__ __forceinline__ int32_t abs32(int32_t v) { return v < 0 ? -v : v; }
+
+// lmcm6_update is lmmix.Mixer.Update (cm is trained by the caller, after).
+__device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
+  using namespace mix6;
+  int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
+  uint16_t *AL = (uint16_t *)(c.mix + oAL), *A1 = (uint16_t *)(c.mix + oA1);
+  uint16_t *A2 = (uint16_t *)(c.mix + oA2), *SM = (uint16_t *)(c.mix + oSM);
+  int32_t y = bit & 1;
+  int64_t lr = rate1;
+  if (c.s.mixn < rateBits) lr = rate0;
+  c.s.mixn++;
+#pragma unroll
+  for (int k = 0; k < nMix; k++) {
+    int64_t err = (int64_t)((y << 12) - c.pm[k]);
+    if (err <= skipErr && err >= -skipErr) continue;
+    int64_t e = err * lr;
+    int32_t w[kRow];
+    load_row(w, W + c.sel[k]);
+#pragma unroll
+    for (int i = 0; i < nIn; i++) w[i] += (int32_t)(((int64_t)c.x6[i] * e + (1 << 13)) >> 14);
+    store_row(W + c.sel[k], w);
+  }
+  int64_t e = (int64_t)((y << 12) - c.p2) * rate2;
+  int32_t *w2 = W2 + c.sel2;
+#pragma unroll
+  for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
+  if ((y == 1) != (c.pL >= 2048)) c.s.miss++;
+  c.s.eL += ((abs32((y << 12) - c.pL) << 4) - c.s.eL) >> advShift;
+  c.s.eC += ((abs32((y << 12) - c.pC) << 4) - c.s.eC) >> advShift;
+  apm_train(A1, c.i1, y, apmRate);
+  apm_train(A2, c.i2, y, apmRate);
+  apm_train(AL, c.iL, y, apmRate);
+  apm_train(SM, c.is[0], y, smRate);
+  apm_train(SM, lmQ * 256 + c.is[1], y, smRate);
+  apm_train(SM, 2 * lmQ * 256 + c.iM, y, smRate);
+}
+
+// lmcm_p and lmcm_update dispatch to the codec's mixing stage.
+__device__ __forceinline__ int32_t lmcm_p(CMCtx &c, int rule, int k, int lo, int32_t pl) {
+  return rule == 6 ? lmcm6_p(c, pl) : lmcm5_p(c, k, lo, pl);
+}
+__device__ __forceinline__ void lmcm_update(CMCtx &c, int rule, int bit) {
+  if (rule == 6) lmcm6_update(c, bit);
+  else lmcm5_update(c, bit);
+}
+
+// ---- the arithmetic coder (coder/arith.go) ----
+
+__device__ __forceinline__ uint32_t ac_split(uint32_t x1, uint32_t x2, uint32_t p) {
+  uint32_t r = x2 - x1;
+  return x1 + (r >> 16) * p + (((r & 0xFFFFu) * p) >> 16);
+}
+__device__ __forceinline__ uint32_t ac_clamp(int32_t p) { return (uint32_t)(p < 1 ? 1 : (p > 65535 ? 65535 : p)); }
+
+// ---- kernels ----
+
+// cm_init_kernel resets the tables of blocks idx[0..n-1] (Model.reset and
+// the lm+cm mixer's and APM's starting values): 256 threads per block. The
+// region was zeroed before.
+__global__ void cm_init_kernel(CMBlocks B, int n) {
+  int64_t gid = GID();
+  const int T = 256;
+  if (gid >= (int64_t)n * T) return;
+  int b = (int)(gid / T);
+  int j = (int)(gid % T);
+  CMCtx c;
+  cm_view(c, B, b);
+  const CMTabs *tb = B.T;
+  for (int i = j; i < 65536; i += T) c.o1[i] = 1u << 31;
+  for (int i = j; i < kCMWeightSets * kCMRow; i += T) c.w[i] = i % kCMRow < kCMInputs ? 1 << 14 : 0;
+  if (B.rule == 6) {
+    using namespace mix6;
+    int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
+    uint16_t *A = (uint16_t *)(c.mix + oAL);  // the LM's APM, a1 and a2 follow each other
+    uint16_t *SM = (uint16_t *)(c.mix + oSM);
+    for (int i = j; i < nMix * 256 * kRow; i += T) {
+      int r = i % kRow;
+      W[i] = (r == inLM || r == inCMP) ? 1 << 15 : 0;
+    }
+    for (int i = j; i < sets2 * nMix; i += T) W2[i] = 65536 / nMix;
+    for (int i = j; i < (256 + 256 + lmQ * 8) * nBins; i += T) A[i] = (uint16_t)tb->mixApmRow[i % nBins];
+    for (int i = j; i < 2 * lmQ * 256 + lmQ * 32; i += T) SM[i] = 1 << 15;
+  } else {
+    int32_t *mixw = (int32_t *)(c.mix + mix5::oW), *mixapm = (int32_t *)(c.mix + mix5::oAPM);
+    for (int i = j; i < kLMCMAPMCtx * 33; i += T) mixapm[i] = tb->mixApmRow[i % 33];
+    if (j < 2 * kLMCMSets) mixw[j] = 32768;
+  }
+  for (int i = j; i < 256 * kCMApmBins; i += T) c.apm[i] = tb->apmRow[i % kCMApmBins];
+  for (int i = j; i < kCMHashed * 256; i += T) c.sm[i] = tb->smInit[i & 255];
+  c.o0[j] = 1u << 31;
+  if (j < 128) c.msm[j] = 1u << 31;
+  c.fw[j] = 65536;
+}
+
+// cm_start_kernel sets the small state of blocks 0..n-1 and does what
+// Model.reset does after the tables (byteUpdate, nibbleUpdate); the decoder
+// is primed with the first 4 bytes of the stream (Decoder.Reset).
+__global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
+  int64_t gid = GID();
+  if (gid >= n) return;
+  int b = (int)gid;
+  CMCtx c;
+  cm_view(c, B, b);
+  CMState &s = c.s;
+  s.c0 = 1; s.c4 = 0; s.c8 = 0; s.word = 0;
+  s.bits = 0; s.mptr = 0; s.mlen = 0; s.nbits = 0; s.n = 0; s.mixn = 0; s.eL = 0; s.eC = 0; s.miss = 0;
+  for (int i = 0; i < kCMHashed; i++) { s.h[i] = 0; s.slot[i] = 0; }
+  s.mask = (1u << B.lg[b]) - 1;
+  s.mmask = (uint32_t)cm_match_size(B.len[b]) - 1;
+  s.x1 = 0; s.x2 = 0xFFFFFFFFu; s.x = 0; s.io = 0; s.bad = -1; s.pad = 0;
+  if (decode) {
+    const uint8_t *in = B.io + B.ioS[b];
+    int64_t plen = B.ioE[b] - B.ioS[b];
+    for (int i = 0; i < 4; i++) {
+      s.x = (s.x << 8) | (s.io < plen ? in[s.io] : 0xFFu);
+      s.io++;
+    }
+  }
+  cm_byteUpdate(c);
+  cm_nibbleUpdate(c);
+  B.st[b] = s;
+}
+
+// lmcm_encode_kernel codes positions [t0, t1) of the blocks idx[0..n-1]
+// (those longer than t0): probs holds the LM's 8 path probabilities per
+// byte (at the block's data offset). The stream goes to io at ioS[b], at
+// most ioE[b]-ioS[b] bytes: a block whose stream would not fit gets
+// bad = its position (the caller codes it another way). At the block's end
+// the encoder is flushed (Encoder.Finish) and st.io is the stream length.
+__global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, int n, const uint16_t *__restrict__ probs,
+                                   int64_t t0, int64_t t1) {
+  int64_t gid = GID();
+  if (gid >= n) return;
+  int b = idx[gid];
+  CMCtx c;
+  cm_view(c, B, b);
+  c.s = B.st[b];
+  int64_t len = B.len[b];
+  int64_t end = t1 < len ? t1 : len;
+  uint8_t *out = B.io + B.ioS[b];
+  int64_t cap = B.ioE[b] - B.ioS[b];
+  uint32_t x1 = c.s.x1, x2 = c.s.x2;
+  int64_t io = c.s.io;
+  for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
+    const uint16_t *pp = probs + (B.off[b] + t) * 8;  // 16-byte aligned
+    uint32_t pk[4];
+#ifdef LMFS_EMU
+    for (int k = 0; k < 4; k++) pk[k] = (uint32_t)pp[2 * k] | (uint32_t)pp[2 * k + 1] << 16;
+#else
+    uint4 pv = *(const uint4 *)pp;
+    pk[0] = pv.x, pk[1] = pv.y, pk[2] = pv.z, pk[3] = pv.w;
+#endif
+    int sym = c.buf[t];
+    int lo = 0;
+    for (int k = 0; k < 8; k++) {
+      int bit = (sym >> (7 - k)) & 1;
+      cm_predict(c);
+      uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, (int32_t)((pk[k >> 1] >> (16 * (k & 1))) & 0xFFFF)));
+      uint32_t xmid = ac_split(x1, x2, p);
+      if (bit) x2 = xmid;
+      else x1 = xmid + 1;
+      while (((x1 ^ x2) & 0xFF000000u) == 0) {
+        if (io < cap) out[io] = (uint8_t)(x2 >> 24);
+        io++;
+        x1 <<= 8;
+        x2 = (x2 << 8) | 0xFF;
+      }
+      lmcm_update(c, B.rule, bit);
+      cm_train(c, bit);
+      cm_advance(c, bit);
+      if (bit) lo += 128 >> k;
+    }
+    if (io >= cap) c.s.bad = (int32_t)t;
+  }
+  if (end == len && c.s.bad < 0 && t0 < end) {
+    if (io < cap) out[io] = (uint8_t)(x1 >> 24);
+    io++;
+    if (io > cap) c.s.bad = (int32_t)len;
+  }
+  c.s.x1 = x1;
+  c.s.x2 = x2;
+  c.s.io = io;
+  B.st[b] = c.s;
+}
+
+// cum_kernel turns the frequency tables of n streams (tables[slot*256])
+// into cumulative ones: cum[v] = f[0] + ... + f[v-1] (cum[256] = 65536 is
+// implied).
+#ifdef LMFS_FAST
+__global__ void cum_kernel(uint32_t *tables, int n) {
+  int64_t gid = GID();
+  int64_t w = gid >> 5;
+  int lane = (int)(gid & 31);
+  if (w >= n) return;
+  uint32_t *t = tables + w * 256 + lane * 8;
+  uint4 a = ((const uint4 *)t)[0], bq = ((const uint4 *)t)[1];
+  uint32_t f[8] = {a.x, a.y, a.z, a.w, bq.x, bq.y, bq.z, bq.w};
+  uint32_t s = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) s += f[i];
+  uint32_t incl = s;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  uint32_t acc = incl - s;
+  uint32_t c8[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    c8[i] = acc;
+    acc += f[i];
+  }
+  ((uint4 *)t)[0] = make_uint4(c8[0], c8[1], c8[2], c8[3]);
+  ((uint4 *)t)[1] = make_uint4(c8[4], c8[5], c8[6], c8[7]);
+}
+#else
+__global__ void cum_kernel(uint32_t *tables, int n) {
+  int64_t gid = GID();
+  if (gid >= n) return;
+  uint32_t *t = tables + gid * 256;
+  uint32_t acc = 0;
+  for (int v = 0; v < 256; v++) {
+    uint32_t f = t[v];
+    t[v] = acc;
+    acc += f;
+  }
+}
+#endif
+
+// lmcm_decode_kernel decodes byte t of the blocks idx[0..n-1] (slot i has
+// its cumulative table at cum[i*256]) into data, and makes it the LM's next
+// input.
+__global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__restrict__ idx, int n, const uint32_t *__restrict__ cum,
+                                   int64_t t) {
+  int64_t gid = GID();
+  if (gid >= n) return;
+  int b = idx[gid];
+  CMCtx c;
+  cm_view(c, B, b);
+  c.s = B.st[b];
+  const uint32_t *cu = cum + gid * 256;
+  const uint8_t *in = B.io + B.ioS[b];
+  int64_t plen = B.ioE[b] - B.ioS[b];
+  uint32_t x1 = c.s.x1, x2 = c.s.x2, x = c.s.x;
+  int64_t pos = c.s.io;
+  int lo = 0, hi = 256;
+  uint32_t clo = 0, chi = 65536;
+  for (int k = 0; k < 8; k++) {
+    int mid = (lo + hi) / 2;
+    uint32_t cmid = cu[mid];
+    // every frequency is at least 1, so chi - cmid <= 65535 and the shift fits 32 bits
+    int32_t pl = (int32_t)(((chi - cmid) << 16) / (chi - clo));
+    cm_predict(c);
+    uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, pl));
+    uint32_t xmid = ac_split(x1, x2, p);
+    int bit = 0;
+    if (x <= xmid) {
+      bit = 1;
+      x2 = xmid;
+    } else {
+      x1 = xmid + 1;
+    }
+    while (((x1 ^ x2) & 0xFF000000u) == 0) {
+      x1 <<= 8;
+      x2 = (x2 << 8) | 0xFF;
+      x = (x << 8) | (pos < plen ? in[pos] : 0xFFu);
+      pos++;
+    }
+    lmcm_update(c, B.rule, bit);
+    cm_train(c, bit);
+    if (k == 7) B.data[B.off[b] + t] = (uint8_t)(lo + bit);  // the buffer holds the byte before cm's byte update
+    cm_advance(c, bit);
+    if (bit) {
+      lo = mid;
+      clo = cmid;
+    } else {
+      hi = mid;
+      chi = cmid;
+    }
+  }
+  c.s.x1 = x1;
+  c.s.x2 = x2;
+  c.s.x = x;
+  c.s.io = pos;
+  if (c.s.bad < 0 && pos > plen + 3) c.s.bad = (int32_t)t;
+  B.st[b] = c.s;
+  S.xcur[b] = lo;
+}
+
+// ---- host side ----
+
+// cm_tables builds CMTabs with the integer code of predictor/cm (tables.go,
+// cm.go) and predictor/mix.
+void cm_tables(CMTabs *t) {
+  static const int32_t pts[33] = {1,    2,    3,    6,    10,   16,   27,   45,   73,   120,  194,  310,  488,  747,  1101, 1546, 2047,
+                                  2549, 2994, 3348, 3607, 3785, 3901, 3975, 4024, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094};
+  auto calc = [&](int32_t d) -> int32_t {
+    if (d > 2047) return 4095;
+    if (d < -2047) return 1;
+    int32_t w = d & 127, i = (d >> 7) + 16;
+    return (pts[i] * (128 - w) + pts[i + 1] * w + 64) >> 7;
+  };
+  for (int32_t d = -2048; d < 2048; d++) t->squash[d + 2048] = calc(d);
+  int32_t pi = 0;
+  for (int32_t x = -2047; x <= 2047; x++) {
+    int32_t v = calc(x);
+    for (int32_t j = pi; j <= v; j++) t->stretch[j] = x;
+    pi = v + 1;
+  }
+  for (int32_t j = pi; j < 4096; j++) t->stretch[j] = 2047;
+  // mix: the same interpolation from d clamped to -2047, result in [1, 4095]
+  for (int32_t d = -2048; d < 2048; d++) {
+    int32_t x = d < -2047 ? -2047 : d;
+    int32_t w = x & 127, i = (x >> 7) + 16;
+    int32_t v = (pts[i] * (128 - w) + pts[i + 1] * w + 64) >> 7;
+    t->msquash[d + 2048] = v < 1 ? 1 : (v > 4095 ? 4095 : v);
+  }
+  pi = 0;
+  for (int32_t d = -2047; d <= 2047; d++) {
+    int32_t v = t->msquash[d + 2048];
+    for (int32_t j = pi; j <= v; j++) t->mstretch[j] = d;
+    pi = v + 1;
+  }
+  for (int32_t j = pi; j < 4096; j++) t->mstretch[j] = 2047;
+  // bit-history states, breadth first from (0, 0)
+  static const int lim[7] = {60, 30, 20, 12, 8, 6, 5};
+  auto allowed = [&](int a, int b) {
+    if (a < b) std::swap(a, b);
+    return b < 7 && a <= lim[b];
+  };
+  auto disc = [](int n) { return n > 2 ? n / 2 + 1 : n; };
+  std::vector<std::pair<int, int>> q{{0, 0}};
+  auto find = [&](std::pair<int, int> p) {
+    for (size_t i = 0; i < q.size(); i++)
+      if (q[i] == p) return (int)i;
+    return -1;
+  };
+  for (size_t i = 0; i < q.size(); i++) {
+    std::pair<int, int> s = q[i];
+    for (int y = 0; y < 2; y++) {
+      std::pair<int, int> n = s;
+      if (y == 1) {
+        n.second++;
+        n.first = disc(n.first);
+        while (!allowed(n.first, n.second)) n.second--;
+      } else {
+        n.first++;
+        n.second = disc(n.second);
+        while (!allowed(n.first, n.second)) n.first--;
+      }
+      int j = find(n);
+      if (j < 0) {
+        j = (int)q.size();
+        q.push_back(n);
+      }
+      t->next[i][y] = (uint8_t)j;
+    }
+  }
+  for (int i = 0; i < 256; i++) {
+    int64_t n0 = 0, n1 = 0;
+    if (i < (int)q.size()) {
+      n0 = q[i].first;
+      n1 = q[i].second;
+    } else {
+      t->next[i][0] = t->next[i][1] = 0;
+    }
+    int pr = (int)(n0 + n1);
+    t->prio[i] = (uint8_t)(pr > 255 ? 255 : pr);
+    int64_t p = ((2 * n1 + 1) << 22) / (2 * (n0 + n1) + 2);
+    t->smInit[i] = (uint32_t)p << 10;
+  }
+  for (int n = 0; n < 1024; n++) t->smRate[n] = 65536 * 2 / (2 * n + 3);
+  for (int j = 0; j < kCMApmBins; j++) t->apmRow[j] = (uint16_t)(calc((j - 16) * 128) * 16);
+  for (int j = 0; j < 33; j++) {
+    int32_t d = (j - 16) * 128;
+    t->mixApmRow[j] = t->msquash[(d < -2047 ? -2047 : (d > 2047 ? 2047 : d)) + 2048] * 16;
+  }
+}
+
+// cm_tables_host returns CMTabs, built once.
+const CMTabs &cm_tables_host() {
+  static CMTabs *t = [] {
+    CMTabs *p = new CMTabs;
+    cm_tables(p);
+    return p;
+  }();
+  return *t;
+}
+
+bool dev_zero(Ctx *g, void *p, size_t n, std::string *err) {
+  if (n == 0) return true;
+#ifdef LMFS_EMU
+  (void)g; (void)err;
+  std::memset(p, 0, n);
+  return true;
+#else
+  return cuda_ok(cudaMemsetAsync(p, 0, n, g->stream), "clear GPU memory", err);
+#endif
+}
+
+// CMSetup allocates and initialises the cm side of a call.
+struct CMSetup {
+  CMBlocks B{};
+  std::vector<int64_t> roff;
+};
+
+bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *params, CMSetup *cs, std::string *err) {
+  CMTabs *T;
+  if (!bf->alloc(&T, 1, err) || !h2d(g, T, &cm_tables_host(), sizeof(CMTabs), err)) return false;
+  cs->roff.assign(nb, 0);
+  std::vector<int32_t> lg(nb);
+  int64_t total = 0;
+  for (int i = 0; i < nb; i++) {
+    lg[i] = params[i];
+    if (lg[i] < kCMMinSlotsLog || lg[i] > kCMMaxSlotsLog) {
+      *err = "cm parameter byte " + std::to_string(lg[i]) + " out of range [" + std::to_string(kCMMinSlotsLog) + ", " + std::to_string(kCMMaxSlotsLog) + "]";
+      return false;
+    }
+    cs->roff[i] = total;
+    total += cm_region_bytes(lens[i], lg[i]);
+  }
+  uint8_t *region;
+  int64_t *droff;
+  int32_t *dlg;
+  CMState *dst;
+  if (!bf->alloc(&region, total, err) || !bf->alloc(&droff, nb, err) || !bf->alloc(&dlg, nb, err) || !bf->alloc(&dst, nb, err)) return false;
+  if (!dev_zero(g, region, total, err) || !h2d(g, droff, cs->roff.data(), nb * sizeof(int64_t), err) ||
+      !h2d(g, dlg, lg.data(), nb * sizeof(int32_t), err))
+    return false;
+  cs->B.T = T;
+  cs->B.st = dst;
+  cs->B.region = region;
+  cs->B.roff = droff;
+  cs->B.lg = dlg;
+  return true;
+}
+
+// CM_LAUNCH launches a one-thread-per-block cm kernel on stream strm with 32
+// threads per CUDA block, so that a few thousand coded blocks spread over
+// every multiprocessor (their memory accesses are latency bound).
+#ifdef LMFS_EMU
+#define CM_LAUNCH(strm, kern, nthreads, ...) LAUNCH(kern, nthreads, __VA_ARGS__)
+#else
+#define CM_LAUNCH(strm, kern, nthreads, ...)                                            \
+  do {                                                                                  \
+    int64_t n_ = (int64_t)(nthreads);                                                   \
+    if (n_ > 0) kern<<<(unsigned)((n_ + 31) / 32), 32, 0, (strm)>>>(__VA_ARGS__);       \
+  } while (0)
+#endif
+
+// kEncChunk is how many positions the LM scores before the cm kernel codes
+// them (on its own stream, while the LM scores the next chunk).
+constexpr int64_t kEncChunk = 128;
+
+// lmcm_run encodes (dec == false) or decodes nb blocks with codec lm+cm,
+// the mixing stage of codec id rule. Encode: data holds the blocks (lens[i] bytes each, concatenated), out
+// receives the streams at outoff[i] (capacity outoff[i+1]-outoff[i]);
+// outlen[i] is the stream's length or -1 when it did not fit. Decode: pay
+// holds the streams at payoff[i], data receives the bytes, bad[i] is -1 for a
+// block whose stream was valid, else the position where it went wrong.
+// sample >= 0 (encode): its path probabilities go to sprobs.
+int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint8_t *params, uint8_t *data, uint8_t *io, const int64_t *iooff,
+             int64_t *outlen, int32_t *bad, int sample, uint16_t *sprobs, int64_t token, std::string *err) {
+  const Model &m = g->host;
+  if (nb < 0) { *err = "negative block count"; return -1; }
+  if (nb == 0) return 0;
+  std::vector<int64_t> off(nb + 1, 0);
+  for (int i = 0; i < nb; i++) {
+    if (lens[i] < 1 || lens[i] > (1 << 30)) { *err = "block length out of range (1 to 2^30 bytes)"; return -1; }
+    off[i + 1] = off[i] + lens[i];
+    if (iooff[i + 1] < iooff[i]) { *err = "stream offsets decrease"; return -1; }
+  }
+  int64_t total = off[nb];
+  // The LM's streams are the blocks in decreasing length order (slot i is
+  // block order[i]): at position t the active streams are 0..active[t]-1.
+  Batch B = plan(nb, lens);
+  std::vector<int32_t> ident(nb);
+  std::vector<int64_t> slen(nb), soff(nb), sioS(nb), sioE(nb);
+  std::vector<uint8_t> sparams(nb);
+  for (int i = 0; i < nb; i++) {
+    int b = B.order[i];
+    ident[i] = i;
+    slen[i] = lens[b];
+    soff[i] = off[b];
+    sioS[i] = iooff[b];
+    sioE[i] = iooff[b + 1];
+    sparams[i] = params[b];
+  }
+  Buffers bf;
+  DevState S;
+  if (!alloc_state(g, &bf, nb, &S, err)) return -1;
+  CMSetup cs;
+  if (!cm_setup(g, &bf, nb, slen.data(), sparams.data(), &cs, err)) return -1;
+  int32_t *didx;
+  int64_t *doff, *dlen, *dioS, *dioE;
+  uint8_t *ddata, *dio;
+  int64_t iototal = iooff[nb];
+  if (!bf.alloc(&didx, nb, err) || !bf.alloc(&doff, nb, err) || !bf.alloc(&dlen, nb, err) || !bf.alloc(&ddata, total, err) ||
+      !bf.alloc(&dio, iototal, err) || !bf.alloc(&dioS, nb, err) || !bf.alloc(&dioE, nb, err))
+    return -1;
+  if (!h2d(g, didx, ident.data(), nb * sizeof(int32_t), err) || !h2d(g, doff, soff.data(), nb * sizeof(int64_t), err) ||
+      !h2d(g, dlen, slen.data(), nb * sizeof(int64_t), err) || !h2d(g, dioS, sioS.data(), nb * sizeof(int64_t), err) ||
+      !h2d(g, dioE, sioE.data(), nb * sizeof(int64_t), err))
+    return -1;
+  if (!dec && !h2d(g, ddata, data, total, err)) return -1;
+  if (dec && !h2d(g, dio, io, iototal, err)) return -1;
+  CMBlocks &CB = cs.B;
+  CB.rule = rule;
+  CB.data = ddata;
+  CB.off = doff;
+  CB.len = dlen;
+  CB.io = dio;
+  CB.ioS = dioS;
+  CB.ioE = dioE;
+  LAUNCH(cm_init_kernel, (int64_t)nb * 256, CB, nb);
+  CM_LAUNCH(g->stream, cm_start_kernel, nb, CB, nb, dec ? 1 : 0);
+  LAUNCH(reset_kernel, (int64_t)nb * m.NL * m.H, S, m.NL, m.H, didx, nb);
+  if (!launched(g, err)) return -1;
+  if (!step(g, S, didx, nb, true, err, true)) return -1;  // step(BOS)
+  int64_t maxlen = (int64_t)B.active.size() - 1;
+  DecState D{};
+  if (!dec) {
+    uint16_t *dprobs;
+    if (!bf.alloc(&dprobs, total * 8, err)) return -1;
+#ifndef LMFS_EMU
+    // The cm kernel runs on a second stream, one chunk behind the LM.
+    cudaStream_t cms = nullptr;
+    cudaEvent_t ev = nullptr;
+    struct Guard {
+      cudaStream_t *s;
+      cudaEvent_t *e;
+      ~Guard() {
+        if (*e) cudaEventDestroy(*e);
+        if (*s) cudaStreamDestroy(*s);
+      }
+    } guard{&cms, &ev};
+    if (!cuda_ok(cudaStreamCreateWithFlags(&cms, cudaStreamNonBlocking), "create stream", err) ||
+        !cuda_ok(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "create event", err))
+      return -1;
+#endif
+    int64_t c0 = 0;
+    auto flush = [&](int64_t t1) -> bool {
+      int n = (int)B.active[c0];
+#ifdef LMFS_EMU
+      LAUNCH(lmcm_encode_kernel, n, CB, didx, n, dprobs, c0, t1);
+#else
+      if (!cuda_ok(cudaEventRecord(ev, g->stream), "record event", err) || !cuda_ok(cudaStreamWaitEvent(cms, ev, 0), "wait event", err))
+        return false;
+      CM_LAUNCH(cms, lmcm_encode_kernel, n, CB, didx, n, dprobs, c0, t1);
+#endif
+      c0 = t1;
+      return launched(g, err);
+    };
+    for (int64_t t = 0; t < maxlen; t++) {
+      int n = (int)B.active[t];
+      bool raw = false;
+      if (!head(g, S, didx, n, true, &raw, err)) return -1;
+      if (!freq(g, S, didx, n, kPathProbs, t, ddata, doff, dprobs, nullptr, D, raw, err)) return -1;
+      if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
+      if (t + 1 - c0 >= kEncChunk && !flush(t + 1)) return -1;
+      if ((t & 255) == 255) {
+        if (cancelled(g, token)) {
+          sync(g, err);
+          *err = "cancelled";
+          return -2;
+        }
+        if ((t & 1023) == 1023 && !sync(g, err)) return -1;
+      }
+    }
+    if (c0 < maxlen && !flush(maxlen)) return -1;
+#ifndef LMFS_EMU
+    if (!cuda_ok(cudaEventRecord(ev, cms), "record event", err) || !cuda_ok(cudaStreamWaitEvent(g->stream, ev, 0), "wait event", err))
+      return -1;
+#endif
+    if (sample >= 0 && sample < nb && !d2h(g, sprobs, dprobs + off[sample] * 8, lens[sample] * 8 * sizeof(uint16_t), err)) return -1;
+    std::vector<CMState> st(nb);
+    if (!d2h(g, st.data(), CB.st, nb * sizeof(CMState), err) || !d2h(g, io, dio, iototal, err) || !sync(g, err)) return -1;
+    for (int i = 0; i < nb; i++) outlen[B.order[i]] = st[i].bad >= 0 ? -1 : st[i].io;
+    return 0;
+  }
+  uint32_t *dcum;
+  if (!bf.alloc(&dcum, (size_t)nb * 256, err)) return -1;
+  for (int64_t t = 0; t < maxlen; t++) {
+    int n = (int)B.active[t];
+    bool raw = false;
+    if (!head(g, S, didx, n, true, &raw, err)) return -1;
+    if (!freq(g, S, didx, n, kTables, 0, nullptr, nullptr, nullptr, dcum, D, raw, err)) return -1;
+#ifdef LMFS_FAST
+    LAUNCH(cum_kernel, (int64_t)n * 32, dcum, n);
+#else
+    LAUNCH(cum_kernel, n, dcum, n);
+#endif
+    CM_LAUNCH(g->stream, lmcm_decode_kernel, n, CB, S, didx, n, dcum, t);
+    if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
+    if ((t & 255) == 255) {
+      if (cancelled(g, token)) {
+        sync(g, err);
+        *err = "cancelled";
+        return -2;
+      }
+      if ((t & 1023) == 1023 && !sync(g, err)) return -1;
+    }
+  }
+  std::vector<CMState> st(nb);
+  if (!d2h(g, st.data(), CB.st, nb * sizeof(CMState), err) || !d2h(g, data, ddata, total, err) || !sync(g, err)) return -1;
+  for (int i = 0; i < nb; i++) {
+    int b = B.order[i];
+    bad[b] = st[i].bad;
+    // Decoder.Finish: a valid stream is consumed to exactly its length + 3.
+    if (bad[b] < 0 && st[i].io != sioE[i] - sioS[i] + 3) bad[b] = (int32_t)lens[b];
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// lmfs_cuda_lmcm_block_bytes returns the GPU memory one block of len bytes
+// with cm parameter byte params needs in an lm+cm call, besides the LM's
+// state (lmfs_cuda_bytes_per_stream): cm's tables and state, the data, and
+// for encoding 16 bytes per byte of LM probabilities and the stream.
+int64_t lmfs_cuda_lmcm_block_bytes(int64_t len, int params, int encode) {
+  if (params < kCMMinSlotsLog || params > kCMMaxSlotsLog || len < 0) return -1;
+  int64_t b = cm_region_bytes(len, params) + (int64_t)sizeof(CMState) + 64 + len + len + len / 4 + 64;
+  if (encode) b += 16 * len;
+  else b += 1024;
+  return b;
+}
+
+// lmfs_cuda_lmcm_encode codes nb blocks (block i is lens[i] >= 1 bytes of
+// data at the prefix sum of lens, cm parameter byte params[i]) with codec
+// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5 or 6). The
+// arithmetic coder's stream of block i goes to out[outoff[i] ..], at most
+// outoff[i+1]-outoff[i] bytes; outlen[i] is its length, or -1 if it did not
+// fit. If sample is in [0, nb), the LM's path
+// probabilities of that block (8 per byte) go to sprobs. Returns 0, -1 on
+// error (see last error), -2 if cancelled.
+int lmfs_cuda_lmcm_encode(void *h, int rule, int nb, const uint8_t *data, const int64_t *lens, const uint8_t *params, uint8_t *out,
+                          const int64_t *outoff, int64_t *outlen, int sample, uint16_t *sprobs, int64_t token) {
+  Ctx *g = (Ctx *)h;
+  std::lock_guard<std::mutex> l(g->mu);
+#ifndef LMFS_EMU
+  cudaSetDevice(g->device);
+#endif
+  if (rule != 5 && rule != 6) {
+    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5 and 6)");
+    return -1;
+  }
+  std::string err;
+  int rc = lmcm_run(g, rule, false, nb, lens, params, (uint8_t *)data, out, outoff, outlen, nullptr, sample, sprobs, token, &err);
+  if (rc != 0) set_err(err);
+  return rc;
+}
+
+// lmfs_cuda_lmcm_decode decodes nb blocks of codec lm+cm of rule `rule`:
+// block i has lens[i] >= 1 bytes, cm parameter byte params[i] and its
+// arithmetic coder's stream at pay[payoff[i] .. payoff[i+1]); the bytes go to
+// out at the prefix sum of lens. bad[i] is -1 for a block whose stream was
+// consumed exactly as a valid one, else the position at which it went wrong.
+int lmfs_cuda_lmcm_decode(void *h, int rule, int nb, const uint8_t *pay, const int64_t *payoff, const int64_t *lens, const uint8_t *params,
+                          uint8_t *out, int32_t *bad, int64_t token) {
+  Ctx *g = (Ctx *)h;
+  std::lock_guard<std::mutex> l(g->mu);
+#ifndef LMFS_EMU
+  cudaSetDevice(g->device);
+#endif
+  if (rule != 5 && rule != 6) {
+    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5 and 6)");
+    return -1;
+  }
+  std::string err;
+  int rc = lmcm_run(g, rule, true, nb, lens, params, out, (uint8_t *)pay, payoff, nullptr, bad, -1, nullptr, token, &err);
+  if (rc != 0) set_err(err);
+  return rc;
+}
+
+}  // extern "C"
