@@ -216,11 +216,17 @@ type batchReq struct {
 }
 
 // batcher gathers concurrent single-block calls into batches of at most max
-// blocks, waiting at most wait for a batch to fill.
+// blocks. An idle batcher waits at most wait for a batch to fill; while a
+// batch runs, every call that arrives joins the next one, which starts as
+// soon as the running batch ends. So under load the batches grow to what
+// arrived during one batch's run (a GPU batch costs about the same for a few
+// blocks as for thousands), instead of splitting into many small batches
+// that each pay the whole run.
 type batcher struct {
 	mu      sync.Mutex
 	pending []*batchReq
 	timer   *time.Timer
+	running bool
 }
 
 // do adds r to the next batch and waits for it; run codes a batch (it must
@@ -229,34 +235,49 @@ func (b *batcher) do(ctx context.Context, r *batchReq, max int, wait time.Durati
 	r.done = make(chan struct{})
 	b.mu.Lock()
 	b.pending = append(b.pending, r)
-	var take []*batchReq
-	if len(b.pending) >= max {
-		take, b.pending = b.pending, nil
-		if b.timer != nil {
-			b.timer.Stop()
-			b.timer = nil
+	if !b.running {
+		if len(b.pending) >= max {
+			b.startLocked(max, run)
+		} else if b.timer == nil {
+			b.timer = time.AfterFunc(wait, func() {
+				b.mu.Lock()
+				b.timer = nil
+				if !b.running && len(b.pending) > 0 {
+					b.startLocked(max, run)
+				}
+				b.mu.Unlock()
+			})
 		}
-	} else if b.timer == nil {
-		b.timer = time.AfterFunc(wait, func() {
-			b.mu.Lock()
-			t := b.pending
-			b.pending, b.timer = nil, nil
-			b.mu.Unlock()
-			if len(t) > 0 {
-				runBatch(t, run)
-			}
-		})
 	}
 	b.mu.Unlock()
-	if take != nil {
-		go runBatch(take, run)
-	}
 	select {
 	case <-r.done:
 		return r.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// startLocked takes up to max pending requests and runs them as a batch; when
+// it ends, the requests that arrived meanwhile run next. b.mu is held.
+func (b *batcher) startLocked(max int, run func([]*batchReq)) {
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	n := min(len(b.pending), max)
+	take := b.pending[:n:n]
+	b.pending = append([]*batchReq(nil), b.pending[n:]...)
+	b.running = true
+	go func() {
+		runBatch(take, run)
+		b.mu.Lock()
+		b.running = false
+		if len(b.pending) > 0 {
+			b.startLocked(max, run)
+		}
+		b.mu.Unlock()
+	}()
 }
 
 func runBatch(reqs []*batchReq, run func([]*batchReq)) {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lmfs/lmfs/predictor"
 	"github.com/lmfs/lmfs/predictor/lm"
@@ -270,5 +271,65 @@ func TestAccelWrongResults(t *testing.T) {
 	}
 	if n := be.calls.Load(); n != 2 {
 		t.Fatalf("the backend was called %d times, want once per codec before it was disabled", n)
+	}
+}
+
+// TestBatcherGrowsUnderLoad: calls that arrive while a batch runs join the
+// next batch (which starts when the running one ends) instead of forming many
+// small batches, and every call gets its own result.
+func TestBatcherGrowsUnderLoad(t *testing.T) {
+	var b batcher
+	var mu sync.Mutex
+	var sizes []int
+	run := func(reqs []*batchReq) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		time.Sleep(40 * time.Millisecond) // a slow device call
+		for _, q := range reqs {
+			q.out = append([]byte("out:"), q.in...)
+		}
+	}
+	const n = 60
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * time.Millisecond) // arrivals spread over 60 ms
+			r := &batchReq{in: []byte{byte(i)}}
+			if err := b.do(context.Background(), r, 1000, 2*time.Millisecond, run); err != nil {
+				t.Error(err)
+				return
+			}
+			if !bytes.Equal(r.out, []byte{'o', 'u', 't', ':', byte(i)}) {
+				t.Errorf("call %d got %q", i, r.out)
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for _, s := range sizes {
+		total += s
+	}
+	// With a fixed 2 ms window the 60 ms of arrivals would form about 30
+	// batches; here a first small one, then what arrived during each 40 ms run.
+	if total != n || len(sizes) > 5 {
+		t.Errorf("batches %v: want %d calls in at most 5 batches", sizes, n)
+	}
+	// A full batch starts at once, and the rest follows.
+	sizes = nil
+	var wg2 sync.WaitGroup
+	for i := range 10 {
+		wg2.Go(func() {
+			r := &batchReq{in: []byte{byte(i)}}
+			if err := b.do(context.Background(), r, 4, time.Hour, run); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg2.Wait()
+	for _, s := range sizes {
+		if s > 4 {
+			t.Errorf("batch of %d exceeds max 4 (%v)", s, sizes)
+		}
 	}
 }

@@ -49,6 +49,7 @@ type RecodeStats struct {
 	Recoded uint64 // blocks replaced by a smaller record
 	Kept    uint64 // blocks whose record stayed (nothing smaller), level raised
 	Lost    uint64 // blocks changed or removed meanwhile: the result was dropped
+	Stopped uint64 // blocks left as they were because the run was stopped
 	Failed  uint64 // blocks that could not be decoded or coded (logged)
 	Before  uint64 // stored bytes of the recoded and kept blocks before
 	After   uint64 // and after
@@ -56,13 +57,15 @@ type RecodeStats struct {
 }
 
 type recodeCounters struct {
-	recoded, kept, lost, failed, before, after, raw atomic.Uint64
+	recoded, kept, lost, stopped, failed, before, after, raw atomic.Uint64
 }
 
 func (c *recodeCounters) add(r recodeResult) {
 	switch {
 	case r.err != nil:
 		c.failed.Add(1)
+	case r.stopped:
+		c.stopped.Add(1)
 	case r.lost:
 		c.lost.Add(1)
 	case r.newSize < r.oldSize:
@@ -70,7 +73,7 @@ func (c *recodeCounters) add(r recodeResult) {
 	default:
 		c.kept.Add(1)
 	}
-	if r.err == nil && !r.lost {
+	if r.err == nil && !r.lost && !r.stopped {
 		c.before.Add(uint64(r.oldSize))
 		c.after.Add(uint64(r.newSize))
 		c.raw.Add(uint64(r.rawSize))
@@ -79,7 +82,7 @@ func (c *recodeCounters) add(r recodeResult) {
 
 func (c *recodeCounters) stats() RecodeStats {
 	return RecodeStats{
-		Recoded: c.recoded.Load(), Kept: c.kept.Load(), Lost: c.lost.Load(), Failed: c.failed.Load(),
+		Recoded: c.recoded.Load(), Kept: c.kept.Load(), Lost: c.lost.Load(), Stopped: c.stopped.Load(), Failed: c.failed.Load(),
 		Before: c.before.Load(), After: c.after.Load(), Raw: c.raw.Load(),
 	}
 }
@@ -112,7 +115,7 @@ type recoder struct {
 
 type recodeResult struct {
 	oldSize, newSize, rawSize int
-	lost                      bool
+	lost, stopped             bool
 	err                       error
 }
 
@@ -138,7 +141,7 @@ func (r *recoder) recode(ctx context.Context, ino, blk uint64) recodeResult {
 		raw, _, err = r.reg.Decode(ctx, nil, rec)
 	}
 	if err != nil && ctx.Err() != nil {
-		return recodeResult{lost: true} // stopping: the block stays as it is
+		return recodeResult{stopped: true} // stopping: the block stays as it is
 	}
 	if err != nil {
 		return recodeResult{err: fmt.Errorf("decode block %d of inode %d (run lmfs fsck): %w", blk, ino, err)}
@@ -149,7 +152,7 @@ func (r *recoder) recode(ctx context.Context, ino, blk uint64) recodeResult {
 		out, err = r.ch.Encode(ctx, nil, raw)
 	}
 	if err != nil && ctx.Err() != nil {
-		return recodeResult{lost: true} // stopping: the block stays as it is
+		return recodeResult{stopped: true} // stopping: the block stays as it is
 	}
 	if err != nil {
 		return recodeResult{err: fmt.Errorf("re-code block %d of inode %d: %w", blk, ino, err)}

@@ -92,8 +92,14 @@ mounted: a mounted store is recompressed by lmfs itself when it is idle
 			})
 			finish()
 			el := time.Since(start)
-			fmt.Fprintf(a.stdout, "re-coded %d blocks smaller, kept %d, %d changed meanwhile, %d failed: %d -> %d stored bytes (%s -> %s) for %d data bytes in %v (%.2f MB/s of data)\n",
-				rs.Recoded, rs.Kept, rs.Lost, rs.Failed, rs.Before, rs.After, human(rs.Before), human(rs.After), rs.Raw, el.Round(time.Millisecond), float64(rs.Raw)/1e6/max(el.Seconds(), 1e-9))
+			// Blocks a stopped run did not finish: those it was coding and
+			// those it never got to.
+			left := rs.Stopped
+			if done := rs.Recoded + rs.Kept + rs.Lost + rs.Failed; err != nil && nBlocks > done {
+				left = max(left, nBlocks-done)
+			}
+			fmt.Fprintf(a.stdout, "re-coded %d blocks smaller, kept %d, %d changed meanwhile, %d left for a later run (stopped), %d failed: %d -> %d stored bytes (%s -> %s) for %d data bytes in %v (%.2f MB/s of data)\n",
+				rs.Recoded, rs.Kept, rs.Lost, left, rs.Failed, rs.Before, rs.After, human(rs.Before), human(rs.After), rs.Raw, el.Round(time.Millisecond), float64(rs.Raw)/1e6/max(el.Seconds(), 1e-9))
 			if err != nil {
 				return fmt.Errorf("recompress %s: %w (what was done is kept; run it again to go on)", c.Store.Path, err)
 			}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lmfs/lmfs/blockstore"
 	"github.com/lmfs/lmfs/config"
@@ -125,5 +126,57 @@ func TestRecompressUpgradesAFastStore(t *testing.T) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Errorf("%s after recompress: %v, %d bytes, equal %v", name, err, len(got), bytes.Equal(got, data))
 		}
+	}
+}
+
+// TestRecompressStopped: a run stopped part way (SIGINT cancels the context)
+// reports the blocks it did not get to as left for a later run, not as
+// changed meanwhile, keeps the store intact, and a second run finishes them.
+func TestRecompressStopped(t *testing.T) {
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil || os.Geteuid() != 0 {
+		t.Skipf("skipping: needs root and a usable /dev/fuse (%v)", err)
+	} else {
+		f.Close()
+	}
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	store, mnt := t.TempDir(), t.TempDir()
+	m, err := mount.Mount(context.Background(), mountCfg(t, store, "fast"), mnt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := sample(8 * 4096)
+	if err := os.WriteFile(filepath.Join(mnt, "text"), data, 0o644); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Policy max codes with the LM, which on a CPU takes far longer than the
+	// 200 ms this run is given.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := run(ctx, []string{"recompress", "--store", store, "--policy", "max", "--workers", "2"}, strings.NewReader(""), &out, &errb)
+	if code == 0 || !strings.Contains(errb.String(), "run it again") {
+		t.Errorf("stopped recompress: exit %d, stderr %q", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "0 changed meanwhile") || strings.Contains(out.String(), " 0 left for a later run") {
+		t.Errorf("stopped recompress reports %q: want its unfinished blocks left for a later run", out.String())
+	}
+	t.Log(strings.TrimSpace(out.String()))
+	if c, o, e := runCLI(t, "", "fsck", "--store", store); c != 0 {
+		t.Fatalf("fsck after a stopped recompress: exit %d: %s %s", c, o, e)
+	}
+	if c, o, e := runCLI(t, "", "recompress", "--store", store, "--policy", "balanced", "--workers", "2"); c != 0 || !strings.Contains(o, "0 left for a later run") {
+		t.Fatalf("second recompress: exit %d, %q %q", c, o, e)
+	}
+	m, err = mount.Mount(context.Background(), mountCfg(t, store, "balanced"), mnt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got, err := os.ReadFile(filepath.Join(mnt, "text")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("after the runs: %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, data))
 	}
 }
