@@ -46,13 +46,7 @@ func storeStats(t *testing.T, dir string) blockstore.Stats {
 // fast, upgrades the unmounted store with lmfs recompress --policy balanced,
 // and checks that it stores fewer bytes, reads back every byte, and is clean.
 func TestRecompressUpgradesAFastStore(t *testing.T) {
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil || os.Geteuid() != 0 {
-		t.Skipf("skipping: needs root and a usable /dev/fuse (%v)", err)
-	} else {
-		f.Close()
-	}
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	store, mnt := t.TempDir(), t.TempDir()
+	store, mnt := fuseStore(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	random := make([]byte, 3*4096+17)
 	for i := range random {
@@ -133,13 +127,7 @@ func TestRecompressUpgradesAFastStore(t *testing.T) {
 // reports the blocks it did not get to as left for a later run, not as
 // changed meanwhile, keeps the store intact, and a second run finishes them.
 func TestRecompressStopped(t *testing.T) {
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil || os.Geteuid() != 0 {
-		t.Skipf("skipping: needs root and a usable /dev/fuse (%v)", err)
-	} else {
-		f.Close()
-	}
-	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	store, mnt := t.TempDir(), t.TempDir()
+	store, mnt := fuseStore(t)
 	m, err := mount.Mount(context.Background(), mountCfg(t, store, "fast"), mnt, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -179,4 +167,17 @@ func TestRecompressStopped(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(mnt, "text")); err != nil || !bytes.Equal(got, data) {
 		t.Errorf("after the runs: %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, data))
 	}
+}
+
+// fuseStore skips t without root and a usable /dev/fuse, isolates the config,
+// and returns a store directory and a mount point.
+func fuseStore(t *testing.T) (store, mnt string) {
+	t.Helper()
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil || os.Geteuid() != 0 {
+		t.Skipf("skipping: needs root and a usable /dev/fuse (%v)", err)
+	} else {
+		f.Close()
+	}
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	return t.TempDir(), t.TempDir()
 }
