@@ -401,16 +401,7 @@ func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens 
 	if len(payloads) != len(rawLens) {
 		return nil, fmt.Errorf("%d payloads but %d lengths", len(payloads), len(rawLens))
 	}
-	out := make([][]byte, len(payloads))
-	errs := make([]error, len(payloads))
-	if c.acc != nil {
-		c.acc.pipelined(len(payloads), func(start, end int) {
-			c.decodeAccel(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
-		})
-	} else {
-		parallelFor(len(payloads), func(i int) { out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i]) })
-	}
-	return out, firstErr(errs)
+	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeCPU)
 }
 
 func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
@@ -644,16 +635,7 @@ func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int
 			c.decodeFull(ctx, payloads[start:end], rawLens[start:end], out, errs)
 		})
 	}
-	out := make([][]byte, len(payloads))
-	errs := make([]error, len(payloads))
-	if c.acc != nil {
-		c.acc.pipelined(len(payloads), func(start, end int) {
-			c.decodeAccel(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
-		})
-	} else {
-		parallelFor(len(payloads), func(i int) { out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i]) })
-	}
-	return out, firstErr(errs)
+	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeCPU)
 }
 
 // decodeFull decodes lm+cm payloads entirely on the accelerator
@@ -908,6 +890,23 @@ func (a *accel) decodeBatched(ctx context.Context, dst, payload []byte, rawLen i
 		return dst, err
 	}
 	return append(dst, r.out...), nil
+}
+
+// decodeBatch decodes payloads on acc in pipelined groups (onAcc) or,
+// without one, block by block on the CPU cores (cpu).
+func decodeBatch(ctx context.Context, acc *accel, payloads [][]byte, rawLens []int,
+	onAcc func(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error),
+	cpu func(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error)) ([][]byte, error) {
+	out := make([][]byte, len(payloads))
+	errs := make([]error, len(payloads))
+	if acc != nil {
+		acc.pipelined(len(payloads), func(start, end int) {
+			onAcc(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
+		})
+	} else {
+		parallelFor(len(payloads), func(i int) { out[i], errs[i] = cpu(ctx, nil, payloads[i], rawLens[i]) })
+	}
+	return out, firstErr(errs)
 }
 
 // batchRun runs a batch method and returns per-block results.
