@@ -258,11 +258,19 @@ type streams struct {
 	sc *scratch
 }
 
-func (s *streams) check(ids []int) error { return checkIDs(s.st == nil, len(s.st), ids) }
+// check checks a call (op: Predict or Push) that gives count tables or
+// bytes (what) for the streams ids.
+func (s *streams) check(op, what string, ids []int, count int) error {
+	return checkCall(s.st == nil, len(s.st), op, what, ids, count)
+}
 
-// checkIDs returns the error of a call naming ids on n streams (of either
-// architecture), closed or not.
-func checkIDs(closed bool, n int, ids []int) error {
+// checkCall returns the error of a call (op) naming ids on n streams (of
+// either architecture), closed or not, with count tables or bytes (what),
+// one per id.
+func checkCall(closed bool, n int, op, what string, ids []int, count int) error {
+	if count != len(ids) {
+		return fmt.Errorf("lm: %s with %d ids and %d %s", op, len(ids), count, what)
+	}
 	if closed {
 		return fmt.Errorf("lm: streams used after Close")
 	}
@@ -275,10 +283,7 @@ func checkIDs(closed bool, n int, ids []int) error {
 }
 
 func (s *streams) Predict(ctx context.Context, ids []int, dst []predictor.Dist) error {
-	if len(dst) != len(ids) {
-		return fmt.Errorf("lm: Predict with %d ids and %d tables", len(ids), len(dst))
-	}
-	if err := s.check(ids); err != nil {
+	if err := s.check("Predict", "tables", ids, len(dst)); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -291,10 +296,7 @@ func (s *streams) Predict(ctx context.Context, ids []int, dst []predictor.Dist) 
 }
 
 func (s *streams) Push(ids []int, syms []byte) error {
-	if len(syms) != len(ids) {
-		return fmt.Errorf("lm: Push with %d ids and %d bytes", len(ids), len(syms))
-	}
-	if err := s.check(ids); err != nil {
+	if err := s.check("Push", "bytes", ids, len(syms)); err != nil {
 		return err
 	}
 	for i, id := range ids {

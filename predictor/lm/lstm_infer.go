@@ -299,13 +299,14 @@ const (
 	freshPushed // being pushed (Push's duplicate check)
 )
 
-func (s *lstmStreams) check(ids []int) error { return checkIDs(s.st == nil, len(s.st), ids) }
+// check checks a call (op: Predict or Push) that gives count tables or
+// bytes (what) for the streams ids.
+func (s *lstmStreams) check(op, what string, ids []int, count int) error {
+	return checkCall(s.st == nil, len(s.st), op, what, ids, count)
+}
 
 func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Dist) error {
-	if len(dst) != len(ids) {
-		return fmt.Errorf("lm: Predict with %d ids and %d tables", len(ids), len(dst))
-	}
-	if err := s.check(ids); err != nil {
+	if err := s.check("Predict", "tables", ids, len(dst)); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -322,10 +323,7 @@ func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Di
 }
 
 func (s *lstmStreams) Push(ids []int, syms []byte) error {
-	if len(syms) != len(ids) {
-		return fmt.Errorf("lm: Push with %d ids and %d bytes", len(ids), len(syms))
-	}
-	if err := s.check(ids); err != nil {
+	if err := s.check("Push", "bytes", ids, len(syms)); err != nil {
 		return err
 	}
 	// Distinct streams step together, layer by layer (stepMany); a stream
