@@ -159,10 +159,7 @@ func checkModel(t *testing.T, l *gpu.Lib, data []byte, spec *specModel) {
 	cpuLM := coder.NewByteCodec(coder.IDLM, "lm", id, ref)
 	gpuMix := coder.NewLMCMAccel(ref, id, 64<<20, coder.Accel{Backend: m})
 	cpuMix := coder.NewLMCMModel(ref, id, 64<<20)
-	lens := make([]int, len(blocks))
-	for i, b := range blocks {
-		lens[i] = len(b)
-	}
+	lens := lensOf(blocks)
 	for _, pair := range []struct {
 		name     string
 		gpu, cpu coder.BatchCodec
@@ -240,10 +237,7 @@ func BenchmarkGPU(b *testing.B) {
 	}
 	for _, inflight := range inflights {
 		blocks := split(src, inflight, size)
-		lens := make([]int, len(blocks))
-		for i := range lens {
-			lens[i] = size
-		}
+		lens := lensOf(blocks)
 		for _, codec := range codecs {
 			var c coder.BatchCodec
 			a := coder.Accel{Backend: m, MaxBatch: inflight}

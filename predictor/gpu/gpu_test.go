@@ -156,10 +156,7 @@ func TestDecodeLM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lens := make([]int, len(blocks))
-	for i, b := range blocks {
-		lens[i] = len(b)
-	}
+	lens := lensOf(blocks)
 	got, err := m.DecodeLM(context.Background(), streams, lens)
 	if err != nil {
 		t.Fatal(err)
@@ -195,10 +192,7 @@ func TestStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lens := make([]int, len(blocks))
-	for i, b := range blocks {
-		lens[i] = len(b)
-	}
+	lens := lensOf(blocks)
 	got, err := coder.DecodeBytes(context.Background(), m, streams, lens)
 	if err != nil {
 		t.Fatal(err)
@@ -303,4 +297,13 @@ func TestLoadFailures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lensOf returns the length of every block.
+func lensOf(blocks [][]byte) []int {
+	lens := make([]int, len(blocks))
+	for i, b := range blocks {
+		lens[i] = len(b)
+	}
+	return lens
 }

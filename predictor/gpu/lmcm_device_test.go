@@ -206,10 +206,7 @@ func BenchmarkLMCM(b *testing.B) {
 	for _, pl := range plan {
 		for _, inflight := range pl.inflight {
 			blocks := split(src, inflight, pl.size)
-			lens := make([]int, len(blocks))
-			for i := range lens {
-				lens[i] = pl.size
-			}
+			lens := lensOf(blocks)
 			var c coder.BatchCodec
 			path := "lm+cm/gpu"
 			switch pl.path {

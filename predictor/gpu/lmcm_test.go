@@ -202,10 +202,7 @@ func TestLMCMCodec(t *testing.T) {
 		ctx := context.Background()
 		blocks := lmcmBlocks(t, 24)
 		blocks = append(blocks, []byte{}, bytes.Repeat([]byte{0x55, 0xaa}, 8))
-		lens := make([]int, len(blocks))
-		for i, b := range blocks {
-			lens[i] = len(b)
-		}
+		lens := lensOf(blocks)
 		want, err := goCodec.EncodeBatch(ctx, blocks)
 		if err != nil {
 			t.Fatal(err)
