@@ -203,7 +203,7 @@ func TestStreams(t *testing.T) {
 		}
 	}
 	// The reverse direction: encoded with the library's tables, decoded by the spec.
-	enc, err := coder.EncodeBytes(context.Background(), tablesModel{m}, blocks)
+	enc, err := coder.EncodeBytes(context.Background(), m, blocks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,29 +212,6 @@ func TestStreams(t *testing.T) {
 			t.Fatalf("block %d: the library's tables code differently from the spec's", i)
 		}
 	}
-}
-
-// tablesModel scores with the library's whole tables (a ByteModel for
-// EncodeBytes).
-type tablesModel struct{ m *gpu.Model }
-
-func (tm tablesModel) Score(ctx context.Context, blocks [][]byte, emit func(b, pos int, d *predictor.Dist) error) error {
-	tabs, err := tm.m.Tables(ctx, blocks)
-	if err != nil {
-		return err
-	}
-	for b := range tabs {
-		for pos := range tabs[b] {
-			if err := emit(b, pos, &tabs[b][pos]); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func (tm tablesModel) Streams(ctx context.Context, n int) (predictor.ByteStreams, error) {
-	return tm.m.Streams(ctx, n)
 }
 
 func TestOpenRejectsBadModels(t *testing.T) {

@@ -94,7 +94,7 @@ func TestKernelsAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	few := 300
-	streams, err := coder.EncodeBytes(ctx, tablesModel{base}, blocks[:few])
+	streams, err := coder.EncodeBytes(ctx, base, blocks[:few])
 	if err != nil {
 		t.Fatal(err)
 	}
