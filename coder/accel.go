@@ -131,20 +131,15 @@ func (a *accel) checkProbs(ctx context.Context, pred predictor.ByteModel, i int,
 	}
 	src = src[:min(len(src), checkLen)]
 	var cum [257]uint32
+	want := make([]uint16, 8)
 	err := pred.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
 		if err := cumulate(d, &cum); err != nil {
 			return err
 		}
-		lo, hi := 0, 256
-		for k := range 8 {
-			mid := (lo + hi) / 2
-			if want := symbolP(&cum, lo, mid, hi); int(probs[8*pos+k]) != want {
-				return fmt.Errorf("%w: block %d byte %d bit %d: accelerator %d, Go model %d", errMismatch, i, pos, k, probs[8*pos+k], want)
-			}
-			if int(src[pos]) >= mid {
-				lo = mid
-			} else {
-				hi = mid
+		pathProbs(&cum, src[pos], want)
+		for k, w := range want {
+			if probs[8*pos+k] != w {
+				return fmt.Errorf("%w: block %d byte %d bit %d: accelerator %d, Go model %d", errMismatch, i, pos, k, probs[8*pos+k], w)
 			}
 		}
 		return nil
@@ -602,27 +597,12 @@ func (c *LMCM) encodeProbs(dst, src []byte, probs []uint16) ([]byte, error) {
 	if len(src) == 0 {
 		return dst, nil
 	}
-	params := c.cm.Params(len(src))
-	s, err := c.newState(len(src), params)
-	if err != nil {
-		return dst, err
-	}
-	defer c.release(s)
-	e := Encoder{}
-	e.Reset(append(dst, params))
-	for t, x := range src {
-		p := probs[8*t : 8*t+8 : 8*t+8]
-		lo := 0
-		for k := range 8 {
-			bit := int(x>>(7-k)) & 1
-			e.EncodeBit(bit, s.p(k, lo, int32(p[k])))
-			s.update(bit)
-			if bit != 0 {
-				lo += 128 >> k
-			}
+	return c.encodeWith(dst, src, func(_ *lmcmState, code func(pos int, pl []uint16)) error {
+		for t := range src {
+			code(t, probs[8*t:8*t+8:8*t+8])
 		}
-	}
-	return e.Finish(), nil
+		return nil
+	})
 }
 
 // DecodeBatch implements BatchCodec.

@@ -46,17 +46,7 @@ func (b *refBackend) PathProbs(ctx context.Context, blocks [][]byte) ([][]uint16
 		if err := cumulate(d, &cum); err != nil {
 			return err
 		}
-		lo, hi := 0, 256
-		sym := int(blocks[bi][pos])
-		for k := range 8 {
-			mid := (lo + hi) / 2
-			out[bi][8*pos+k] = uint16(symbolP(&cum, lo, mid, hi))
-			if sym >= mid {
-				lo = mid
-			} else {
-				hi = mid
-			}
-		}
+		pathProbs(&cum, blocks[bi][pos], out[bi][8*pos:8*pos+8])
 		return nil
 	})
 	if b.wrong {

@@ -218,6 +218,22 @@ func cumulate(f *predictor.Dist, cum *[257]uint32) error {
 
 // symbolP is the 16-bit probability that a symbol in [lo, hi) lies in
 // [mid, hi): the ratio of the two cumulative frequencies, rounded down.
+// pathProbs writes to out[0:8] the probability of a 1 (symbolP of the
+// cumulative table cum) at each of the eight bit-tree nodes on byte x's path,
+// most significant bit first: the probabilities EncodeSymbol codes x with.
+func pathProbs(cum *[257]uint32, x byte, out []uint16) {
+	lo, hi := 0, 256
+	for k := range 8 {
+		mid := (lo + hi) / 2
+		out[k] = uint16(symbolP(cum, lo, mid, hi))
+		if int(x) >= mid {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+}
+
 func symbolP(cum *[257]uint32, lo, mid, hi int) int {
 	all := uint64(cum[hi] - cum[lo])
 	one := uint64(cum[hi] - cum[mid])

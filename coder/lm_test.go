@@ -372,16 +372,8 @@ func BenchmarkLMCMMixing(b *testing.B) {
 		if err := cumulate(d, &cum); err != nil {
 			return err
 		}
-		lo, hi := 0, 256
-		for range 8 {
-			mid := (lo + hi) / 2
-			probs = append(probs, uint16(symbolP(&cum, lo, mid, hi)))
-			if int(src[pos]) >= mid {
-				lo = mid
-			} else {
-				hi = mid
-			}
-		}
+		probs = probs[:8*pos+8]
+		pathProbs(&cum, src[pos], probs[8*pos:])
 		return nil
 	})
 	if err != nil {

@@ -193,6 +193,23 @@ func (c *LMCM) encodeCPU(ctx context.Context, dst, src []byte) ([]byte, error) {
 	if len(src) == 0 {
 		return dst, nil
 	}
+	return c.encodeWith(dst, src, func(s *lmcmState, code func(pos int, pl []uint16)) error {
+		pl := make([]uint16, 8)
+		return c.lm.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
+			if err := cumulate(d, &s.cum); err != nil {
+				return err
+			}
+			pathProbs(&s.cum, src[pos], pl)
+			code(pos, pl)
+			return nil
+		})
+	})
+}
+
+// encodeWith codes the non-empty src after cm's parameter byte. drive calls
+// code for every position in order, with pl the LM's probabilities of a 1 at
+// the eight bit-tree nodes on the byte's path (pathProbs).
+func (c *LMCM) encodeWith(dst, src []byte, drive func(s *lmcmState, code func(pos int, pl []uint16)) error) ([]byte, error) {
 	params := c.cm.Params(len(src))
 	s, err := c.newState(len(src), params)
 	if err != nil {
@@ -201,27 +218,17 @@ func (c *LMCM) encodeCPU(ctx context.Context, dst, src []byte) ([]byte, error) {
 	defer c.release(s)
 	e := Encoder{}
 	e.Reset(append(dst, params))
-	err = c.lm.Score(ctx, [][]byte{src}, func(_, pos int, d *predictor.Dist) error {
-		if err := cumulate(d, &s.cum); err != nil {
-			return err
-		}
-		sym := int(src[pos])
-		lo, hi := 0, 256
+	err = drive(s, func(pos int, pl []uint16) {
+		x := src[pos]
+		lo := 0 // the first symbol of the current node
 		for k := range 8 {
-			mid := (lo + hi) / 2
-			bit := 0
-			if sym >= mid {
-				bit = 1
-			}
-			e.EncodeBit(bit, s.p(k, lo, int32(symbolP(&s.cum, lo, mid, hi))))
+			bit := int(x>>(7-k)) & 1
+			e.EncodeBit(bit, s.p(k, lo, int32(pl[k])))
 			s.update(bit)
 			if bit != 0 {
-				lo = mid
-			} else {
-				hi = mid
+				lo += 128 >> k
 			}
 		}
-		return nil
 	})
 	if err != nil {
 		return dst, err

@@ -132,17 +132,7 @@ func TestMixTuneDump(t *testing.T) {
 					if err := cumulate(d, &cum); err != nil {
 						return err
 					}
-					sym := int(b.Src[pos])
-					lo, hi := 0, 256
-					for k := range 8 {
-						mid := (lo + hi) / 2
-						b.Probs[8*pos+k] = uint16(symbolP(&cum, lo, mid, hi))
-						if sym >= mid {
-							lo = mid
-						} else {
-							hi = mid
-						}
-					}
+					pathProbs(&cum, b.Src[pos], b.Probs[8*pos:8*pos+8])
 					return nil
 				})
 				if err != nil {
@@ -213,16 +203,7 @@ func TestMixEval(t *testing.T) {
 					if err := cumulate(d, &cum); err != nil {
 						return err
 					}
-					lo, hi := 0, 256
-					for k := range 8 {
-						mid := (lo + hi) / 2
-						probs[8*pos+k] = uint16(symbolP(&cum, lo, mid, hi))
-						if int(b.src[pos]) >= mid {
-							lo = mid
-						} else {
-							hi = mid
-						}
-					}
+					pathProbs(&cum, b.src[pos], probs[8*pos:8*pos+8])
 					return nil
 				})
 				if err != nil {
