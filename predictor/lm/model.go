@@ -147,23 +147,33 @@ func DefaultFile() []byte { return bytes.Clone(defaultFile) }
 //go:embed retired/*.lmm
 var retired embed.FS
 
+var (
+	builtinOnce sync.Once
+	builtinIDs  map[[32]byte]string // model id -> file in retired; "" is the default
+)
+
 // BuiltinFile returns a copy of the model file built into lmfs whose model id
-// (SHA-256) is id: the default model or a retired earlier default.
+// (SHA-256) is id: the default model or a retired earlier default. The ids
+// are hashed once.
 func BuiltinFile(id [32]byte) ([]byte, bool) {
-	if sha256.Sum256(defaultFile) == id {
+	builtinOnce.Do(func() {
+		builtinIDs = map[[32]byte]string{sha256.Sum256(defaultFile): ""}
+		ents, _ := retired.ReadDir("retired")
+		for _, e := range ents {
+			if b, err := retired.ReadFile("retired/" + e.Name()); err == nil {
+				builtinIDs[sha256.Sum256(b)] = "retired/" + e.Name()
+			}
+		}
+	})
+	name, ok := builtinIDs[id]
+	switch {
+	case !ok:
+		return nil, false
+	case name == "":
 		return DefaultFile(), true
 	}
-	ents, err := retired.ReadDir("retired")
-	if err != nil {
-		return nil, false
-	}
-	for _, e := range ents {
-		b, err := retired.ReadFile("retired/" + e.Name())
-		if err == nil && sha256.Sum256(b) == id {
-			return b, true
-		}
-	}
-	return nil, false
+	b, err := retired.ReadFile(name)
+	return b, err == nil
 }
 
 type reader struct {
