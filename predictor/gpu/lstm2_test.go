@@ -1,0 +1,312 @@
+package gpu_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lmfs/lmfs/coder"
+	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/cm"
+	"github.com/lmfs/lmfs/predictor/gpu"
+	"github.com/lmfs/lmfs/predictor/lm"
+)
+
+// The tests of architecture 3, lstm2 (predictor/lm/SPEC.md): the library's
+// tables, path probabilities, lm and lm+cm payloads and decoders against the
+// Go reference (predictor/lm where it loads the model, else the spec
+// transcription of ref_test.go with predictor/lm's match features), on
+// blocks whose long repeats drive the match model through every length
+// bucket, and on short and empty blocks.
+
+// lstm2Blocks returns blocks for the match model: long exact repeats (a
+// period-10 pattern: every length bucket up to 256 and beyond), a text that
+// repeats a passage far back, zeros, random bytes (no matches), real text
+// and code, and the short lengths around the model's 5-byte context.
+func lstm2Blocks(t testing.TB, n int) [][]byte {
+	rng := rand.New(rand.NewPCG(21, 22))
+	real := realData(t, 1<<16)
+	rnd := make([]byte, n)
+	for i := range rnd {
+		rnd[i] = byte(rng.Uint32())
+	}
+	passage := real[1000 : 1000+n/3]
+	far := append(append(append([]byte(nil), passage...), rnd[:n/4]...), passage...)
+	mixed := append(append([]byte(nil), real[5000:5000+n/2]...), real[5000:5000+n/2]...)
+	return [][]byte{
+		[]byte(strings.Repeat("abcdefghij", n/10)),
+		far,
+		make([]byte, n/2),
+		rnd,
+		real[20000 : 20000+n],
+		mixed,
+		{}, {'x'}, []byte("abcd"), []byte("abcde"), []byte("abcdeabcde"), []byte("Hello, Hello, Hello, Hello"),
+	}
+}
+
+// checkFeatures fails unless the blocks' match features (predictor/lm's)
+// include matches, and every length bucket, so that T1 is exercised.
+func checkFeatures(t *testing.T, blocks [][]byte) {
+	t.Helper()
+	var nonzero int
+	var buckets [8]int
+	for _, b := range blocks {
+		for _, f := range lm.MatchFeatures(nil, b) {
+			if f != 0 {
+				nonzero++
+				buckets[(f-1)%8]++
+			}
+		}
+	}
+	for k, c := range buckets {
+		if c == 0 {
+			t.Fatalf("no match feature in length bucket %d (features: %d nonzero, buckets %v): the blocks do not exercise T1", k, nonzero, buckets)
+		}
+	}
+	t.Logf("%d nonzero match features, by length bucket %v", nonzero, buckets)
+}
+
+// TestLSTM2TablesMatchSpec compares every table and path probability of the
+// library with the Go reference for lstm2 models of several shapes.
+func TestLSTM2TablesMatchSpec(t *testing.T) {
+	l := testLib(t)
+	blocks := lstm2Blocks(t, 700)
+	checkFeatures(t, blocks)
+	for _, tc := range []struct {
+		name string
+		nl   int
+		h    int
+		hot  bool
+	}{
+		{"nl1_h8", 1, 8, false},
+		{"nl2_h16_hot", 2, 16, true},
+		{"nl2_h32", 2, 32, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, spec := genModel2(uint64(tc.h*10+tc.nl), tc.nl, tc.h, tc.hot)
+			m := openModel(t, l, data)
+			if !strings.Contains(m.Device(), "lstm2") {
+				t.Errorf("device %q does not say it runs lstm2", m.Device())
+			}
+			ref, refName := goReference(t, data, spec)
+			ctx := context.Background()
+			got, err := m.Tables(ctx, blocks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			probs, err := m.PathProbs(ctx, blocks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checked := 0
+			err = ref.Score(ctx, blocks, func(b, pos int, d *predictor.Dist) error {
+				if got[b][pos] != *d {
+					return fmt.Errorf("block %d position %d: the library's table differs from the reference (%s)", b, pos, refName)
+				}
+				if want := symbolPath(d, blocks[b][pos]); [8]uint16(probs[b][8*pos:8*pos+8]) != want {
+					return fmt.Errorf("block %d position %d: path probabilities %v, reference %v", b, pos, probs[b][8*pos:8*pos+8], want)
+				}
+				checked++
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if checked != sum(lensOf(blocks)) {
+				t.Fatalf("%d positions compared, want %d", checked, sum(lensOf(blocks)))
+			}
+			t.Logf("%d positions identical (reference %s, %s)", checked, refName, m.Device())
+		})
+	}
+}
+
+// TestLSTM2DecodeLM decodes, with the library, codec lm streams that the
+// reference coded, and reports damaged ones.
+func TestLSTM2DecodeLM(t *testing.T) {
+	l := testLib(t)
+	data, spec := genModel2(5, 2, 16, false)
+	m := openModel(t, l, data)
+	ref, _ := goReference(t, data, spec)
+	blocks := lstm2Blocks(t, 600)
+	ctx := context.Background()
+	streams, err := coder.EncodeBytes(ctx, ref, blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lens := lensOf(blocks)
+	got, err := m.DecodeLM(ctx, streams, lens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range blocks {
+		if !bytes.Equal(got[i], blocks[i]) {
+			t.Fatalf("block %d (%d bytes) decoded wrong", i, len(blocks[i]))
+		}
+	}
+	bad := append([][]byte(nil), streams...)
+	bad[0] = streams[0][:len(streams[0])/2]
+	if _, err := m.DecodeLM(ctx, bad, lens); !errors.Is(err, gpu.ErrBadStream) {
+		t.Fatalf("truncated stream: error %v, want ErrBadStream", err)
+	}
+}
+
+// TestLSTM2Streams decodes through the library's streams (the match
+// features computed on the host) and encodes with its tables, both against
+// the reference's streams.
+func TestLSTM2Streams(t *testing.T) {
+	l := testLib(t)
+	data, spec := genModel2(9, 2, 16, false)
+	m := openModel(t, l, data)
+	ref, _ := goReference(t, data, spec)
+	blocks := lstm2Blocks(t, 400)
+	ctx := context.Background()
+	streams, err := coder.EncodeBytes(ctx, ref, blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := coder.DecodeBytes(ctx, m, streams, lensOf(blocks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range blocks {
+		if !bytes.Equal(got[i], blocks[i]) {
+			t.Fatalf("block %d decoded wrong through the library's streams", i)
+		}
+	}
+	enc, err := coder.EncodeBytes(ctx, m, blocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range enc {
+		if !bytes.Equal(enc[i], streams[i]) {
+			t.Fatalf("block %d: the library's tables code differently from the reference's", i)
+		}
+	}
+}
+
+// TestLSTM2LMCM codes blocks with lm+cm (rules 5 and 6) on the library and
+// with the Go codec, payload for payload, and decodes each side's payloads
+// on the other.
+func TestLSTM2LMCM(t *testing.T) {
+	l := testLib(t)
+	data, spec := genModel2(11, 2, 32, false)
+	m := openModel(t, l, data)
+	ref, refName := goReference(t, data, spec)
+	var blocks [][]byte
+	for _, b := range lstm2Blocks(t, 600) {
+		if len(b) > 0 { // lm+cm on the GPU codes blocks of at least one byte
+			blocks = append(blocks, b)
+		}
+	}
+	ctx := context.Background()
+	pred := cm.New(lmcmMemory)
+	params := make([]byte, len(blocks))
+	lens := lensOf(blocks)
+	for i, b := range blocks {
+		params[i] = pred.Params(len(b))
+	}
+	id := coder.ModelID(sha256.Sum256(data))
+	for _, r := range lmcmRules {
+		t.Run(fmt.Sprint("rule", r.rule), func(t *testing.T) {
+			want, err := r.goC(ref, id, lmcmMemory).EncodeBatch(ctx, blocks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sample := 1
+			streams, sp, err := m.EncodeLMCM(ctx, r.rule, blocks, params, sample)
+			if err != nil {
+				t.Fatal(err)
+			}
+			probs, err := m.PathProbs(ctx, blocks[sample:sample+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !equalU16(sp, probs[0]) {
+				t.Fatal("the sample block's probabilities differ from PathProbs'")
+			}
+			goStreams := make([][]byte, len(want))
+			for i := range blocks {
+				if streams[i] == nil || want[i][0] != params[i] || !bytes.Equal(want[i][1:], streams[i]) {
+					t.Fatalf("block %d (%d bytes): the library's lm+cm stream differs from Go's (reference %s)", i, len(blocks[i]), refName)
+				}
+				goStreams[i] = want[i][1:]
+			}
+			got, bad, err := m.DecodeLMCM(ctx, r.rule, goStreams, lens, params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range blocks {
+				if bad[i] || !bytes.Equal(got[i], blocks[i]) {
+					t.Fatalf("block %d: the library decoded Go's payload wrong (bad %v)", i, bad[i])
+				}
+			}
+			t.Logf("%d blocks, %d bytes: payloads identical, decoded (reference %s, %s)", len(blocks), sum(lens), refName, m.Device())
+		})
+	}
+}
+
+// TestLSTM2Codecs runs the lm and lm+cm codecs with the library as their
+// backend on an lstm2 model against the CPU codecs (checkModel).
+func TestLSTM2Codecs(t *testing.T) {
+	l := testLib(t)
+	h := 32
+	if onGPU() {
+		h = 512
+	}
+	data, spec := genModel2(42, 2, h, false)
+	checkModel(t, l, data, spec)
+}
+
+// TestLSTM2Open checks what Open refuses for architecture 3, and that an
+// lstm2 model's memory per block counts its match model.
+func TestLSTM2Open(t *testing.T) {
+	l := testLib(t)
+	good, _ := genModel2(1, 1, 8, false)
+	lstm1, _ := genModel(1, 1, 8, false)
+	withArch := func(b []byte, arch uint32) []byte {
+		c := append([]byte(nil), b...)
+		binary.LittleEndian.PutUint32(c[12:], arch)
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"lstm1 file marked lstm2", withArch(lstm1, 3), "truncated"},
+		{"lstm2 file marked lstm1", withArch(good, 2), "bad lm model file"},
+		{"truncated T1", good[:len(lstm1)], "truncated"},
+		{"trailing", append(append([]byte(nil), good...), 0), "unexpected bytes"},
+		{"architecture 4", withArch(good, 4), "architecture 4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := l.Open(tc.data, 0)
+			if err == nil {
+				m.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	m2 := openModel(t, l, good)
+	m1 := openModel(t, l, lstm1)
+	if d := m2.BytesPerStream() - m1.BytesPerStream(); d != 1<<18+10 {
+		t.Fatalf("an lstm2 block in flight takes %d bytes more than an lstm1 one, want %d (match table, pointer, length, feature)", d, 1<<18+10)
+	}
+}
+
+// TestTinyLSTM2Vectors checks the library against the test vectors of the
+// tiny lstm2 model of predictor/lm/testdata (computed by the Python integer
+// simulation), where the tree has them.
+func TestTinyLSTM2Vectors(t *testing.T) {
+	dir := filepath.Join(repoRoot(), "predictor", "lm")
+	checkVectors(t, filepath.Join(dir, "testdata", "tiny_lstm2.lmm"), filepath.Join(dir, "testdata", "vectors_lstm2_tiny.json"))
+}
