@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lmfs/lmfs/coder"
 	"github.com/lmfs/lmfs/predictor"
@@ -309,4 +312,97 @@ func TestLSTM2Open(t *testing.T) {
 func TestTinyLSTM2Vectors(t *testing.T) {
 	dir := filepath.Join(repoRoot(), "predictor", "lm")
 	checkVectors(t, filepath.Join(dir, "testdata", "tiny_lstm2.lmm"), filepath.Join(dir, "testdata", "vectors_lstm2_tiny.json"))
+}
+
+// TestLSTM2Cost measures on a GPU what lstm2's match model costs: the same
+// random model with and without T1 (2 layers of 384, the shape of the
+// built-in lstm1) codes the same blocks (LMFS_LSTM2_COST_BLOCKS of
+// LMFS_LSTM2_COST_LEN bytes of real text and code; default 4096 of 1024)
+// with lm (PathProbs, then DecodeLM of the streams coded with those
+// probabilities) and lm+cm (rule 6), every block decoded back and compared.
+// It logs the times; it runs only on a GPU.
+func TestLSTM2Cost(t *testing.T) {
+	if !onGPU() {
+		t.Skip("needs a GPU: set " + gpu.EnvLib)
+	}
+	l := testLib(t)
+	nb, size := 4096, 1024
+	if n, err := strconv.Atoi(os.Getenv("LMFS_LSTM2_COST_BLOCKS")); err == nil && n > 0 {
+		nb = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("LMFS_LSTM2_COST_LEN")); err == nil && n > 0 {
+		size = n
+	}
+	blocks := split(realData(t, 4<<20), nb, size)
+	lens := lensOf(blocks)
+	params := make([]byte, nb)
+	pred := cm.New(lmcmMemory)
+	for i, b := range blocks {
+		params[i] = pred.Params(len(b))
+	}
+	ctx := context.Background()
+	var nonzero int
+	for _, b := range blocks {
+		for _, f := range lm.MatchFeatures(nil, b) {
+			if f != 0 {
+				nonzero++
+			}
+		}
+	}
+	t.Logf("%d blocks of %d bytes, %.1f%% of the positions with a match", nb, size, 100*float64(nonzero)/float64(nb*(size+1)))
+	for _, arch := range []int32{2, 3} {
+		data, _ := genModelArch(7, 2, 384, false, arch)
+		m := openModel(t, l, data)
+		if _, err := m.PathProbs(ctx, blocks[:min(64, nb)]); err != nil { // warm-up
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		probs, err := m.PathProbs(ctx, blocks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t1 := time.Now()
+		streams := make([][]byte, nb)
+		for i, b := range blocks {
+			e := coder.NewEncoder(nil)
+			for pos, x := range b {
+				for k := range 8 {
+					e.EncodeBit(int(x>>(7-k))&1, int(probs[i][8*pos+k]))
+				}
+			}
+			streams[i] = e.Finish()
+		}
+		t2 := time.Now()
+		dec, err := m.DecodeLM(ctx, streams, lens)
+		if err != nil {
+			t.Fatalf("arch %d: decoding the GPU's own lm streams: %v", arch, err)
+		}
+		t3 := time.Now()
+		for i := range blocks {
+			if !bytes.Equal(dec[i], blocks[i]) {
+				t.Fatalf("arch %d: block %d decoded wrong", arch, i)
+			}
+		}
+		t4 := time.Now()
+		lmcm, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM, blocks, params, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t5 := time.Now()
+		dec, bad, err := m.DecodeLMCM(ctx, gpu.RuleLMCM, lmcm, lens, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t6 := time.Now()
+		for i := range blocks {
+			if bad[i] || !bytes.Equal(dec[i], blocks[i]) {
+				t.Fatalf("arch %d: lm+cm block %d decoded wrong (bad %v)", arch, i, bad[i])
+			}
+		}
+		mb := func(d time.Duration) float64 { return float64(nb*size) / d.Seconds() / 1e6 }
+		t.Logf("arch %d (%s): %d bytes per block in flight, %d blocks of 64 KiB fit; lm encode (PathProbs) %v %.2f MB/s, decode %v %.2f MB/s; lm+cm encode %v %.2f MB/s, decode %v %.2f MB/s",
+			arch, m.Device(), m.BytesPerStream(), m.MaxBlocks(64<<10), t1.Sub(t0).Round(time.Millisecond), mb(t1.Sub(t0)),
+			t3.Sub(t2).Round(time.Millisecond), mb(t3.Sub(t2)), t5.Sub(t4).Round(time.Millisecond), mb(t5.Sub(t4)),
+			t6.Sub(t5).Round(time.Millisecond), mb(t6.Sub(t5)))
+	}
 }
