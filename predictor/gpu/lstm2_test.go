@@ -406,3 +406,51 @@ func TestLSTM2Cost(t *testing.T) {
 			t6.Sub(t5).Round(time.Millisecond), mb(t6.Sub(t5)))
 	}
 }
+
+// FuzzLSTM2Open opens damaged lstm2 model files (bytes overwritten at an
+// offset, the file cut short): the library must refuse them with an error
+// or, where the file is still valid, give valid tables for a block with
+// repeats, never crash.
+func FuzzLSTM2Open(f *testing.F) {
+	good, _ := genModel2(17, 1, 8, false)
+	f.Add(uint32(12), []byte{3, 0, 0, 0}, uint32(0))
+	f.Add(uint32(12), []byte{2, 0, 0, 0}, uint32(0))
+	f.Add(uint32(16), []byte{2, 0, 0, 0}, uint32(0))
+	f.Add(uint32(20), []byte{8, 1, 0, 0}, uint32(0))
+	f.Add(uint32(40+2*4096*4+257*32*4), []byte{0x00, 0x80, 0xff, 0x7f}, uint32(0))
+	f.Add(uint32(0), []byte{}, uint32(len(good)-3))
+	f.Fuzz(func(t *testing.T, off uint32, val []byte, cut uint32) {
+		l := testLib(t)
+		data := append([]byte(nil), good...)
+		if int(off) < len(data) {
+			copy(data[off:], val)
+		}
+		if cut > 0 && int(cut) < len(data) {
+			data = data[:cut]
+		}
+		m, err := l.Open(data, 0)
+		if err != nil {
+			if !strings.Contains(err.Error(), "CUDA backend: ") || len(err.Error()) < 20 {
+				t.Fatalf("unclear error %q", err)
+			}
+			return
+		}
+		defer m.Close()
+		tabs, err := m.Tables(context.Background(), [][]byte{[]byte("abcdefabcdefabcdefabcdef")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for pos, d := range tabs[0] {
+			var s uint32
+			for _, v := range d {
+				if v == 0 {
+					t.Fatalf("position %d: a zero frequency", pos)
+				}
+				s += v
+			}
+			if s != predictor.FreqTotal {
+				t.Fatalf("position %d: frequencies sum to %d", pos, s)
+			}
+		}
+	})
+}
