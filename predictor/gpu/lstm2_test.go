@@ -192,6 +192,62 @@ func TestLSTM2Streams(t *testing.T) {
 			t.Fatalf("block %d: the library's tables code differently from the reference's", i)
 		}
 	}
+	// PushPredict (one round trip per byte, as lm+cm's decoder uses it),
+	// the blocks ending one after another, against the reference's tables.
+	want := make([][]predictor.Dist, len(blocks))
+	err = ref.Score(ctx, blocks, func(b, pos int, d *predictor.Dist) error {
+		want[b] = append(want[b], *d)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := m.Streams(ctx, len(blocks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	pp, ok := st.(interface {
+		PushPredict(ctx context.Context, ids []int, syms []byte, dst []predictor.Dist) error
+	})
+	if !ok {
+		t.Fatal("the library's streams have no PushPredict")
+	}
+	var ids []int
+	for i, b := range blocks {
+		if len(b) > 0 {
+			ids = append(ids, i)
+		}
+	}
+	dst := make([]predictor.Dist, len(ids))
+	if err := st.Predict(ctx, ids, dst); err != nil {
+		t.Fatal(err)
+	}
+	compared := 0
+	for pos := 0; len(ids) > 0; pos++ {
+		for j, id := range ids {
+			if dst[j] != want[id][pos] {
+				t.Fatalf("block %d position %d: the streams' table differs from the reference's", id, pos)
+			}
+			compared++
+		}
+		var next []int
+		var syms []byte
+		for _, id := range ids {
+			if pos+1 < len(blocks[id]) {
+				next, syms = append(next, id), append(syms, blocks[id][pos])
+			}
+		}
+		ids, dst = next, dst[:len(next)]
+		if len(ids) > 0 {
+			if err := pp.PushPredict(ctx, ids, syms, dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if compared != sum(lensOf(blocks)) {
+		t.Fatalf("%d tables compared, want %d", compared, sum(lensOf(blocks)))
+	}
 }
 
 // TestLSTM2LMCM codes blocks with lm+cm (rules 5 and 6) on the library and
