@@ -510,3 +510,31 @@ func FuzzLSTM2Open(f *testing.F) {
 		}
 	})
 }
+
+// TestLSTM2Trained checks a trained lstm2 model, the file
+// $LMFS_LSTM2_MODEL (else the built-in model where it is lstm2), against
+// its Python vectors (predictor/lm/testdata/vectors_lstm2.json) and against
+// predictor/lm (checkModel: tables, and lm and lm+cm payloads both ways).
+// On a GPU only: the emulation is too slow for a trained model.
+func TestLSTM2Trained(t *testing.T) {
+	if !onGPU() {
+		t.Skip("needs a GPU: set " + gpu.EnvLib)
+	}
+	l := testLib(t)
+	dir := filepath.Join(repoRoot(), "predictor", "lm")
+	path := os.Getenv("LMFS_LSTM2_MODEL")
+	if path == "" {
+		path = filepath.Join(dir, "default.lmm")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Skipf("no model: %v", err)
+	}
+	if len(data) < 16 || binary.LittleEndian.Uint32(data[12:]) != 3 {
+		t.Skipf("%s is not an lstm2 model", path)
+	}
+	t.Run("vectors", func(t *testing.T) {
+		checkVectors(t, path, filepath.Join(dir, "testdata", "vectors_lstm2.json"))
+	})
+	t.Run("codecs", func(t *testing.T) { checkModel(t, l, data, nil) })
+}
