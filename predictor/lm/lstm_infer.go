@@ -110,11 +110,8 @@ func (n *lstmNet) input0(x int, f uint16, sc *lstmScratch) []int32 {
 	if n.t1 == nil {
 		return t0
 	}
-	t1 := n.t1[int(f)*H4 : int(f)*H4+H4]
 	in := sc.in0[:H4]
-	for j, v := range t0 {
-		in[j] = v + int32(t1[j])
-	}
+	n.add16(in, t0, n.t1[int(f)*H4:int(f)*H4+H4])
 	return in
 }
 
