@@ -846,3 +846,65 @@ func concurrentUse(t *testing.T, m *Model) {
 		}
 	}
 }
+
+// FuzzLSTM2ScoreStreams checks, on any input, that an lstm2 model's Score
+// and Streams (bytes pushed one at a time into one stream and, into a second
+// stream, in groups that name the stream several times) give the same
+// tables.
+func FuzzLSTM2ScoreStreams(f *testing.F) {
+	f.Add([]byte("hello world, hello world! hello there"), uint8(3))
+	f.Add(bytes.Repeat([]byte{0}, 80), uint8(1))
+	f.Add([]byte("abcdeXabcdeYabcdeX"), uint8(7))
+	m, err := Load(lmtest.RandomLSTM2(41, 2, 8).Encode())
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, in []byte, group uint8) {
+		if len(in) > 1024 {
+			in = in[:1024]
+		}
+		var want []predictor.Dist
+		if err := m.Score(ctx, [][]byte{in}, func(b, pos int, d *predictor.Dist) error {
+			want = append(want, *d)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.Streams(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		dst := make([]predictor.Dist, 2)
+		g := 1 + int(group)%8
+		for pos := range in {
+			if err := s.Predict(ctx, []int{0}, dst[:1]); err != nil {
+				t.Fatal(err)
+			}
+			if dst[0] != want[pos] {
+				t.Fatalf("position %d: the stream's table differs from Score's", pos)
+			}
+			if err := s.Push([]int{0}, in[pos:pos+1]); err != nil {
+				t.Fatal(err)
+			}
+			if (pos+1)%g == 0 || pos == len(in)-1 {
+				// Stream 1 catches up with one Push naming it several times.
+				from := pos - pos%g
+				ids := make([]int, pos+1-from)
+				for i := range ids {
+					ids[i] = 1
+				}
+				if err := s.Push(ids, in[from:pos+1]); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Predict(ctx, []int{0, 1}, dst); err != nil {
+					t.Fatal(err)
+				}
+				if dst[0] != dst[1] {
+					t.Fatalf("after %d bytes: pushed in groups of %d, the table differs", pos+1, g)
+				}
+			}
+		}
+	})
+}
