@@ -54,6 +54,7 @@ type lstmNet struct {
 	bos   lstmState      // the state after step(BOS), where every block starts
 	dist0 predictor.Dist // the distribution of byte 0 of every block
 	pool  sync.Pool      // *lstmScratch
+	mpool sync.Pool      // *Matcher, reset (lstm2's streams)
 }
 
 type lstmLayer struct {

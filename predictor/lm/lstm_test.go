@@ -861,8 +861,8 @@ func FuzzLSTM2ScoreStreams(f *testing.F) {
 	}
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, in []byte, group uint8) {
-		if len(in) > 1024 {
-			in = in[:1024]
+		if len(in) > 64 {
+			in = in[:64] // long enough for matches, short for CI's fuzz run
 		}
 		var want []predictor.Dist
 		if err := m.Score(ctx, [][]byte{in}, func(b, pos int, d *predictor.Dist) error {
