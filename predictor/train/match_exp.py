@@ -19,43 +19,25 @@ per-kind figures. Not a product model: nothing here is exported.
   match_exp.py --data DIR --init CKPT --out DIR --seconds S --mode base|match
 """
 import argparse
-import ctypes
 import math
 import os
-import subprocess
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lstm import BLOCK, BOS, CONFIGS, Net, Streams, per_kind
+from lstm import BLOCK, BOS, CONFIGS, NFEAT, Net, Streams, match_feats, per_kind
 from train import load_bin, log
 
-NFEAT = 1 + 256 * 8
-
-
-def load_match(here):
-    so = "/tmp/match_exp_match.so"
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", so, os.path.join(here, "match.c")], check=True)
-    lib = ctypes.CDLL(so)
-    lib.match_blocks.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                                 ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
-    return lib
-
-
 class Feats:
-    def __init__(self, lib, host):
-        self.lib, self.host = lib, host
-        self.table = np.zeros(1 << 16, np.uint32)
+    """Match features of blocks of one byte array (host, numpy uint8)."""
+
+    def __init__(self, host):
+        self.host = host
 
     def blocks(self, starts, lens, stride):
-        starts = np.ascontiguousarray(starts, np.int64)
-        lens = np.ascontiguousarray(lens, np.int32)
-        out = np.zeros((len(starts), stride), np.uint16)
-        self.lib.match_blocks(self.host.ctypes.data, len(starts), starts.ctypes.data, lens.ctypes.data,
-                              out.ctypes.data, stride, self.table.ctypes.data)
-        return out
+        return match_feats(self.host, starts, lens, stride)
 
 
 class NetM(Net):
@@ -123,15 +105,13 @@ def main():
     p.add_argument("--T", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
-    dev = "cuda"
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    here = os.path.dirname(os.path.abspath(__file__))
-    lib = load_match(here)
     data = load_bin(os.path.join(a.data, "train.bin"), dev)
     host = data.cpu().numpy()
     val = load_bin(os.path.join(a.data, "val.bin"), dev)
-    vfeats = Feats(lib, val.cpu().numpy())
+    vfeats = Feats(val.cpu().numpy())
     nb = val.numel() // BLOCK
     st = torch.load(a.init, map_location=dev)
     cfg = CONFIGS[st["cfg"]]
@@ -150,7 +130,7 @@ def main():
     base_lr = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator(device=dev)
     gen.manual_seed(a.seed + 1)
-    streams = StreamsM(data, Feats(lib, host), a.bs, a.T, gen)
+    streams = StreamsM(data, Feats(host), a.bs, a.T, gen)
     state = net.zero_state(a.bs, dev)
     t0, step, seen, ema = time.time(), 0, 0, None
     while True:
