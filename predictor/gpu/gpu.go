@@ -166,13 +166,16 @@ func (l *Lib) Devices() int { return int(l.devices()) }
 // Model is an lstm1 or lstm2 model resident on one GPU. Its methods are
 // safe for concurrent use; the library runs one call at a time per model.
 type Model struct {
-	lib    *Lib
-	h      uintptr
-	name   string
-	arch   uint32 // the model file's architecture (2: lstm1, 3: lstm2)
-	mu     sync.Mutex
-	closed bool
-	token  atomic.Int64
+	lib  *Lib
+	h    uintptr
+	name string
+	arch uint32 // the model file's architecture (2: lstm1, 3: lstm2)
+	// matchers holds *lm.Matcher at a block start for lstm2's Streams (a
+	// new one is 260 KiB of fresh memory); closed streams give theirs back.
+	matchers sync.Pool
+	mu       sync.Mutex
+	closed   bool
+	token    atomic.Int64
 	// lmcmCap is the room for an lm+cm stream of an n-byte block (nil:
 	// lmcmStreamCap); tests set it lower.
 	lmcmCap func(n int64) int64
@@ -471,7 +474,9 @@ func (s *streams) features(syms []byte) unsafe.Pointer {
 	for i, id := range s.ids {
 		mm := s.match[id]
 		if mm == nil {
-			mm = lm.NewMatcher()
+			if mm, _ = s.m.matchers.Get().(*lm.Matcher); mm == nil {
+				mm = lm.NewMatcher()
+			}
 			s.match[id] = mm
 		}
 		s.feats = append(s.feats, mm.Push(syms[i]))
@@ -540,6 +545,13 @@ func (s *streams) PushPredict(ctx context.Context, ids []int, syms []byte, dst [
 }
 
 func (s *streams) Close() error {
+	for i, mm := range s.match {
+		if mm != nil {
+			mm.Reset()
+			s.m.matchers.Put(mm)
+			s.match[i] = nil
+		}
+	}
 	if s.s != 0 {
 		s.m.mu.Lock()
 		s.m.lib.streamsClose(s.s)
