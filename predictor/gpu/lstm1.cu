@@ -1,5 +1,8 @@
-// lstm1.cu: the CUDA backend of the lmfs neural byte model, architecture
-// lstm1 (predictor/lm/SPEC.md, "Architecture 2: lstm1"). Every number that
+// lstm1.cu: the CUDA backend of the lmfs neural byte model, architectures
+// lstm1 (predictor/lm/SPEC.md, "Architecture 2: lstm1") and lstm2
+// ("Architecture 3": layer 0 adds T1[f], f from each block's match model,
+// kept on the GPU and updated by match_kernel after every byte; Streams get f
+// from the host). Every number that
 // shapes a probability is computed with the integer arithmetic of the spec,
 // so the frequencies are those of the Go reference bit for bit: integer sums
 // are exact in any order.
