@@ -113,8 +113,8 @@ type lmcmState struct {
 	cmm *cm.Model     // ids 6, 7: cm's model, whose inputs the mixer reads
 	m2  *lmmix.Mixer  // id 6
 	m7  *lmmix.Mixer7 // id 7
-	mx  *mix.Mixer   // id 5
-	ap  *mix.APM     // id 5
+	mx  *mix.Mixer    // id 5
+	ap  *mix.APM      // id 5
 	in  [2]int32
 	cum [257]uint32
 }

@@ -51,8 +51,3 @@ func StateMapUpdate(v *uint32, y int) {
 // StateMapP returns the stretched probability of a state-map entry (the
 // input cm gives its mixer).
 func StateMapP(v uint32) int32 { return stretchTab[v>>20] }
-
-// AdaptiveUpdate trains a context-map entry (22 bits of probability and a
-// 10-bit count) on bit y at rate 1/(count+1.5) until the count reaches
-// 1023, as cm's match-model map does.
-func AdaptiveUpdate(v *uint32, y int) { smUpdate(v, y&1) }

@@ -6,46 +6,50 @@ import (
 
 // Contexts that Mixer7 adds to id 6's inputs (bit i of a context set).
 const (
-	cxWord2  = iota // current and previous word (letters, case-folded)
-	cxCol           // column in the line and the byte above (same column, previous line)
-	cxSp23          // bytes -2 and -3 (sparse)
-	cxSp13          // bytes -1 and -3 (sparse)
-	cxInd           // indirect: byte -1 and the two bytes that followed its last occurrences
-	cxO8            // order 8 (the last eight bytes)
-	cxAbove         // the byte above and byte -1
-	cxSp24          // bytes -2 and -4 (sparse)
-	cxW12           // the previous two words (skipping the current one)
-	cxW02           // the current word and the word before the previous one
-	cxO12           // order 12
-	cxInd2          // indirect: bytes -2, -1 and the two bytes that followed their last occurrences
+	cxWord2 = iota // current and previous word (letters, case-folded)
+	cxCol          // column in the line and the byte above (same column, previous line)
+	cxSp23         // bytes -2 and -3 (sparse)
+	cxSp13         // bytes -1 and -3 (sparse)
+	cxInd          // indirect: byte -1 and the two bytes that followed its last occurrences
+	cxO8           // order 8 (the last eight bytes)
+	cxAbove        // the byte above and byte -1
+	cxSp24         // bytes -2 and -4 (sparse)
+	cxW12          // the previous two words (skipping the current one)
+	cxW02          // the current word and the word before the previous one
+	cxO12          // order 12
+	cxInd2         // indirect: bytes -2, -1 and the two bytes that followed their last occurrences
 	nCx
 )
 
 // opts7 is a configuration of Mixer7 (the tuning harness varies it; New7
-// uses final7).
+// uses final7, the only one that is part of codec id 7).
 type opts7 struct {
-	ctx     uint32 // contexts in use (bit i: context i)
-	inMode  int    // per context: 0 cm-style state map, 1 map by LM bucket x state, 2 both
-	slotShift int  // the context table has at least (bytes x contexts) >> slotShift slots
-	sse     bool   // an APM keyed by bytes -1, -2 (hashed) on the final mix
-	adapt   bool   // the state maps learn at rate 1/(count+1.5) (else 1/256)
+	ctx       uint32 // contexts in use (bit i: context i)
+	slotShift int    // the context table has at least (bytes x contexts) >> slotShift slots
 }
 
-// final7 is the configuration of codec id 7.
-var final7 = opts7{ctx: 1<<cxWord2 | 1<<cxCol | 1<<cxSp23 | 1<<cxInd, inMode: 0}
+// ws7 is the number of weights per first-layer weight set in memory: up to
+// 9 context inputs after id 6's 15.
+const ws7 = 24
+
+// final7 is the configuration of codec id 7: seven contexts, inputs 15..21
+// in this order.
+var final7 = opts7{ctx: 1<<cxWord2 | 1<<cxCol | 1<<cxInd | 1<<cxAbove | 1<<cxSp24 | 1<<cxW02 | 1<<cxO12, slotShift: 1}
 
 // Mixer7 is the per-block state of the lm+cm id 7 mixer: id 6's mixer
-// (SPEC.md) with inputs from contexts of its own, each a hashed bit history
-// in a per-block table of cm's kind (cm.Slots). The zero value is not
-// usable: call New7. A Mixer7 is not safe for concurrent use.
+// (SPEC.md) with one more input per context of its own, each context a
+// hashed bit history in a per-block table of cm's kind (cm.Slots) read
+// through a cm-style state map. The zero value is not usable: call New7. A
+// Mixer7 is not safe for concurrent use.
 type Mixer7 struct {
+	// w is first so that its rows (24 weights, 96 bytes) start 32-byte
+	// aligned.
+	w    [nMix * 256 * ws7]int32 // 16.16 weights; w[row+ni..] stay 0
 	o    opts7
 	ni   int   // inputs of each first-layer mixer
-	ws   int   // weights per set in memory
 	cxs  []int // contexts in use, in order
-	w    []int32
 	v    cm.View
-	x    []int32
+	x    [ws7]int32 // x[ni..] stay 0
 	sel  [nMix]int
 	dot  [nMix]int32
 	pm   [nMix]int32
@@ -71,29 +75,25 @@ type Mixer7 struct {
 	miss   int
 
 	// history
-	buf        []byte
-	c0         uint32 // partial byte with a leading 1 (as cm's)
-	bits       int
-	c4, c8     uint32
-	word0      uint32 // hash of the current word (0 between words)
-	word1      uint32 // hash of the previous word
-	word2      uint32 // hash of the word before it
-	ind2       [1 << 12]uint16
-	lineStart  int    // position after the last '\n'
-	prevLine   int    // start of the line before (-1: none)
-	ind        [256]uint16
-	tab        cm.Slots
-	h          [nCx]uint32
-	slot       [nCx]int
-	cp         [nCx]int
-	st         [nCx]uint8
-	csm        [nCx][256]uint32 // cm-style state maps
-	lsm        [nCx][lmQ * 256]uint16
-	ils        [nCx]int
-	lq         int
-	a3         [1024 * nBins]uint16
-	i3         int
-	blockSlots int
+	buf       []byte
+	c0        uint32 // partial byte with a leading 1 (as cm's)
+	bits      int
+	c4, c8    uint32 // the last eight bytes
+	word0     uint32 // hash of the current word (0 between words)
+	word1     uint32 // hash of the previous word
+	word2     uint32 // hash of the word before it
+	lineStart int    // position after the last '\n'
+	prevLine  int    // start of the line before (-1: none)
+	ind       [256]uint16
+	ind2      [1 << 12]uint16 // tuning only (cxInd2)
+
+	// contexts
+	tab  cm.Slots
+	h    [nCx]uint32
+	slot [nCx]int
+	cp   [nCx]int
+	st   [nCx]uint8
+	csm  [nCx][256]uint32 // state maps, as cm's
 }
 
 // New7 returns an id 7 mixer for a block of n bytes.
@@ -106,14 +106,10 @@ func newMixer7(o opts7, n int) *Mixer7 {
 			m.cxs = append(m.cxs, i)
 		}
 	}
-	per := 1
-	if o.inMode == 2 {
-		per = 2
+	m.ni = nIn + len(m.cxs)
+	if m.ni > ws7 {
+		panic("lmmix: too many id 7 contexts")
 	}
-	m.ni = nIn + per*len(m.cxs)
-	m.ws = (m.ni + 3) &^ 3
-	m.w = make([]int32, nMix*256*m.ws)
-	m.x = make([]int32, m.ws)
 	m.Reset(n)
 	return m
 }
@@ -131,8 +127,8 @@ func slotsLog7(n, k, shift int) int {
 // Reset puts the mixer back to its initial state, for a new block of n
 // bytes.
 func (m *Mixer7) Reset(n int) {
-	clear(m.w)
-	for s := 0; s < len(m.w); s += m.ws {
+	clear(m.w[:])
+	for s := 0; s < len(m.w); s += ws7 {
 		m.w[s+inLM] = 1 << 15
 		m.w[s+inCMP] = 1 << 15
 	}
@@ -160,17 +156,11 @@ func (m *Mixer7) Reset(n int) {
 	m.buf = m.buf[:0]
 	m.c0, m.bits, m.c4, m.c8, m.word0, m.word1, m.word2 = 1, 0, 0, 0, 0, 0, 0
 	clear(m.ind2[:])
-	for c := 0; c < len(m.a3); c += nBins {
-		copy(m.a3[c:], apmInit[:])
-	}
 	m.lineStart, m.prevLine = 0, -1
 	clear(m.ind[:])
 	m.tab.Reset(slotsLog7(n, len(m.cxs), m.o.slotShift))
 	for _, i := range m.cxs {
 		cm.InitStateMap(&m.csm[i])
-		for j := range m.lsm[i] {
-			m.lsm[i][j] = 1 << 15
-		}
 	}
 	m.byteUpdate()
 	m.nibbleUpdate()
@@ -244,7 +234,7 @@ func (m *Mixer7) nibbleUpdate() {
 func (m *Mixer7) P(pl int32, c *cm.Model) int {
 	c.View(&m.v)
 	v := &m.v
-	x := m.x
+	x := &m.x
 	stL := stretch(min(max(pl>>4, 0), 4095))
 	x[inLM] = stL
 	copy(x[inCM:inCM+cm.NInputs], v.X[:])
@@ -254,7 +244,6 @@ func (m *Mixer7) P(pl int32, c *cm.Model) int {
 	m.iL = i
 	x[inLMA] = stretch(q >> 4)
 	lq := int((stL + 2048) >> 8) // 0..15
-	m.lq = lq
 	for j := range 2 {
 		m.is[j] = lq*256 + int(v.States[j])
 		x[inSM+j] = stretch(int32(m.sm[j][m.is[j]]) >> 4)
@@ -273,28 +262,19 @@ func (m *Mixer7) P(pl int32, c *cm.Model) int {
 	} else {
 		node = 1<<uint(m.bits-4) | m.c0&(1<<uint(m.bits-4)-1)
 	}
-	in := nIn
-	for _, i := range m.cxs {
+	for j, i := range m.cxs {
 		cp := m.slot[i] + int(node)
 		m.cp[i] = cp
 		st := m.tab.State(cp)
 		m.st[i] = st
-		if m.o.inMode != 1 {
-			x[in] = cm.StateMapP(m.csm[i][st])
-			in++
-		}
-		if m.o.inMode != 0 {
-			m.ils[i] = lq*256 + int(st)
-			x[in] = stretch(int32(m.lsm[i][m.ils[i]]) >> 4)
-			in++
-		}
+		x[nIn+j] = cm.StateMapP(m.csm[i][st])
 	}
 
-	m.sel[0] = (0*256 + int(v.C2)) * m.ws
-	m.sel[1] = (1*256 + c0) * m.ws
-	m.sel[2] = (2*256 + int(v.C1)) * m.ws
+	m.sel[0] = (0*256 + int(v.C2)) * ws7
+	m.sel[1] = (1*256 + c0) * ws7
+	m.sel[2] = (2*256 + int(v.C1)) * ws7
 	for k := range nMix {
-		d := dotN(x, m.w[m.sel[k]:m.sel[k]+m.ws])
+		d := dot24(x, (*[ws7]int32)(m.w[m.sel[k]:]))
 		m.dot[k] = clampSt(d >> 16)
 		m.pm[k] = squash(m.dot[k])
 	}
@@ -314,12 +294,6 @@ func (m *Mixer7) P(pl int32, c *cm.Model) int {
 	q2, i2 := interp(m.a2[:], (lq*8+v.Bits)*nBins, m.d2+2048)
 	m.i1, m.i2 = i1, i2
 	p := (m.p2*32 + q1 + q2 + 2) >> 2
-	if m.o.sse {
-		r := int((v.C1|v.C2<<8)*0x9E3779B1>>22) ^ c0
-		q3, i3 := interp(m.a3[:], (r&1023)*nBins, m.d2+2048)
-		m.i3 = i3
-		p = (p*3 + q3 + 2) >> 2
-	}
 	return int(min(max(p, 16), 65520))
 }
 
@@ -350,7 +324,7 @@ func (m *Mixer7) Update(bit int) {
 		if err <= skipErr && err >= -skipErr {
 			continue
 		}
-		trainN(m.x[:m.ni], m.w[m.sel[k]:m.sel[k]+m.ni], err*lr)
+		train24(&m.x, (*[ws7]int32)(m.w[m.sel[k]:]), err*lr)
 	}
 	e := int64(y<<12-m.p2) * rate2
 	w2 := (*[nMix]int32)(m.w2[m.sel2:])
@@ -368,22 +342,10 @@ func (m *Mixer7) Update(bit int) {
 	apmTrain(&m.sm[0][m.is[0]], y, smRate)
 	apmTrain(&m.sm[1][m.is[1]], y, smRate)
 	apmTrain(&m.smM[m.iM], y, smRate)
-	if m.o.sse {
-		apmTrain(&m.a3[m.i3], y, apmRate)
-	}
 
 	// the contexts
 	for _, i := range m.cxs {
-		if m.o.inMode != 1 {
-			if m.o.adapt {
-				cm.AdaptiveUpdate(&m.csm[i][m.st[i]], int(y))
-			} else {
-				cm.StateMapUpdate(&m.csm[i][m.st[i]], int(y))
-			}
-		}
-		if m.o.inMode != 0 {
-			apmTrain(&m.lsm[i][m.ils[i]], y, smRate)
-		}
+		cm.StateMapUpdate(&m.csm[i][m.st[i]], int(y))
 		m.tab.Update(m.cp[i], int(y))
 	}
 	m.c0 = m.c0<<1 | uint32(y)
@@ -403,8 +365,10 @@ func (m *Mixer7) Update(bit int) {
 func (m *Mixer7) byteDone(c byte) {
 	c1 := m.c4 & 0xFF
 	m.ind[c1] = m.ind[c1]<<8 | uint16(c)
-	i2 := (m.c4 & 0xFFFF) * 0x9E3779B1 >> 20
-	m.ind2[i2] = m.ind2[i2]<<8 | uint16(c)
+	if m.o.ctx>>cxInd2&1 != 0 {
+		i2 := (m.c4 & 0xFFFF) * 0x9E3779B1 >> 20
+		m.ind2[i2] = m.ind2[i2]<<8 | uint16(c)
+	}
 	m.buf = append(m.buf, c)
 	m.c8 = m.c8<<8 | m.c4>>24
 	m.c4 = m.c4<<8 | uint32(c)
@@ -425,19 +389,41 @@ func (m *Mixer7) byteDone(c byte) {
 	}
 }
 
-func dotN(x, w []int32) int64 {
-	var a, b int64
-	w = w[:len(x)]
-	for i := 0; i+1 < len(x); i += 2 {
-		a += int64(x[i]) * int64(w[i])
-		b += int64(x[i+1]) * int64(w[i+1])
-	}
-	return a + b
+// dot24 returns the dot product of the inputs and a weight set (exact in
+// int64, so the order of the sums does not matter).
+func dot24(x, w *[ws7]int32) int64 {
+	a := int64(x[0])*int64(w[0]) + int64(x[4])*int64(w[4]) + int64(x[8])*int64(w[8]) + int64(x[12])*int64(w[12]) + int64(x[16])*int64(w[16]) + int64(x[20])*int64(w[20])
+	b := int64(x[1])*int64(w[1]) + int64(x[5])*int64(w[5]) + int64(x[9])*int64(w[9]) + int64(x[13])*int64(w[13]) + int64(x[17])*int64(w[17]) + int64(x[21])*int64(w[21])
+	c := int64(x[2])*int64(w[2]) + int64(x[6])*int64(w[6]) + int64(x[10])*int64(w[10]) + int64(x[14])*int64(w[14]) + int64(x[18])*int64(w[18]) + int64(x[22])*int64(w[22])
+	d := int64(x[3])*int64(w[3]) + int64(x[7])*int64(w[7]) + int64(x[11])*int64(w[11]) + int64(x[15])*int64(w[15]) + int64(x[19])*int64(w[19]) + int64(x[23])*int64(w[23])
+	return (a + b) + (c + d)
 }
 
-func trainN(x, w []int32, e int64) {
-	w = w[:len(x)]
-	for i := range x {
-		w[i] += int32((int64(x[i])*e + 1<<13) >> 14)
-	}
+// train24 moves a weight set along the inputs by e (error times rate);
+// weights of inputs that stay 0 do not move.
+func train24(x, w *[ws7]int32, e int64) {
+	w[0] += int32((int64(x[0])*e + 1<<13) >> 14)
+	w[1] += int32((int64(x[1])*e + 1<<13) >> 14)
+	w[2] += int32((int64(x[2])*e + 1<<13) >> 14)
+	w[3] += int32((int64(x[3])*e + 1<<13) >> 14)
+	w[4] += int32((int64(x[4])*e + 1<<13) >> 14)
+	w[5] += int32((int64(x[5])*e + 1<<13) >> 14)
+	w[6] += int32((int64(x[6])*e + 1<<13) >> 14)
+	w[7] += int32((int64(x[7])*e + 1<<13) >> 14)
+	w[8] += int32((int64(x[8])*e + 1<<13) >> 14)
+	w[9] += int32((int64(x[9])*e + 1<<13) >> 14)
+	w[10] += int32((int64(x[10])*e + 1<<13) >> 14)
+	w[11] += int32((int64(x[11])*e + 1<<13) >> 14)
+	w[12] += int32((int64(x[12])*e + 1<<13) >> 14)
+	w[13] += int32((int64(x[13])*e + 1<<13) >> 14)
+	w[14] += int32((int64(x[14])*e + 1<<13) >> 14)
+	w[15] += int32((int64(x[15])*e + 1<<13) >> 14)
+	w[16] += int32((int64(x[16])*e + 1<<13) >> 14)
+	w[17] += int32((int64(x[17])*e + 1<<13) >> 14)
+	w[18] += int32((int64(x[18])*e + 1<<13) >> 14)
+	w[19] += int32((int64(x[19])*e + 1<<13) >> 14)
+	w[20] += int32((int64(x[20])*e + 1<<13) >> 14)
+	w[21] += int32((int64(x[21])*e + 1<<13) >> 14)
+	w[22] += int32((int64(x[22])*e + 1<<13) >> 14)
+	w[23] += int32((int64(x[23])*e + 1<<13) >> 14)
 }

@@ -9,8 +9,8 @@ import (
 )
 
 // probs7 runs the id 7 mixer m (reset for src) over src with the LM's
-// probabilities given by lmP and returns every output and the coded bits.
-func probs7(t testing.TB, m *Mixer7, src []byte, lmP func(t, k int) int32) ([]uint16, float64) {
+// probabilities given by lmP and returns every output.
+func probs7(t testing.TB, m *Mixer7, src []byte, lmP func(t, k int) int32) []uint16 {
 	pred := cm.New(64 << 20)
 	bm, err := pred.New(len(src), pred.Params(len(src)))
 	if err != nil {
@@ -20,7 +20,6 @@ func probs7(t testing.TB, m *Mixer7, src []byte, lmP func(t, k int) int32) ([]ui
 	c := bm.(*cm.Model)
 	m.Reset(len(src))
 	out := make([]uint16, 0, 8*len(src))
-	bits := 0.0
 	for i, b := range src {
 		for k := range 8 {
 			p := m.P(lmP(i, k), c)
@@ -29,16 +28,25 @@ func probs7(t testing.TB, m *Mixer7, src []byte, lmP func(t, k int) int32) ([]ui
 			}
 			out = append(out, uint16(p))
 			bit := int(b>>(7-k)) & 1
-			q := float64(p) / 65536
-			if bit == 0 {
-				q = 1 - q
-			}
-			bits -= math.Log2(q)
 			m.Update(bit)
 			c.Update(bit)
 		}
 	}
-	return out, bits
+	return out
+}
+
+// codedBits returns the bits an ideal coder spends on src with the 16-bit
+// probabilities p of its bits.
+func codedBits(src []byte, p []uint16) float64 {
+	bits := 0.0
+	for i, v := range p {
+		q := float64(v) / 65536
+		if int(src[i/8]>>(7-i%8))&1 == 0 {
+			q = 1 - q
+		}
+		bits -= math.Log2(q)
+	}
+	return bits
 }
 
 // TestGolden7 pins every probability the id 7 mixer computes for a fixed
@@ -48,8 +56,8 @@ func probs7(t testing.TB, m *Mixer7, src []byte, lmP func(t, k int) int32) ([]ui
 func TestGolden7(t *testing.T) {
 	src := goldenInput(20000)
 	pl := order2P(t, src)
-	got, _ := probs7(t, New7(len(src)), src, func(i, k int) int32 { return pl[8*i+k] })
-	const golden = "TBD"
+	got := probs7(t, New7(len(src)), src, func(i, k int) int32 { return pl[8*i+k] })
+	const golden = "145d3b6904e1e143fda60af28e2735e4e54447b05e3540052dcb43151d5fe512"
 	if h := hashProbs(got); h != golden {
 		t.Errorf("id 7 mixer probabilities hash to %s, golden %s", h, golden)
 	}
@@ -70,25 +78,19 @@ func TestReset7(t *testing.T) {
 	}
 	pl := order2P(t, src)
 	lmP := func(i, k int) int32 { return pl[8*i+k] }
-	want, bits := probs7(t, New7(len(src)), src, lmP)
+	want := probs7(t, New7(len(src)), src, lmP)
+	bits := codedBits(src, want)
 	if bpb := bits / float64(len(src)); bpb > 4 {
-		t.Fatalf("%.2f bits per byte on repetitive text: the mixer does not learn", bpb)
+		t.Fatalf("%.2f bits per byte on text: the mixer does not learn", bpb)
 	}
-	var bits6 float64
-	for i, p := range probs(t, src, lmP) {
-		q := float64(p) / 65536
-		if int(src[i/8]>>(7-i%8))&1 == 0 {
-			q = 1 - q
-		}
-		bits6 -= math.Log2(q)
-	}
+	bits6 := codedBits(src, probs(t, src, lmP))
 	if bits >= bits6 {
 		t.Errorf("id 7 codes the text in %.0f bits, id 6 in %.0f: the contexts do not pay", bits, bits6)
 	}
 	m := New7(100)
 	other := goldenInput(40000)[20000:]
 	probs7(t, m, other, func(i, k int) int32 { return 32768 })
-	got, _ := probs7(t, m, src, lmP)
+	got := probs7(t, m, src, lmP)
 	for i := range want {
 		if got[i] != want[i] {
 			t.Fatalf("byte %d bit %d: reset mixer gives %d, new one %d", i/8, i%8, got[i], want[i])
@@ -126,4 +128,17 @@ func BenchmarkMixer7(b *testing.B) {
 			probs7(b, m, src, lmP)
 		}
 	})
+	if os.Getenv("LMFS_MIXTUNE") == "" {
+		return
+	}
+	names, cfgs := tune7Configs()
+	for i, o := range cfgs {
+		b.Run("id7/"+names[i], func(b *testing.B) {
+			b.SetBytes(int64(len(src)))
+			m := newMixer7(o, len(src))
+			for b.Loop() {
+				probs7(b, m, src, lmP)
+			}
+		})
+	}
 }

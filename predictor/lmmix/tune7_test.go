@@ -13,22 +13,22 @@ import (
 	"github.com/lmfs/lmfs/predictor/cm"
 )
 
+// cxNames are short names of the contexts, for tables.
+var cxNames = [nCx]string{"word2", "col", "sp23", "sp13", "ind", "o8", "above", "sp24", "w12", "w02", "o12", "ind2"}
+
 // tune7Configs lists the id 7 variants TestTune7 compares with cm and id 6.
 // LMFS_MIXTUNE7=name,name selects some of them.
 func tune7Configs() ([]string, []opts7) {
 	var names []string
 	var os7 []opts7
 	add := func(n string, o opts7) { names = append(names, n); os7 = append(os7, o) }
-	A := uint32(1<<cxWord2 | 1<<cxCol | 1<<cxInd | 1<<cxAbove)
-	B := A | 1<<cxW02 | 1<<cxO12 | 1<<cxInd2 | 1<<cxW12
-	add("B", opts7{ctx: B, slotShift: 1})
-	add("B+sse", opts7{ctx: B, slotShift: 1, sse: true})
-	add("B+sp24", opts7{ctx: B | 1<<cxSp24, slotShift: 1})
-	add("Bad", opts7{ctx: B, slotShift: 1, adapt: true})
-	add("B/4", opts7{ctx: B, slotShift: 2})
-	add("B-w12", opts7{ctx: B &^ (1 << cxW12), slotShift: 1})
-	add("B-ind2", opts7{ctx: B &^ (1 << cxInd2), slotShift: 1})
-	add("B-above", opts7{ctx: B &^ (1 << cxAbove), slotShift: 1})
+	add("final", final7)
+	for i := range nCx {
+		if final7.ctx>>i&1 != 0 {
+			add("-"+cxNames[i], opts7{ctx: final7.ctx &^ (1 << i), slotShift: final7.slotShift})
+		}
+	}
+	add("E0", opts7{}) // no contexts: id 6's bits
 	return names, os7
 }
 
@@ -186,4 +186,38 @@ func replay7(blk *tuneBlock, cfgs []opts7) ([]float64, []float64) {
 		run(2+i, m.P, m.Update)
 	}
 	return out, secs
+}
+
+// TestCost7 codes 32 KiB once with the configuration LMFS_COST names (a
+// tune7Configs name, "id6", "cm" or "none"): for counting instructions
+// under valgrind, which contention on a shared machine does not disturb.
+func TestCost7(t *testing.T) {
+	name := os.Getenv("LMFS_COST")
+	if name == "" {
+		t.Skip("set LMFS_COST")
+	}
+	src := goldenInput(32 << 10)
+	pl := order2P(t, src)
+	lmP := func(i, k int) int32 { return pl[8*i+k] }
+	pred := cm.New(64 << 20)
+	switch name {
+	case "none":
+	case "cm":
+		bm, _ := pred.New(len(src), pred.Params(len(src)))
+		for _, b := range src {
+			for k := range 8 {
+				bm.P()
+				bm.Update(int(b>>(7-k)) & 1)
+			}
+		}
+	case "id6":
+		probs(t, src, lmP)
+	default:
+		names, cfgs := tune7Configs()
+		for i, n := range names {
+			if n == name {
+				probs7(t, newMixer7(cfgs[i], len(src)), src, lmP)
+			}
+		}
+	}
 }
