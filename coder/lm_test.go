@@ -281,9 +281,9 @@ const (
 	lmcm2Golden      = "e9372a112dd00fffcb9a16bbd1b27b31f1e62946aeff8ff71675e7f8ecfc386f"
 	lmcm2GoldenM2    = "8c36815543d0e943eeda4a7f9fcc222795bc854b133f562dcbe7a30645f826b9"
 	lmcm2GoldenWMLP1 = "45bc5b12309f0faa2e24c87a6fc01527c336b8e2ca3c5c9fdc77fabffbbfc14c"
-	lmcmGolden       = "55e4269663216bb240b751076e53c199994464589d545f463e634edcd5e0f79b"
-	lmcmGoldenM2     = "9c9f68b7836d59ef7b0fe27b698a929a19893f82e0efd21e7c11d16e54f382c2"
-	lmcmGoldenWMLP1  = "3cb4df5cbce582a516bd6e8900830cb78308f599e91431c18e087533b53805c2"
+	lmcmGolden       = "46150670fee1b05aab75be9757aa9588b98bcbacb0c80c49fd960d3fd50f7e50"
+	lmcmGoldenM2     = "d8eab1c1937cf9d744ca8470d323d65402ddf734eb649857a09f30c5765a888b"
+	lmcmGoldenWMLP1  = "0776ca52542dfc34bfe6c5f16d875b84fd148e24611f5fa812cad37f4d4b15d2"
 )
 
 // TestRetiredModel: a block coded with a retired built-in model decodes with

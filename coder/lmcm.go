@@ -23,8 +23,8 @@ import (
 // node, as EncodeSymbol codes it) and the context-mixing model's are mixed.
 // Id 6 feeds the LM's stretched probability into mixers next to cm's own
 // inputs (predictor/lmmix, SPEC.md there); id 7 adds inputs from contexts
-// of its own (word bigram, column, sparse, indirect). Id 5 mixes the LM's probability and
-// cm's final one by a 2-input adaptive integer mixer (predictor/mix) whose
+// of its own (word pairs, column, byte above, indirect, sparse, order 12).
+// Id 5 mixes the LM's probability and cm's final one by a 2-input adaptive integer mixer (predictor/mix) whose
 // weights start anew in every block, refined by an APM keyed by the partial
 // byte and the LM's confidence. Blocks carry the LM's model id.
 type LMCM struct {

@@ -32,9 +32,9 @@ type opts7 struct {
 // 9 context inputs after id 6's 15.
 const ws7 = 24
 
-// final7 is the configuration of codec id 7: seven contexts, inputs 15..21
+// final7 is the configuration of codec id 7: nine contexts, inputs 15..23
 // in this order.
-var final7 = opts7{ctx: 1<<cxWord2 | 1<<cxCol | 1<<cxInd | 1<<cxAbove | 1<<cxSp24 | 1<<cxW02 | 1<<cxO12, slotShift: 1}
+var final7 = opts7{ctx: 1<<cxWord2 | 1<<cxCol | 1<<cxInd | 1<<cxAbove | 1<<cxSp24 | 1<<cxW12 | 1<<cxW02 | 1<<cxO12 | 1<<cxInd2, slotShift: 2}
 
 // Mixer7 is the per-block state of the lm+cm id 7 mixer: id 6's mixer
 // (SPEC.md) with one more input per context of its own, each context a
@@ -85,7 +85,7 @@ type Mixer7 struct {
 	lineStart int    // position after the last '\n'
 	prevLine  int    // start of the line before (-1: none)
 	ind       [256]uint16
-	ind2      [1 << 12]uint16 // tuning only (cxInd2)
+	ind2      [1 << 12]uint16 // indirect on two bytes (cxInd2)
 
 	// contexts
 	tab  cm.Slots

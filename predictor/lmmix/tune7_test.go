@@ -29,6 +29,7 @@ func tune7Configs() ([]string, []opts7) {
 		}
 	}
 	add("E0", opts7{}) // no contexts: id 6's bits
+	add("final/2", opts7{ctx: final7.ctx, slotShift: 1})
 	return names, os7
 }
 
