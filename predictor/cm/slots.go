@@ -28,7 +28,8 @@ func (s *Slots) Find(h uint32) int { return findSlot(s.ht, s.mask, h) }
 // plus a node, 1..15).
 func (s *Slots) State(i int) uint8 { return s.ht[i] }
 
-// Update moves the state at byte offset i on by bit y.
+// Update moves the state at byte offset i on by bit y (from the state the
+// table holds now).
 func (s *Slots) Update(i int, y int) { s.ht[i] = nextState[s.ht[i]][y&1] }
 
 // Hash32 is cm's 32-bit integer hash (lowbias32).

@@ -27,6 +27,7 @@ var lmcmRules = []struct {
 }{
 	{gpu.RuleLMCM1, coder.NewLMCM1Model, coder.NewLMCM1Accel},
 	{gpu.RuleLMCM2, coder.NewLMCM2Model, coder.NewLMCM2Accel},
+	{gpu.RuleLMCM, coder.NewLMCMModel, coder.NewLMCMAccel},
 }
 
 // lmcmBlocks returns blocks that exercise every part of cm: text (word
