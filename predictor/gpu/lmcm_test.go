@@ -26,6 +26,7 @@ var lmcmRules = []struct {
 	accel func(m predictor.ByteModel, id coder.ModelID, mem int64, a coder.Accel) *coder.LMCM
 }{
 	{gpu.RuleLMCM1, coder.NewLMCM1Model, coder.NewLMCM1Accel},
+	{gpu.RuleLMCM2, coder.NewLMCM2Model, coder.NewLMCM2Accel},
 	{gpu.RuleLMCM, coder.NewLMCMModel, coder.NewLMCMAccel},
 }
 
@@ -176,13 +177,13 @@ func TestLMCMDamaged(t *testing.T) {
 		}
 	}
 	// Calls the library refuses are errors, not crashes.
-	if _, _, err := m.DecodeLMCM(ctx, gpu.RuleLMCM, streams[:1], lens[:1], []byte{9}); err == nil {
+	if _, _, err := m.DecodeLMCM(ctx, gpu.RuleLMCM2, streams[:1], lens[:1], []byte{9}); err == nil {
 		t.Fatal("parameter byte 9 accepted")
 	}
-	if _, _, err := m.DecodeLMCM(ctx, 7, streams[:1], lens[:1], params[:1]); err == nil {
-		t.Fatal("rule 7 accepted")
+	if _, _, err := m.DecodeLMCM(ctx, 8, streams[:1], lens[:1], params[:1]); err == nil {
+		t.Fatal("rule 8 accepted")
 	}
-	if _, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM, [][]byte{{}}, []byte{10}, 0); err == nil {
+	if _, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM2, [][]byte{{}}, []byte{10}, 0); err == nil {
 		t.Fatal("empty block accepted")
 	}
 }
@@ -282,7 +283,7 @@ func TestLMCMOverflow(t *testing.T) {
 	for i, b := range blocks {
 		params[i] = pred.Params(len(b))
 	}
-	streams, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM, blocks, params, -1)
+	streams, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM2, blocks, params, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
