@@ -71,18 +71,23 @@ func TestVectors(t *testing.T) {
 	checkVectors(t, wmlp1Model(t), loadVectors(t, "testdata/vectors.json"), "train.py export")
 }
 
-// TestVectorsDefault checks the built-in model (lstm1) against the tables
-// that IntLSTM (predictor/train/lstm.py) computed when it exported the model
-// on the GPU machine.
+// TestVectorsDefault checks the built-in model (lstm1 or lstm2) against the
+// tables that IntLSTM (predictor/train/lstm.py) computed when it exported
+// the model on the GPU machine: vectors_lstm.json for an lstm1 default,
+// vectors_lstm2.json for an lstm2 one.
 func TestVectorsDefault(t *testing.T) {
 	m, err := Default()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Config().Arch != ArchLSTM1 {
-		t.Fatalf("the default model has architecture %d, want lstm1", m.Config().Arch)
+	switch m.Arch() {
+	case ArchLSTM1:
+		checkVectors(t, m, loadVectors(t, "testdata/vectors_lstm.json"), "lstm.py export")
+	case ArchLSTM2:
+		checkVectors(t, m, loadVectors(t, "testdata/vectors_lstm2.json"), "lstm.py export")
+	default:
+		t.Fatalf("the default model has architecture %d, want lstm1 or lstm2", m.Arch())
 	}
-	checkVectors(t, m, loadVectors(t, "testdata/vectors_lstm.json"), "lstm.py export")
 }
 
 // TestVectorsLSTM checks the lstm1 code, on every matrix-vector kernel of
@@ -103,6 +108,38 @@ func TestVectorsLSTM(t *testing.T) {
 			}
 			if m.Config().Arch != ArchLSTM1 {
 				t.Fatalf("tiny_lstm.lmm has architecture %d", m.Config().Arch)
+			}
+			m.lstm.mv, m.lstm.rq = k.mv, k.rq
+			checkVectors(t, m, v, "lstm.py")
+		})
+	}
+}
+
+// TestVectorsLSTM2 checks the lstm2 code (the match model included), on
+// every matrix-vector kernel of this build, against the tables that IntLSTM
+// (predictor/train/lstm.py, with the features of match.c) computed with the
+// small model testdata/tiny_lstm2.lmm. It is skipped while those files are
+// not in the tree.
+func TestVectorsLSTM2(t *testing.T) {
+	file, err := os.ReadFile("testdata/tiny_lstm2.lmm")
+	if errors.Is(err, os.ErrNotExist) {
+		t.Skip("testdata/tiny_lstm2.lmm is not in the tree yet (lstm.py exports it with vectors_lstm2_tiny.json)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("testdata/vectors_lstm2_tiny.json"); errors.Is(err, os.ErrNotExist) {
+		t.Skip("testdata/vectors_lstm2_tiny.json is not in the tree yet (lstm.py writes it with tiny_lstm2.lmm)")
+	}
+	v := loadVectors(t, "testdata/vectors_lstm2_tiny.json")
+	for _, k := range kernels() {
+		t.Run(k.name, func(t *testing.T) {
+			m, err := Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Arch() != ArchLSTM2 {
+				t.Fatalf("tiny_lstm2.lmm has architecture %d", m.Arch())
 			}
 			m.lstm.mv, m.lstm.rq = k.mv, k.rq
 			checkVectors(t, m, v, "lstm.py")

@@ -7,10 +7,16 @@ import (
 	"github.com/lmfs/lmfs/predictor"
 )
 
-// Architecture 2, lstm1 (SPEC.md, "Architecture 2: lstm1"): an integer LSTM.
+// Architecture 2, lstm1 (SPEC.md, "Architecture 2: lstm1"): an integer LSTM;
+// architecture 3, lstm2 (SPEC.md, "Architecture 3: lstm2"): lstm1 with a
+// second input of layer 0, the feature of a match model over the block's
+// earlier bytes (match.go).
 
-// ArchLSTM1 is the architecture id of the integer LSTM.
-const ArchLSTM1 = 2
+// Architecture ids of the integer LSTMs.
+const (
+	ArchLSTM1 = 2 // lstm1
+	ArchLSTM2 = 3 // lstm2: lstm1 with the match-model input
+)
 
 // Limits of an lstm1 file (SPEC.md, "Model file (arch 2)").
 const (
@@ -35,6 +41,7 @@ type lstmNet struct {
 	nl, h, hp int // layers, hidden width, hidden width padded to kAlign
 	sig, tanh *[tableLen]int32
 	t0        []int32 // 257 x 4H
+	t1        []int16 // NumMatchFeatures x 4H for lstm2; nil for lstm1
 	zero      []int32 // max(4H, 256) zeros
 	layers    []lstmLayer
 	wo        *matrix // 256 x hp
@@ -75,21 +82,28 @@ type lstmScratch struct {
 	seq   []int16    // scoreChunk x hp: one layer's h after each step of a chunk
 	pre   []int32    // scoreChunk x 4H: the input-half sums of a chunk
 	st    *lstmState // Score's state
+	in0   []int32    // 4H: T0[x] + T1[f] (lstm2)
+	fs    []uint16   // scoreChunk: the match features of a chunk (lstm2)
+	match *Matcher   // Score's match model (lstm2)
 	logit [256]int32
 }
 
-// loadLSTM reads the part of an lstm1 file after the arch field and checks
-// it (SPEC.md: "Load-time checks").
-func loadLSTM(r *reader, m *Model) error {
+// loadLSTM reads the part of an lstm1 or lstm2 (arch) file after the arch
+// field and checks it (SPEC.md: "Load-time checks").
+func loadLSTM(r *reader, m *Model, arch int) error {
+	name := "lstm1"
+	if arch == ArchLSTM2 {
+		name = "lstm2"
+	}
 	nl, h, lf, expLen, tb := r.u32(), r.u32(), r.u32(), r.u32(), r.u32()
 	if r.err != nil {
 		return r.err
 	}
 	switch {
 	case nl < 1 || nl > maxLayers:
-		return fmt.Errorf("%w: lstm1 with %d layers, want 1 to %d", ErrBadModel, nl, maxLayers)
+		return fmt.Errorf("%w: %s with %d layers, want 1 to %d", ErrBadModel, name, nl, maxLayers)
 	case h < minLSTMH || h > maxLSTMH || h%8 != 0:
-		return fmt.Errorf("%w: lstm1 hidden width %d, want a multiple of 8 in [%d, %d]", ErrBadModel, h, minLSTMH, maxLSTMH)
+		return fmt.Errorf("%w: %s hidden width %d, want a multiple of 8 in [%d, %d]", ErrBadModel, name, h, minLSTMH, maxLSTMH)
 	case lf > 16:
 		return fmt.Errorf("%w: logit fraction bits %d above 16", ErrBadModel, lf)
 	case expLen < 1 || expLen > maxExpLen:
@@ -97,13 +111,20 @@ func loadLSTM(r *reader, m *Model) error {
 	case tb != totalBits:
 		return fmt.Errorf("%w: frequency total 2^%d, this build codes with 2^%d", ErrBadModel, tb, totalBits)
 	}
-	m.cfg = Config{Arch: ArchLSTM1, Layers: nl, Hidden: h, LogitFrac: lf}
+	if want := lstmFileSize(arch, nl, h, expLen); len(r.b) != want {
+		return fmt.Errorf("%w: file of %d bytes, an %s model with %d layers of width %d and %d exp entries has %d: the file is truncated, damaged or of another architecture", ErrBadModel, len(r.b), name, nl, h, expLen, want)
+	}
+	m.cfg = Config{Arch: arch, Layers: nl, Hidden: h, LogitFrac: lf}
 	hp := (h + kAlign - 1) / kAlign * kAlign
 	n := &lstmNet{nl: nl, h: h, hp: hp}
 	// Read every field first, so that a short file reports truncation before
 	// any value check.
 	sig, tanh := r.i32s(tableLen), r.i32s(tableLen)
 	n.t0 = r.i32s(257 * 4 * h)
+	if arch == ArchLSTM2 {
+		// T1 has no bound but the i16 range (SPEC.md, "Model file (arch 3)").
+		n.t1 = r.i16s(NumMatchFeatures * 4 * h)
+	}
 	type rawLayer struct {
 		w       []int8
 		b, m, s []int32
@@ -182,6 +203,23 @@ func loadLSTM(r *reader, m *Model) error {
 	return nil
 }
 
+// lstmFileSize is the size of an lstm1 or lstm2 (arch) file with nl layers
+// of width h and an exp table of expLen entries.
+func lstmFileSize(arch, nl, h, expLen int) int {
+	n := len(fileMagic) + 7*4 + 2*tableLen*4 + 257*4*h*4
+	if arch == ArchLSTM2 {
+		n += NumMatchFeatures * 4 * h * 2
+	}
+	for l := range nl {
+		k := h
+		if l > 0 {
+			k = 2 * h
+		}
+		n += 4*h*k + 3*4*h*4
+	}
+	return n + 256*h + 3*256*4 + expLen*4 + len(endMagic)
+}
+
 // padCols returns columns from..from+n-1 of a rows x k matrix as rows of hp
 // columns, zero padded.
 func padCols(w []int8, rows, k, from, n, hp int) []int8 {
@@ -244,7 +282,7 @@ func checkExp(e []int32) ([]uint32, error) {
 }
 
 func (n *lstmNet) params() int {
-	p := len(n.t0) + 256*n.h + 256
+	p := len(n.t0) + len(n.t1) + 256*n.h + 256
 	for l := range n.layers {
 		p += n.layerMACs(l) + 4*n.h
 	}

@@ -20,7 +20,11 @@ func (n *lstmNet) getScratch() *lstmScratch {
 	if s, ok := n.pool.Get().(*lstmScratch); ok {
 		return s
 	}
-	return &lstmScratch{acc: make([]int32, max(4*n.h, 256)), part: make([]int32, 4*n.h), z: make([]int32, 4*n.h), rec: make([]int32, (n.nl-1)*4*n.h)}
+	sc := &lstmScratch{acc: make([]int32, max(4*n.h, 256)), part: make([]int32, 4*n.h), z: make([]int32, 4*n.h), rec: make([]int32, (n.nl-1)*4*n.h)}
+	if n.t1 != nil {
+		sc.in0 = make([]int32, 4*n.h)
+	}
+	return sc
 }
 
 // initBOS computes the state after step(BOS) from the zero state and the
@@ -29,15 +33,16 @@ func (n *lstmNet) initBOS() {
 	sc := n.getScratch()
 	defer n.pool.Put(sc)
 	st := n.newState()
-	n.step(st, bosSymbol, sc)
+	n.step(st, bosSymbol, 0, sc)
 	n.bos = *st
 	n.dist(st, sc, &n.dist0)
 }
 
 func clamp32(v, lo, hi int32) int32 { return min(max(v, lo), hi) }
 
-// step consumes input symbol x (a byte, or bosSymbol) and updates st
-// (SPEC.md, lstm1 "Step").
+// step consumes input symbol x (a byte, or bosSymbol) and, for lstm2, match
+// feature f, and updates st (SPEC.md, lstm1 "Step", lstm2 "Step and
+// distribution"; lstm1 ignores f).
 //
 // The sums over the recurrent halves W_l h_l of the layers l >= 1 need only
 // the state before the step, so they may run first. Every other step does
@@ -45,12 +50,12 @@ func clamp32(v, lo, hi int32) int32 { return min(max(v, lo), hi) }
 // core's cache then starts each step with the matrices the previous step
 // used last, which are still there (about 10% faster decoding of two layers
 // of 512 on a core with 2 MiB of L2).
-func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
+func (n *lstmNet) step(st *lstmState, x int, f uint16, sc *lstmScratch) {
 	H, hp := n.h, n.hp
 	sc.flip = !sc.flip && n.nl > 1
 	if !sc.flip {
 		for l := range n.layers {
-			n.layer(l, st, x, sc, nil)
+			n.layer(l, st, x, f, sc, nil)
 		}
 		return
 	}
@@ -69,20 +74,20 @@ func (n *lstmNet) step(st *lstmState, x int, sc *lstmScratch) {
 		if l > 0 {
 			rec = sc.rec[(l-1)*4*H : l*4*H]
 		}
-		n.layer(l, st, x, sc, rec)
+		n.layer(l, st, x, f, sc, rec)
 	}
 }
 
-// layer is layer l's part of step(x); rec is W_l h_l for l >= 1 if already
-// computed, or nil.
-func (n *lstmNet) layer(l int, st *lstmState, x int, sc *lstmScratch, rec []int32) {
+// layer is layer l's part of step(x, f); rec is W_l h_l for l >= 1 if
+// already computed, or nil.
+func (n *lstmNet) layer(l int, st *lstmState, x int, f uint16, sc *lstmScratch, rec []int32) {
 	H, hp := n.h, n.hp
 	ly := &n.layers[l]
 	acc := sc.acc[:4*H]
 	// Every acc of the layer before any h of the layer changes.
 	if l == 0 {
 		n.mv(acc, ly.wh, st.h[:hp])
-		n.gates(l, st, acc, n.t0[x*4*H:x*4*H+4*H], sc)
+		n.gates(l, st, acc, n.input0(x, f, sc), sc)
 		return
 	}
 	if rec == nil {
@@ -97,10 +102,26 @@ func (n *lstmNet) layer(l int, st *lstmState, x int, sc *lstmScratch, rec []int3
 	n.gates(l, st, acc, n.zero, sc)
 }
 
+// input0 returns what layer 0 adds to z besides its bias for input x and
+// match feature f: T0[x] for lstm1, T0[x] + T1[f] for lstm2 (in sc.in0).
+func (n *lstmNet) input0(x int, f uint16, sc *lstmScratch) []int32 {
+	H4 := 4 * n.h
+	t0 := n.t0[x*H4 : x*H4+H4]
+	if n.t1 == nil {
+		return t0
+	}
+	t1 := n.t1[int(f)*H4 : int(f)*H4+H4]
+	in := sc.in0[:H4]
+	for j, v := range t0 {
+		in[j] = v + int32(t1[j])
+	}
+	return in
+}
+
 // stepMany steps several states at once, layer by layer, so that each
-// layer's matrices serve every state while in cache. The states must be
-// distinct.
-func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, sc *lstmScratch) {
+// layer's matrices serve every state while in cache; fs holds the match
+// features of lstm2 (ignored for lstm1). The states must be distinct.
+func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, fs []uint16, sc *lstmScratch) {
 	H, hp := n.h, n.hp
 	sc.ensureChunk(n)
 	for len(sts) > 0 {
@@ -108,7 +129,7 @@ func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, sc *lstmScratch) {
 		for l := range n.layers {
 			if l == 0 {
 				for i, st := range sts[:g] {
-					n.layer(l, st, int(syms[i]), sc, nil)
+					n.layer(l, st, int(syms[i]), fs[i], sc, nil)
 				}
 				continue
 			}
@@ -117,10 +138,10 @@ func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, sc *lstmScratch) {
 				n.mv(sc.pre[i*4*H:(i+1)*4*H], n.layers[l].wh, st.h[l*hp:l*hp+hp])
 			}
 			for i, st := range sts[:g] {
-				n.layer(l, st, int(syms[i]), sc, sc.pre[i*4*H:(i+1)*4*H])
+				n.layer(l, st, int(syms[i]), fs[i], sc, sc.pre[i*4*H:(i+1)*4*H])
 			}
 		}
-		sts, syms = sts[g:], syms[g:]
+		sts, syms, fs = sts[g:], syms[g:], fs[g:]
 	}
 }
 
@@ -129,11 +150,12 @@ func (sc *lstmScratch) ensureChunk(n *lstmNet) {
 	if sc.seq == nil {
 		sc.seq = make([]int16, scoreChunk*n.hp)
 		sc.pre = make([]int32, scoreChunk*4*n.h)
+		sc.fs = make([]uint16, scoreChunk)
 	}
 }
 
 // gates updates h and c of layer l from the layer's sums acc; in0 is what
-// the layer adds to z besides its bias (T0[x] for layer 0, else zeros).
+// the layer adds to z besides its bias (input0 for layer 0, else zeros).
 func (n *lstmNet) gates(l int, st *lstmState, acc, in0 []int32, sc *lstmScratch) {
 	H := n.h
 	z := sc.z[:4*H]
@@ -214,11 +236,17 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 	}
 	st := sc.st
 	var d predictor.Dist
+	if n.t1 != nil && sc.match == nil {
+		sc.match = NewMatcher()
+	}
 	for bi, blk := range blocks {
 		if len(blk) == 0 {
 			continue
 		}
 		st.set(&n.bos)
+		if sc.match != nil {
+			sc.match.Reset()
+		}
 		d = n.dist0
 		if err := emit(bi, 0, &d); err != nil {
 			return err
@@ -229,7 +257,13 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 				return err
 			}
 			syms := blk[s0:min(s0+scoreChunk, len(blk)-1)]
-			n.stepChunk(st, syms, sc)
+			fs := sc.fs[:len(syms)]
+			if sc.match != nil {
+				for t, x := range syms {
+					fs[t] = sc.match.Push(x)
+				}
+			}
+			n.stepChunk(st, syms, fs, sc)
 			for t := range syms {
 				n.distFrom(sc.seq[t*n.hp:(t+1)*n.hp], sc, &d)
 				if err := emit(bi, s0+t+1, &d); err != nil {
@@ -241,9 +275,10 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 	return nil
 }
 
-// stepChunk takes the steps over syms (at most scoreChunk) layer by layer
-// and leaves in sc.seq the top layer's h after each.
-func (n *lstmNet) stepChunk(st *lstmState, syms []byte, sc *lstmScratch) {
+// stepChunk takes the steps over syms (at most scoreChunk) with match
+// features fs (lstm2) layer by layer and leaves in sc.seq the top layer's h
+// after each.
+func (n *lstmNet) stepChunk(st *lstmState, syms []byte, fs []uint16, sc *lstmScratch) {
 	H, hp := n.h, n.hp
 	acc := sc.acc[:4*H]
 	for l := range n.layers {
@@ -258,7 +293,7 @@ func (n *lstmNet) stepChunk(st *lstmState, syms []byte, sc *lstmScratch) {
 		for t, x := range syms {
 			n.mv(acc, ly.wh, h)
 			if l == 0 {
-				n.gates(0, st, acc, n.t0[int(x)*4*H:(int(x)+1)*4*H], sc)
+				n.gates(0, st, acc, n.input0(int(x), fs[t], sc), sc)
 			} else {
 				for j, v := range sc.pre[t*4*H : (t+1)*4*H] {
 					acc[j] += v
@@ -274,22 +309,30 @@ func (n *lstmNet) streams(n1 int) (predictor.ByteStreams, error) {
 	if n1 < 0 {
 		return nil, fmt.Errorf("lm: %d streams asked for", n1)
 	}
-	s := &lstmStreams{n: n, st: make([]*lstmState, n1), fresh: make([]uint8, n1), sc: n.getScratch()}
+	s := &lstmStreams{n: n, st: make([]*lstmState, n1), fresh: make([]uint8, n1), sc: n.getScratch(), fs: make([]uint16, 0, n1)}
 	for i := range s.st {
 		s.st[i] = n.newState()
 		s.st[i].set(&n.bos)
 		s.fresh[i] = freshYes
 	}
+	if n.t1 != nil {
+		s.match = make([]*Matcher, n1)
+		for i := range s.match {
+			s.match[i] = NewMatcher()
+		}
+	}
 	return s, nil
 }
 
-// lstmStreams is the decoding state of a batch of lstm1 blocks.
+// lstmStreams is the decoding state of a batch of lstm1 or lstm2 blocks.
 type lstmStreams struct {
 	n     *lstmNet
 	st    []*lstmState
 	fresh []uint8 // freshYes: no byte pushed yet, the distribution is dist0
 	sc    *lstmScratch
 	batch []*lstmState
+	match []*Matcher // each stream's match model (lstm2; nil for lstm1)
+	fs    []uint16   // a Push's match features
 }
 
 // Values of lstmStreams.fresh.
@@ -343,12 +386,23 @@ func (s *lstmStreams) Push(ids []int, syms []byte) error {
 	if batch != nil {
 		s.batch = batch[:0]
 	}
+	// Every stream's match model takes its byte before the step that
+	// consumes it (a stream named twice takes both, in order).
+	fs := s.fs[:0]
+	for i, id := range ids {
+		var f uint16
+		if s.match != nil {
+			f = s.match[id].Push(syms[i])
+		}
+		fs = append(fs, f)
+	}
+	s.fs = fs[:0]
 	if len(ids) > 1 && batch != nil {
-		s.n.stepMany(batch, syms, s.sc)
+		s.n.stepMany(batch, syms, fs, s.sc)
 		return nil
 	}
 	for i, id := range ids {
-		s.n.step(s.st[id], int(syms[i]), s.sc)
+		s.n.step(s.st[id], int(syms[i]), fs[i], s.sc)
 	}
 	return nil
 }
@@ -357,6 +411,6 @@ func (s *lstmStreams) Close() error {
 	if s.sc != nil {
 		s.n.pool.Put(s.sc)
 	}
-	s.st, s.sc = nil, nil
+	s.st, s.sc, s.match = nil, nil, nil
 	return nil
 }

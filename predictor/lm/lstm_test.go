@@ -7,14 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/lmfs/lmfs/predictor"
 	"github.com/lmfs/lmfs/predictor/lm/lmtest"
 )
 
-// refLSTM is SPEC.md's lstm1 written out literally, in int64 and without any
-// of the package's layouts or kernels, to check the package against.
+// refLSTM is SPEC.md's lstm1 and lstm2 written out literally, in int64 and
+// without any of the package's layouts or kernels, to check the package
+// against.
 type refLSTM struct {
 	t *testing.T
 	p *lmtest.LSTM
@@ -30,7 +32,7 @@ func newRef(t *testing.T, p *lmtest.LSTM) *refLSTM {
 		r.h = append(r.h, make([]int64, p.Hidden))
 		r.c = append(r.c, make([]int64, p.Hidden))
 	}
-	r.step(256)
+	r.step(256, 0)
 	return r
 }
 
@@ -44,7 +46,8 @@ func (r *refLSTM) fits32(what string, v int64) {
 	}
 }
 
-func (r *refLSTM) step(x int) {
+// step is SPEC.md's step(x) (lstm1) or step(x, f) (lstm2: p.Arch == 3).
+func (r *refLSTM) step(x, f int) {
 	p, H := r.p, r.p.Hidden
 	for l := range p.Layers {
 		in := r.h[0]
@@ -63,6 +66,9 @@ func (r *refLSTM) step(x int) {
 			v := refR(acc, p.M[l][j], p.S[l][j]) + int64(p.B[l][j])
 			if l == 0 {
 				v += int64(p.T0[x*4*H+j])
+				if p.Arch == ArchLSTM2 {
+					v += int64(p.T1[f*4*H+j])
+				}
 			}
 			z[j] = refClamp(v, -2048, 2047)
 		}
@@ -115,12 +121,14 @@ func (r *refLSTM) dist() predictor.Dist {
 	return d
 }
 
-// refTables returns the reference tables of positions 0..len(in).
+// refTables returns the reference tables of positions 0..len(in), with the
+// match features of the SPEC transcription refMatchFeatures for lstm2.
 func refTables(t *testing.T, p *lmtest.LSTM, in []byte) []predictor.Dist {
 	r := newRef(t, p)
+	feats := refMatchFeatures(in)
 	out := []predictor.Dist{r.dist()}
-	for _, b := range in {
-		r.step(int(b))
+	for i, b := range in {
+		r.step(int(b), int(feats[i+1]))
 		out = append(out, r.dist())
 	}
 	return out
@@ -129,12 +137,24 @@ func refTables(t *testing.T, p *lmtest.LSTM, in []byte) []predictor.Dist {
 // extremeLSTM is a valid model whose every value sits at a bound of SPEC.md:
 // weights at +-127, the largest multipliers, biases and input table at
 // +-2^20, so that sums reach their largest size and every clamp is hit.
-func extremeLSTM(seed uint64, layers, hidden int) *lmtest.LSTM {
+// lstm2 makes it an lstm2 model (T1 at +-32767 and -32768).
+func extremeLSTM(seed uint64, layers, hidden int, lstm2 bool) *lmtest.LSTM {
 	p := lmtest.RandomLSTM(seed, layers, hidden)
+	if lstm2 {
+		p = lmtest.RandomLSTM2(seed, layers, hidden)
+	}
 	rng := rand.New(rand.NewPCG(seed, 7))
 	sign := func() int32 { return int32(1 - 2*rng.IntN(2)) }
 	for i := range p.T0 {
 		p.T0[i] = sign() << 20
+	}
+	if p.T1 != nil {
+		for i := range p.T1 {
+			p.T1[i] = int16(sign() * 32767)
+			if sign() < 0 {
+				p.T1[i] = -32768 // the i16 range is T1's only bound
+			}
+		}
 	}
 	for l := range p.W {
 		for i := range p.W[l] {
@@ -155,9 +175,9 @@ func extremeLSTM(seed uint64, layers, hidden int) *lmtest.LSTM {
 	return p
 }
 
-// lstmCases are the models the tests run: small random ones of several
-// shapes (widths that are and are not multiples of the kernels' 16), and
-// extreme ones.
+// lstmCases are the models the tests run: small random lstm1 and lstm2
+// ones of several shapes (widths that are and are not multiples of the
+// kernels' 16), and extreme ones.
 func lstmCases() []struct {
 	name string
 	p    *lmtest.LSTM
@@ -170,8 +190,12 @@ func lstmCases() []struct {
 	for i, s := range [][2]int{{1, 8}, {1, 24}, {2, 16}, {2, 40}, {3, 32}, {4, 8}, {1, 64}} {
 		out = append(out, c{fmt.Sprintf("random NL=%d H=%d", s[0], s[1]), lmtest.RandomLSTM(uint64(i+1), s[0], s[1])})
 	}
-	out = append(out, c{"extreme NL=2 H=24", extremeLSTM(11, 2, 24)})
-	out = append(out, c{"extreme NL=2 H=72", extremeLSTM(12, 2, 72)})
+	for i, s := range [][2]int{{1, 8}, {2, 24}, {3, 16}, {1, 64}} {
+		out = append(out, c{fmt.Sprintf("lstm2 random NL=%d H=%d", s[0], s[1]), lmtest.RandomLSTM2(uint64(i+21), s[0], s[1])})
+	}
+	out = append(out, c{"extreme NL=2 H=24", extremeLSTM(11, 2, 24, false)})
+	out = append(out, c{"extreme NL=2 H=72", extremeLSTM(12, 2, 72, false)})
+	out = append(out, c{"lstm2 extreme NL=2 H=24", extremeLSTM(15, 2, 24, true)})
 	sat := lmtest.RandomLSTM(13, 2, 16)
 	for k := range sat.Sig {
 		sat.Sig[k], sat.Tanh[k] = 4096, 4096 // the cell grows to its bound, h to 127
@@ -199,6 +223,8 @@ func lstmInputs() [][]byte {
 		nil,
 		{'x'},
 		[]byte("The quick brown fox jumps over the lazy dog.\r\nfunc main() { println(42) }\n"),
+		// Repeats for lstm2's match model, longer than scoreChunk.
+		[]byte("hello world, hello world! hello there, hello world, hello world! the end"),
 		bin,
 		make([]byte, 32),
 		bytes.Repeat([]byte{0xff}, 32),
@@ -298,6 +324,54 @@ func TestLSTMMatchesReference(t *testing.T) {
 	}
 }
 
+// TestLSTM2Feature checks that the match feature reaches the model: an
+// lstm2 model whose T1 is all 0 gives lstm1's tables, one with T1 row f
+// set to a constant gives other tables where f_t is that feature.
+func TestLSTM2Feature(t *testing.T) {
+	in := []byte("hello world, hello world! hello there, hello world, hello world! the end")
+	feats := refMatchFeatures(in)
+	p1 := lmtest.RandomLSTM(31, 2, 16)
+	p2 := lmtest.RandomLSTM2(31, 2, 16)
+	clear(p2.T1)
+	tables := func(m *Model) []predictor.Dist {
+		var out []predictor.Dist
+		if err := m.Score(context.Background(), [][]byte{in}, func(b, pos int, d *predictor.Dist) error {
+			out = append(out, *d)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	want := tables(loadWith(t, p1, nil))
+	m2 := loadWith(t, p2, nil)
+	if m2.Arch() != ArchLSTM2 || m2.Config().Arch != ArchLSTM2 {
+		t.Fatalf("Arch() = %d, Config().Arch = %d, want %d", m2.Arch(), m2.Config().Arch, ArchLSTM2)
+	}
+	if got := tables(m2); !slices.Equal(got, want) {
+		t.Fatal("lstm2 with T1 = 0 differs from lstm1")
+	}
+	// Set the row of the feature at position 20 (the step over in[19]
+	// consumes f_20 and gives the table of position 20).
+	f := feats[20]
+	if f == 0 {
+		t.Fatal("no match at position 20 of the test input")
+	}
+	for j := range 4 * 16 {
+		p2.T1[int(f)*4*16+j] = 900
+	}
+	got := tables(loadWith(t, p2, nil))
+	first := slices.Index(feats, f)
+	for pos := range first {
+		if got[pos] != want[pos] {
+			t.Fatalf("position %d, before feature %d first occurs (%d): tables differ", pos, f, first)
+		}
+	}
+	if got[20] == want[20] {
+		t.Error("T1's row of the active feature changed nothing")
+	}
+}
+
 func TestLSTMModelInfo(t *testing.T) {
 	p := lmtest.RandomLSTM(1, 2, 24)
 	file := p.Encode()
@@ -324,6 +398,23 @@ func TestLSTMModelInfo(t *testing.T) {
 	}
 	if m.Kernel() == "" {
 		t.Error("an lstm1 model names no kernel")
+	}
+	if m.Arch() != ArchLSTM1 {
+		t.Errorf("Arch() = %d, want %d", m.Arch(), ArchLSTM1)
+	}
+	m2, err := Load(lmtest.RandomLSTM2(1, 2, 24).Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = m2.Config()
+	if m2.Arch() != ArchLSTM2 || c.Arch != ArchLSTM2 || c.Layers != 2 || c.Hidden != 24 {
+		t.Errorf("lstm2: Arch() = %d, Config() = %+v", m2.Arch(), c)
+	}
+	if m2.MACs() != m.MACs() {
+		t.Errorf("lstm2 MACs() = %d, lstm1's %d: the feature adds none", m2.MACs(), m.MACs())
+	}
+	if want := m.Params() + NumMatchFeatures*4*H; m2.Params() != want {
+		t.Errorf("lstm2 Params() = %d, want %d", m2.Params(), want)
 	}
 }
 
@@ -418,7 +509,9 @@ func TestLSTMLoadRejectsBadFiles(t *testing.T) {
 		{"empty", nil},
 		{"magic", set8(1, 'X')},
 		{"format", put(8, 2)},
-		{"arch", put(12, 3)},
+		{"arch 4", put(12, 4)},
+		{"arch 0", put(12, 0)},
+		{"lstm1 file marked lstm2 (no T1)", put(12, ArchLSTM2)},
 		{"layers 0", put(16, 0)},
 		{"layers 5", put(16, 5)},
 		{"hidden 4", put(20, 4)},
@@ -464,6 +557,52 @@ func TestLSTMLoadRejectsBadFiles(t *testing.T) {
 			}
 		})
 	}
+	// lstm2: T1 (2049 x 4H int16) right after T0.
+	good2 := lmtest.RandomLSTM2(5, 2, H).Encode()
+	if _, err := Load(good2); err != nil {
+		t.Fatal(err)
+	}
+	t1 := t0 + 257*4*H*4
+	t1End := t1 + NumMatchFeatures*4*H*2
+	if len(good2) != len(good)+NumMatchFeatures*4*H*2 {
+		t.Fatalf("lstm2 file of %d bytes, want %d", len(good2), len(good)+NumMatchFeatures*4*H*2)
+	}
+	put2 := func(off int, v int32) []byte {
+		b := bytes.Clone(good2)
+		binary.LittleEndian.PutUint32(b[off:], uint32(v))
+		return b
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{
+		{"lstm2 file marked lstm1", put2(12, ArchLSTM1)},
+		{"lstm2 truncated in T1", good2[:t1+1000]},
+		{"lstm2 truncated after T1", good2[:t1End]},
+		{"lstm2 with a short T1", append(bytes.Clone(good2[:t1End-2*4*H]), good2[t1End:]...)},
+		{"lstm2 with a T1 row too many", append(append(bytes.Clone(good2[:t1End]), make([]byte, 2*4*H)...), good2[t1End:]...)},
+		{"lstm2 layers 0", put2(16, 0)},
+		{"lstm2 hidden 20", put2(20, 20)},
+		{"lstm2 T0 above 2^20", put2(t0+8, 1<<20+1)},
+		{"lstm2 layer-0 weight -128", func() []byte { b := bytes.Clone(good2); b[t1End+3] = 0x80; return b }()},
+		{"lstm2 trailing bytes", append(bytes.Clone(good2), 0)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Load(c.data)
+			if !errors.Is(err, ErrBadModel) {
+				t.Fatalf("Load gave %v, want an error wrapping ErrBadModel", err)
+			}
+			t.Log(err)
+		})
+	}
+	// T1 may take any int16.
+	ext := bytes.Clone(good2)
+	binary.LittleEndian.PutUint16(ext[t1:], 0x8000)
+	binary.LittleEndian.PutUint16(ext[t1End-2:], 0x7fff)
+	if _, err := Load(ext); err != nil {
+		t.Errorf("T1 at -32768 and 32767: %v", err)
+	}
+
 	// The bounds themselves are allowed.
 	for _, c := range []struct {
 		name string
@@ -567,7 +706,12 @@ func reportKBs(b *testing.B, n int) {
 // TestLSTMPushSameStreamTwice checks that a Push naming a stream twice
 // appends both bytes in order, as two Pushes would.
 func TestLSTMPushSameStreamTwice(t *testing.T) {
-	p := lmtest.RandomLSTM(3, 2, 16)
+	for _, p := range []*lmtest.LSTM{lmtest.RandomLSTM(3, 2, 16), lmtest.RandomLSTM2(3, 2, 16)} {
+		pushSameStreamTwice(t, p)
+	}
+}
+
+func pushSameStreamTwice(t *testing.T, p *lmtest.LSTM) {
 	m := loadWith(t, p, nil)
 	ctx := context.Background()
 	s, err := m.Streams(ctx, 3)
@@ -575,10 +719,20 @@ func TestLSTMPushSameStreamTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	// Stream 0 gets "abcdefg" + "abcdefg" (a repeat for lstm2's match
+	// model), pushed two and three bytes at a time.
+	want := map[int]string{0: "abcdefgabcdefg", 1: "d", 2: "b"}
 	if err := s.Push([]int{0, 2, 0, 1}, []byte("abcd")); err != nil {
 		t.Fatal(err)
 	}
-	want := map[int]string{0: "ac", 1: "d", 2: "b"}
+	want[0] = "ac"
+	for _, part := range []string{"bcd", "efgabc", "defg"} {
+		ids := make([]int, len(part))
+		if err := s.Push(ids, []byte(part)); err != nil {
+			t.Fatal(err)
+		}
+		want[0] += part
+	}
 	dst := make([]predictor.Dist, 3)
 	if err := s.Predict(ctx, []int{0, 1, 2}, dst); err != nil {
 		t.Fatal(err)
@@ -594,7 +748,12 @@ func TestLSTMPushSameStreamTwice(t *testing.T) {
 // TestLSTMNoAllocsPerByte checks that decoding a byte (Predict and Push on
 // one stream and on several) allocates nothing.
 func TestLSTMNoAllocsPerByte(t *testing.T) {
-	m := loadWith(t, lmtest.RandomLSTM(2, 2, 16), nil)
+	for _, p := range []*lmtest.LSTM{lmtest.RandomLSTM(2, 2, 16), lmtest.RandomLSTM2(2, 2, 16)} {
+		noAllocsPerByte(t, loadWith(t, p, nil))
+	}
+}
+
+func noAllocsPerByte(t *testing.T, m *Model) {
 	ctx := context.Background()
 	for _, ids := range [][]int{{0}, {0, 1, 2}} {
 		s, err := m.Streams(ctx, 3)
@@ -612,7 +771,7 @@ func TestLSTMNoAllocsPerByte(t *testing.T) {
 			}
 		})
 		if allocs != 0 {
-			t.Errorf("%d streams: %v allocations per byte", len(ids), allocs)
+			t.Errorf("arch %d, %d streams: %v allocations per byte", m.Arch(), len(ids), allocs)
 		}
 		s.Close()
 	}
@@ -622,7 +781,12 @@ func TestLSTMNoAllocsPerByte(t *testing.T) {
 // once on one model (as the coding pool does) and checks every table
 // against a serial run.
 func TestLSTMConcurrentUse(t *testing.T) {
-	m := loadWith(t, lmtest.RandomLSTM(4, 2, 32), nil)
+	for _, p := range []*lmtest.LSTM{lmtest.RandomLSTM(4, 2, 32), lmtest.RandomLSTM2(4, 2, 32)} {
+		concurrentUse(t, loadWith(t, p, nil))
+	}
+}
+
+func concurrentUse(t *testing.T, m *Model) {
 	inputs := lstmInputs()
 	want := map[[2]int]predictor.Dist{}
 	ctx := context.Background()

@@ -1,7 +1,8 @@
 // Package lm is the Go reference implementation of the lmfs neural byte
 // language model, whose every step is integer arithmetic, as written down in
 // SPEC.md next to this file: architecture 1 (wmlp1) is a window MLP,
-// architecture 2 (lstm1) an integer LSTM. Its frequency tables are the
+// architecture 2 (lstm1) an integer LSTM, architecture 3 (lstm2) the same
+// LSTM with a match-model input (MatchFeatures). Its frequency tables are the
 // contract that every other implementation (the CUDA backend, the Python
 // training code's integer simulation) must reproduce bit for bit.
 //
@@ -47,10 +48,10 @@ const (
 var ErrBadModel = errors.New("bad lm model file")
 
 // Config is the shape of a model, read from its file header. Window to
-// HashBits describe wmlp1 models, Layers and Hidden lstm1 models; the fields
-// of the other architecture are zero.
+// HashBits describe wmlp1 models, Layers and Hidden lstm1 and lstm2 models;
+// the fields of the other architectures are zero.
 type Config struct {
-	Arch      int   // ArchWMLP1 or ArchLSTM1
+	Arch      int   // ArchWMLP1, ArchLSTM1 or ArchLSTM2
 	Window    int   // N: bytes of context
 	Hidden1   int   // H1: width of the table sum
 	Hidden2   int   // H2: width of the second layer
@@ -81,12 +82,17 @@ type Model struct {
 
 	pool sync.Pool // *scratch
 
-	lstm   *lstmNet // set for lstm1 models, which use none of the fields above
-	kernel string   // the name of the lstm1 matrix-vector kernel
+	lstm   *lstmNet // set for lstm1 and lstm2 models, which use none of the fields above
+	kernel string   // the name of the LSTM's matrix-vector kernel
 }
 
 // ID returns the model id: the SHA-256 of the model file.
 func (m *Model) ID() [32]byte { return m.id }
+
+// Arch returns the model's architecture: ArchWMLP1, ArchLSTM1 or
+// ArchLSTM2 (an lstm1 whose layer 0 also takes the match feature of
+// MatchFeatures).
+func (m *Model) Arch() int { return m.cfg.Arch }
 
 // Config returns the model's shape.
 func (m *Model) Config() Config {
@@ -98,13 +104,13 @@ func (m *Model) Config() Config {
 // FileSize returns the size of the model file in bytes.
 func (m *Model) FileSize() int { return m.size }
 
-// Kernel names the matrix-vector kernel an lstm1 model runs on
+// Kernel names the matrix-vector kernel an lstm1 or lstm2 model runs on
 // ("avx512vnni", "avx2" or "go": the fastest this machine has); it is empty
 // for wmlp1 models.
 func (m *Model) Kernel() string { return m.kernel }
 
 // Params returns the number of weights and biases (for lstm1 the input
-// table T0 included).
+// table T0 included, for lstm2 also T1).
 func (m *Model) Params() int {
 	if m.lstm != nil {
 		return m.lstm.params()
@@ -234,6 +240,18 @@ func (r *reader) i8s(n int) []int8 {
 	return out
 }
 
+func (r *reader) i16s(n int) []int16 {
+	s := r.take(2 * n)
+	if s == nil {
+		return nil
+	}
+	out := make([]int16, n)
+	for i := range out {
+		out[i] = int16(binary.LittleEndian.Uint16(s[2*i:]))
+	}
+	return out
+}
+
 func (r *reader) i32s(n int) []int32 {
 	s := r.take(4 * n)
 	if s == nil {
@@ -246,11 +264,11 @@ func (r *reader) i32s(n int) []int32 {
 	return out
 }
 
-// Load parses a model file of either architecture. It checks the format, the
+// Load parses a model file of any architecture. It checks the format, the
 // version and every value the arithmetic depends on, so a model that loads
 // can never overflow or divide by zero; a bad file gives an error wrapping
-// ErrBadModel. lstm1 models run on the fastest matrix-vector kernel of the
-// machine (see Kernel).
+// ErrBadModel. lstm1 and lstm2 models run on the fastest matrix-vector
+// kernel of the machine (see Kernel).
 func Load(data []byte) (*Model, error) {
 	r := &reader{b: data}
 	if string(r.take(len(fileMagic))) != fileMagic {
@@ -260,12 +278,12 @@ func Load(data []byte) (*Model, error) {
 	if r.err == nil && version != FileFormat {
 		return nil, fmt.Errorf("%w: model file format %d, this build reads format %d: use the lmfs release that wrote it", ErrBadModel, version, FileFormat)
 	}
-	if r.err == nil && arch != ArchWMLP1 && arch != ArchLSTM1 {
-		return nil, fmt.Errorf("%w: unknown architecture %d (this build knows %d, wmlp1, and %d, lstm1)", ErrBadModel, arch, ArchWMLP1, ArchLSTM1)
+	if r.err == nil && arch != ArchWMLP1 && arch != ArchLSTM1 && arch != ArchLSTM2 {
+		return nil, fmt.Errorf("%w: unknown architecture %d (this build knows %d, wmlp1, %d, lstm1, and %d, lstm2): use a newer lmfs", ErrBadModel, arch, ArchWMLP1, ArchLSTM1, ArchLSTM2)
 	}
-	if r.err == nil && arch == ArchLSTM1 {
+	if r.err == nil && (arch == ArchLSTM1 || arch == ArchLSTM2) {
 		m := &Model{size: len(data)}
-		if err := loadLSTM(r, m); err != nil {
+		if err := loadLSTM(r, m, arch); err != nil {
 			return nil, err
 		}
 		m.id = sha256.Sum256(data)

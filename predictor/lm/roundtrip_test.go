@@ -13,12 +13,20 @@ import (
 )
 
 // TestLSTMCodecsRoundTrip codes blocks through the lm and lm+cm codecs of
-// package coder with an lstm1 model and decodes them back.
+// package coder with an lstm1 and an lstm2 model and decodes them back.
 func TestLSTMCodecsRoundTrip(t *testing.T) {
-	m, err := lm.Load(lmtest.RandomLSTM(7, 2, 32).Encode())
-	if err != nil {
-		t.Fatal(err)
+	for _, p := range []*lmtest.LSTM{lmtest.RandomLSTM(7, 2, 32), lmtest.RandomLSTM2(7, 2, 32)} {
+		m, err := lm.Load(p.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(map[int]string{lm.ArchLSTM1: "lstm1", lm.ArchLSTM2: "lstm2"}[m.Arch()], func(t *testing.T) {
+			codecsRoundTrip(t, m)
+		})
 	}
+}
+
+func codecsRoundTrip(t *testing.T, m *lm.Model) {
 	reg := coder.NewRegistry(coder.NewLM(m), coder.NewLMCM(m, 1<<20))
 	rng := rand.New(rand.NewPCG(8, 9))
 	bin := make([]byte, 1000)
@@ -29,6 +37,8 @@ func TestLSTMCodecsRoundTrip(t *testing.T) {
 		"empty":  {},
 		"one":    {'x'},
 		"two":    {0, 255},
+		"short":  []byte("abcabca"),
+		"code":   []byte(strings.Repeat("func (s *server) handle(w http.ResponseWriter, r *http.Request) {\n\tif err := s.check(r); err != nil {\n\t\thttp.Error(w, err.Error(), 400)\n\t\treturn\n\t}\n}\n", 4)),
 		"text":   []byte(strings.Repeat("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.\r\n", 6)),
 		"binary": bin,
 		"zeros":  make([]byte, 700),

@@ -1,7 +1,7 @@
 // Package lmtest writes lmfs LM model files for tests and benchmarks:
-// models of architecture 2 (lstm1, predictor/lm/SPEC.md) with random weights
-// of a chosen shape, valid by construction, so code that uses a model can be
-// tested and measured without a trained model file.
+// models of architectures 2 and 3 (lstm1 and lstm2, predictor/lm/SPEC.md)
+// with random weights of a chosen shape, valid by construction, so code that
+// uses a model can be tested and measured without a trained model file.
 package lmtest
 
 import (
@@ -10,16 +10,18 @@ import (
 	"math/rand/v2"
 )
 
-// LSTM holds every field of an lstm1 model file (SPEC.md, "Model file
-// (arch 2)"), in file order. Encode writes them as they are, valid or not,
-// so tests can also make files that a loader must reject.
+// LSTM holds every field of an lstm1 or lstm2 model file (SPEC.md, "Model
+// file (arch 2)" and "Model file (arch 3)"), in file order. Encode writes
+// them as they are, valid or not, so tests can also make files that a
+// loader must reject.
 type LSTM struct {
-	Format, Arch   uint32  // 1 and 2 for a valid file
+	Format, Arch   uint32  // 1 and 2 (lstm1) or 3 (lstm2) for a valid file
 	Layers, Hidden int     // NL and H
 	LogitFrac      int     // LF
 	TotalBits      uint32  // TB, 16
 	Sig, Tanh      []int32 // 4096 entries each
 	T0             []int32 // 257 x 4H
+	T1             []int16 // lstm2: 2049 x 4H (written when not nil)
 	W              [][]int8
 	B, M, S        [][]int32 // per layer, 4H each
 	WO             []int8    // 256 x H
@@ -51,6 +53,9 @@ func (m *LSTM) Encode() []byte {
 	i32s(m.Sig)
 	i32s(m.Tanh)
 	i32s(m.T0)
+	for _, v := range m.T1 {
+		b = binary.LittleEndian.AppendUint16(b, uint16(v))
+	}
 	for l := range m.W {
 		i8s(m.W[l])
 		i32s(m.B[l])
@@ -144,6 +149,20 @@ func RandomLSTM(seed uint64, layers, hidden int) *LSTM {
 	m.MO, m.SO = make([]int32, 256), make([]int32, 256)
 	for v := range m.MO {
 		m.MO[v], m.SO[v] = FixedPoint(3 * (1 << lf) / (math.Sqrt(float64(H)) * 73 * 60))
+	}
+	return m
+}
+
+// RandomLSTM2 returns a valid lstm2 model: RandomLSTM(seed, layers, hidden)
+// with arch 3 and a match-feature table T1 drawn from seed, spread like T0
+// so that the feature moves the gates as much as the byte does.
+func RandomLSTM2(seed uint64, layers, hidden int) *LSTM {
+	m := RandomLSTM(seed, layers, hidden)
+	m.Arch = 3
+	rng := rand.New(rand.NewPCG(seed, 0x6d617463))
+	m.T1 = make([]int16, 2049*4*hidden)
+	for i := range m.T1 {
+		m.T1[i] = int16(rng.IntN(1201) - 600)
 	}
 	return m
 }
