@@ -74,8 +74,8 @@ type Accel struct {
 	// MaxBatch bounds the blocks of one backend call (and, for lm+cm, the
 	// cm models in memory at once: about 5 MiB each at 64 KiB blocks).
 	MaxBatch int
-	// Wait is how long a single-block call waits for others to join its
-	// batch.
+	// Wait is how long a single-block call waits at least for others to
+	// join its batch (longer after long batches: see batcher).
 	Wait time.Duration
 	// Log receives a line for every batch that falls back to the CPU.
 	Log *slog.Logger
@@ -217,11 +217,27 @@ type batchReq struct {
 // arrived during one batch's run (a GPU batch costs about the same for a few
 // blocks as for thousands), instead of splitting into many small batches
 // that each pay the whole run.
+//
+// An idle batcher's wait grows with how long the last batch ran (a 64th of
+// it, at most maxBatchWait): a GPU batch of 64 KiB blocks runs for seconds,
+// and a call that misses it waits for a whole batch more, so gathering the
+// calls that come in a burst (the first reads of many files) for a few tens
+// of milliseconds costs little and saves a batch.
 type batcher struct {
 	mu      sync.Mutex
 	pending []*batchReq
 	timer   *time.Timer
 	running bool
+	last    time.Duration // how long the last batch ran
+}
+
+// maxBatchWait bounds how long an idle batcher waits for a batch to fill.
+const maxBatchWait = 50 * time.Millisecond
+
+// waitLocked is how long an idle batcher waits for a batch to fill, given
+// the configured minimum. b.mu is held.
+func (b *batcher) waitLocked(floor time.Duration) time.Duration {
+	return max(floor, min(b.last/64, maxBatchWait))
 }
 
 // do adds r to the next batch and waits for it; run codes a batch (it must
@@ -234,7 +250,7 @@ func (b *batcher) do(ctx context.Context, r *batchReq, max int, wait time.Durati
 		if len(b.pending) >= max {
 			b.startLocked(max, run)
 		} else if b.timer == nil {
-			b.timer = time.AfterFunc(wait, func() {
+			b.timer = time.AfterFunc(b.waitLocked(wait), func() {
 				b.mu.Lock()
 				b.timer = nil
 				if !b.running && len(b.pending) > 0 {
@@ -265,8 +281,10 @@ func (b *batcher) startLocked(max int, run func([]*batchReq)) {
 	b.pending = append([]*batchReq(nil), b.pending[n:]...)
 	b.running = true
 	go func() {
+		start := time.Now()
 		runBatch(take, run)
 		b.mu.Lock()
+		b.last = time.Since(start)
 		b.running = false
 		if len(b.pending) > 0 {
 			b.startLocked(max, run)

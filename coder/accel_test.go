@@ -323,3 +323,46 @@ func TestBatcherGrowsUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestBatcherWaitFollowsBatchTime: an idle batcher waits for a batch to fill
+// a 64th of the last batch's run time, at least the configured wait and at
+// most maxBatchWait, so that a burst of calls after a long batch is one batch.
+func TestBatcherWaitFollowsBatchTime(t *testing.T) {
+	for _, tc := range []struct {
+		last, floor, want time.Duration
+	}{
+		{0, 2 * time.Millisecond, 2 * time.Millisecond},
+		{64 * time.Millisecond, 2 * time.Millisecond, 2 * time.Millisecond},
+		{time.Second, 2 * time.Millisecond, time.Second / 64},
+		{time.Minute, 2 * time.Millisecond, maxBatchWait},
+		{time.Minute, time.Second, time.Second},
+	} {
+		b := batcher{last: tc.last}
+		if got := b.waitLocked(tc.floor); got != tc.want {
+			t.Errorf("last batch %v, wait %v: waits %v, want %v", tc.last, tc.floor, got, tc.want)
+		}
+	}
+	// After a batch of seconds, calls 5 ms apart land in one batch (with
+	// the 2 ms wait alone they would not).
+	b := batcher{last: time.Minute}
+	var mu sync.Mutex
+	var sizes []int
+	run := func(reqs []*batchReq) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 5 * time.Millisecond)
+			if err := b.do(context.Background(), &batchReq{in: []byte{byte(i)}}, 100, 2*time.Millisecond, run); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(sizes) != 1 || sizes[0] != 3 {
+		t.Errorf("batches %v, want one of 3", sizes)
+	}
+}

@@ -29,13 +29,19 @@ type readAheadState struct {
 
 // readAhead notes a read of [off, end) through h and, once the handle reads
 // sequentially (a read starting where the last ended, give or take
-// seqSlack), has the coding scheduler decode up to f.ra blocks past end
+// seqSlack, or a first read at offset 0), has the coding scheduler decode up
+// to f.ra blocks past end
 // into the cache at read-ahead priority. Random reads schedule nothing. The
 // caller holds n.s.mu for reading.
 func (f *FS) readAhead(n *node, h *handle, off, end, size uint64) {
 	r := &h.ra
 	r.mu.Lock()
 	seq := r.next > 0 && off+seqSlack >= r.next && off <= r.next+seqSlack
+	// A handle's first read at offset 0 starts a sequential stream too (cat,
+	// cp, cmp and tar read from the start), with a quarter of the window
+	// until a second read confirms it. Waiting for that second read costs a
+	// whole decode batch on a GPU, seconds for blocks of 64 KiB.
+	start := !seq && r.next == 0 && off == 0 && end > 0
 	if seq {
 		r.streak++
 	} else {
@@ -49,10 +55,14 @@ func (f *FS) readAhead(n *node, h *handle, off, end, size uint64) {
 	bs := uint64(f.bs)
 	first := max((end+bs-1)/bs, r.sched)
 	// The window: f.ra blocks, or two reads' worth if reads are larger.
-	window := max(uint64(f.ra), 2*((end-off+bs-1)/bs))
+	ra := uint64(f.ra)
+	if start {
+		ra = max(1, ra/4)
+	}
+	window := max(ra, 2*((end-off+bs-1)/bs))
 	window = min(window, uint64(f.raMax))
 	last := min((end+bs-1)/bs+window, blocksFor(size, f.bs)) // exclusive
-	if r.streak < 1 || first >= last {
+	if (r.streak < 1 && !start) || first >= last {
 		r.mu.Unlock()
 		return
 	}

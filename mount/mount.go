@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -140,6 +141,9 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 		}
 		fo.Chooser, fo.Level = fast, lfs.PolicyLevel(coder.PolicyFast)
 		fo.Recompress = lfs.RecompressOptions{Chooser: ch, Level: lfs.PolicyLevel(pol), Idle: idle, Workers: cfg.Recompress.Workers}
+	}
+	if msg := gpuHint(lmDevice(reg), pol, fo.Workers, fo.Recompress.Workers); msg != "" {
+		log.Info(msg)
 	}
 	fsys, err := lfs.New(fo)
 	if err != nil {
@@ -341,4 +345,47 @@ func lockPid(store string) int {
 	}
 	p, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return p
+}
+
+// gpuMinInFlight is how many blocks in flight a GPU needs before its
+// batches pay (see predictor/gpu/RESULTS.md: throughput grows up to
+// thousands).
+const gpuMinInFlight = 256
+
+// lmDevice names where the registry's lm+cm codec runs its model ("cpu"
+// without an accelerator or without the codec).
+func lmDevice(reg *coder.Registry) string {
+	c, err := reg.ByName("lm+cm")
+	if err != nil {
+		return "cpu"
+	}
+	if d, ok := c.(interface{ Device() string }); ok {
+		return d.Device()
+	}
+	return "cpu"
+}
+
+// gpuHint returns a line for the log when the policy codes with the neural
+// LM on a GPU (device, from lmDevice) but the filesystem keeps few blocks in
+// flight: every GPU batch then holds at most that many blocks and costs
+// about as much as a full one. workers is codec.workers (0: one per core),
+// bg recompress.workers (0: no background recompression).
+func gpuHint(device string, pol coder.Policy, workers, bg int) string {
+	if pol != coder.PolicyMax || device == "cpu" {
+		return ""
+	}
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	var low []string
+	if workers < gpuMinInFlight {
+		low = append(low, fmt.Sprintf("codec.workers is %d", workers))
+	}
+	if bg > 0 && bg < gpuMinInFlight {
+		low = append(low, fmt.Sprintf("recompress.workers is %d", bg))
+	}
+	if len(low) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("the neural LM runs on the GPU (%s), but %s: a GPU batch holds at most that many blocks and takes about as long as one of thousands; set them to %d or more (each worker coding cm on the CPU may use codec.cm_memory)", device, strings.Join(low, " and "), 2*gpuMinInFlight)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -217,4 +218,65 @@ func TestReadAheadRacesWrites(t *testing.T) {
 		}
 	}
 	t.Logf("read-ahead decoded %d blocks during the race", m.FS.Metrics().ReadAheadBlocks)
+}
+
+// TestReadAheadFromStart: a handle's first read at offset 0 (cat, cp and cmp
+// start there) already gets a quarter of the read-ahead window decoded
+// ahead, without waiting for a second read (with the 2 workers of cfgFor the
+// window is 8 blocks: 2 at the start), and the next sequential read widens
+// it to the whole window.
+func TestReadAheadFromStart(t *testing.T) {
+	needFuse(t)
+	store, mnt := t.TempDir(), t.TempDir()
+	cfg := cfgFor(store)
+	m, err := Mount(context.Background(), cfg, mnt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := textOf(rand.New(rand.NewPCG(7, 8)), 64*4096)
+	p := filepath.Join(mnt, "f")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	closeT(t, m)
+	m, err = Mount(context.Background(), cfg, mnt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeT(t, m)
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// FADV_RANDOM: the kernel asks for just the pages read, so the only
+	// read-ahead is the filesystem's own.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	waitAhead := func(want uint64, exact bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ra := m.FS.Metrics().ReadAheadBlocks
+			if ra == want || (!exact && ra >= want) {
+				return
+			}
+			if time.Now().After(deadline) || (exact && ra > want) {
+				t.Fatalf("%d blocks decoded ahead, want %d", ra, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i, wantAhead := range []uint64{2, 9} {
+		n, err := f.ReadAt(buf, int64(i*4096))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf[:n], data[i*4096:(i+1)*4096]) {
+			t.Fatalf("read of block %d: wrong bytes", i)
+		}
+		waitAhead(wantAhead, true)
+	}
 }

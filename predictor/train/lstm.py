@@ -13,6 +13,10 @@ Sub-commands:
           of the float model and of the exported integer model, overall and per
           kind (DIR/val_index.tsv).
 
+Configurations with "match" build architecture "lstm2" (SPEC.md, architecture 3):
+the model gets, besides the previous byte, the feature of a match model over the
+block's earlier bytes (match.c, loaded through ctypes; built with cc at first use).
+
 Training follows the coder's block protocol: a block starts with BOS (256) and
 a zero state, and the state is carried over training chunks until the block
 ends. Block lengths are drawn so that the model sees block starts often
@@ -23,13 +27,16 @@ backend must match bit for bit.
 """
 import argparse
 import base64
+import ctypes
 import hashlib
 import json
 import math
 import os
 import struct
+import subprocess
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -48,12 +55,52 @@ CONFIGS = {
     "m": dict(NL=1, H=512, E=128),
     "m2": dict(NL=2, H=384, E=128),
     "l2": dict(NL=2, H=512, E=128),
+    # lstm2: the same shapes with the match-model input
+    "tiny2": dict(NL=2, H=32, E=16, match=True),
+    "m2x": dict(NL=2, H=384, E=128, match=True),
 }
+NFEAT = 1 + 256 * 8  # match features (SPEC.md, "Match model")
+
+
+def nomatch(name):
+    """The config name without the match input (a checkpoint of it can seed this one)."""
+    return {"tiny2": "tiny", "m2x": "m2"}.get(name, name)
+
+
+# ---------------------------------------------------------------- the match model (match.c)
+
+_match_lib = None
+
+
+def match_lib():
+    global _match_lib
+    if _match_lib is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        so = "/tmp/lmfs_match_%d.so" % os.getpid()
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", so, os.path.join(here, "match.c")], check=True)
+        lib = ctypes.CDLL(so)
+        lib.match_blocks.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+        _match_lib = lib
+    return _match_lib
+
+
+def match_feats(host, starts, lens, stride):
+    """Features [len(starts), stride] (uint16) of the blocks host[starts[b] : starts[b] + lens[b]]:
+    entry t is the feature after t bytes of its block (f_0 = 0); entries past a block's end are 0."""
+    starts = np.ascontiguousarray(starts, np.int64)
+    lens = np.ascontiguousarray(lens, np.int32)
+    out = np.zeros((len(starts), stride), np.uint16)
+    table = np.zeros(1 << 16, np.uint32)
+    host = np.ascontiguousarray(host, np.uint8)
+    match_lib().match_blocks(host.ctypes.data, len(starts), starts.ctypes.data, lens.ctypes.data,
+                             out.ctypes.data, stride, table.ctypes.data)
+    return out
 
 
 def nparams(c):
     NL, H = c["NL"], c["H"]
-    return 257 * 4 * H + 4 * H * H + (NL - 1) * 4 * H * 2 * H + 256 * H
+    return (257 + (NFEAT if c.get("match") else 0)) * 4 * H + 4 * H * H + (NL - 1) * 4 * H * 2 * H + 256 * H
 
 
 def macs(c):
@@ -84,27 +131,38 @@ class Net(torch.nn.Module):
         self.emb = torch.nn.Embedding(257, E)
         self.lstm = torch.nn.LSTM(E, H, NL, batch_first=True)
         self.head = torch.nn.Linear(H, 256)
+        self.emb2 = torch.nn.Embedding(NFEAT, E) if cfg.get("match") else None
         with torch.no_grad():
             self.emb.weight.normal_(0, 1)
+            if self.emb2 is not None:
+                self.emb2.weight.normal_(0, 1)
             for l in range(NL):  # forget-gate bias 1: remember by default
                 getattr(self.lstm, "bias_ih_l%d" % l)[H:2 * H].fill_(1.0)
 
-    def forward(self, x, state):
-        """x [B, T] symbols (0..256); state (h, c) each [NL, B, H]. Returns logits, state."""
-        y, st = self.lstm(self.emb(x), state)
+    def embed(self, x, f):
+        e = self.emb(x)
+        return e if self.emb2 is None else e + self.emb2(f)
+
+    def forward(self, x, state, f=None):
+        """x [B, T] symbols (0..256); f [B, T] match features (lstm2); state (h, c) each
+        [NL, B, H]. Returns logits, state."""
+        y, st = self.lstm(self.embed(x, f), state)
         return self.head(y), st
 
     def zero_state(self, B, dev):
         z = torch.zeros(self.cfg["NL"], B, self.cfg["H"], device=dev)
         return (z, z.clone())
 
-    def qat_forward(self, x, state):
+    def qat_forward(self, x, state, feats=None):
         """The integer arithmetic simulated in float (fake quantisation, STE); slow, per step."""
         H, NL = self.cfg["H"], self.cfg["NL"]
         h = [fq(state[0][l], 1 / 128, -127, 127) for l in range(NL)]
         c = [state[1][l].clamp(-32, 32) for l in range(NL)]
         t0 = self.emb.weight @ self.lstm.weight_ih_l0.t() + self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0
         t0 = fq(t0, 1 / 256, -(1 << 20), 1 << 20)
+        t1 = None
+        if self.emb2 is not None:
+            t1 = fq(self.emb2.weight @ self.lstm.weight_ih_l0.t(), 1 / 256, -32767, 32767)
         ws, bs = [], []
         for l in range(NL):
             if l == 0:
@@ -121,6 +179,8 @@ class Net(torch.nn.Module):
             for l in range(NL):
                 if l == 0:
                     z = F.linear(h[0], ws[0]) + t0[x[:, t]]
+                    if t1 is not None:
+                        z = z + t1[feats[:, t]]
                 else:
                     z = F.linear(torch.cat([h[l - 1], h[l]], 1), ws[l], bs[l])
                 z = fq(z, 1 / 256, -ZMAX, ZMAX - 1)
@@ -145,13 +205,37 @@ class Streams:
     is reset.
     """
 
-    def __init__(self, data, B, T, gen):
+    def __init__(self, data, B, T, gen, host=None):
         self.data, self.B, self.T, self.gen = data, B, T, gen
         dev = data.device
         self.pos = torch.zeros(B, dtype=torch.int64, device=dev)
         self.rem = torch.zeros(B, dtype=torch.int64, device=dev)
         self.kmax = max(1, BLOCK // T)
         self.ar = torch.arange(T, device=dev)
+        # lstm2: host is the data on the host; each stream's block gets its match
+        # features (from the block's start) when it begins.
+        self.host = host
+        if host is not None:
+            self.buf = np.zeros((B, self.kmax * T), np.uint16)
+            self.off = np.zeros(B, np.int64)
+            self.rows = np.arange(B)[:, None]
+            self.cols = np.arange(T)[None, :]
+
+    def next_feats(self):
+        """next() and the chunk's match features [B, T] (int64; zeros without host)."""
+        x, y, fresh = self.next()
+        if self.host is None:
+            return x, y, torch.zeros_like(x), fresh
+        fr = fresh.nonzero().flatten()
+        if fr.numel():
+            idx = fr.cpu().numpy()
+            starts = (self.pos[fr] - self.T).cpu().numpy()
+            lens = ((self.rem[fr] + 1) * self.T).cpu().numpy()
+            self.buf[idx] = match_feats(self.host, starts, lens, self.buf.shape[1])
+            self.off[idx] = 0
+        f = self.buf[self.rows, self.off[:, None] + self.cols]
+        self.off += self.T
+        return x, y, torch.from_numpy(f.astype(np.int64)).to(self.data.device), fresh
 
     def next(self):
         dev = self.data.device
@@ -173,16 +257,24 @@ class Streams:
         return x, y, fresh
 
 
+def val_feats(val, nb, dev):
+    """Match features [nb, BLOCK] of the validation blocks of 64 KiB (int64 on dev)."""
+    host = val[: nb * BLOCK].cpu().numpy()
+    f = match_feats(host, np.arange(nb) * BLOCK, np.full(nb, BLOCK), BLOCK)
+    return torch.from_numpy(f.astype(np.int64)).to(dev)
+
+
 def float_eval(net, val, nb, dev, chunk=4096):
     """Mean bits per byte of the float model over nb blocks of 64 KiB, and per-position costs."""
     net.eval()
     v = val[: nb * BLOCK].view(nb, BLOCK).long()
+    f = val_feats(val, nb, dev) if net.emb2 is not None else None
     cost = torch.zeros(nb, BLOCK, dtype=torch.float64, device=dev)
     with torch.no_grad():
         st = net.zero_state(nb, dev)
         x = torch.cat([torch.full((nb, 1), BOS, device=dev, dtype=torch.long), v[:, :-1]], 1)
         for s in range(0, BLOCK, chunk):
-            lg, st = net(x[:, s:s + chunk], st)
+            lg, st = net(x[:, s:s + chunk], st, None if f is None else f[:, s:s + chunk])
             cost[:, s:s + chunk] = F.cross_entropy(lg.float().transpose(1, 2), v[:, s:s + chunk],
                                                    reduction="none").double() / math.log(2)
     net.train()
@@ -198,7 +290,14 @@ def cmd_train(a):
     log("cfg", a.cfg, cfg, "params", nparams(cfg), "MACs/byte", macs(cfg), "train bytes", data.numel())
     torch.manual_seed(a.seed)
     net = Net(cfg).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.9, 0.99))
+    host = data.cpu().numpy() if cfg.get("match") else None
+    # The match-feature embedding learns faster than the rest (it starts at zero
+    # when the run starts from an lstm1 checkpoint).
+    groups = [{"params": [p for n, p in net.named_parameters() if not n.startswith("emb2.")], "lr": a.lr}]
+    if net.emb2 is not None:
+        groups.append({"params": list(net.emb2.parameters()), "lr": a.lr * a.lr2_factor})
+    opt = torch.optim.Adam(groups, betas=(0.9, 0.99))
+    base_lr = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator(device=dev)
     gen.manual_seed(a.seed + 1)
     elapsed, step, phase_q = 0.0, 0, 0.0
@@ -206,9 +305,16 @@ def cmd_train(a):
         # Continue from another run's weights with a fresh optimizer and schedule
         # (a warm restart), e.g. on more data.
         st = torch.load(a.init, map_location=dev)
-        if st.get("cfg") not in (None, a.cfg):
+        if st.get("cfg") not in (None, a.cfg, nomatch(a.cfg)):
             raise SystemExit("--init %s holds config %s, not %s" % (a.init, st.get("cfg"), a.cfg))
-        net.load_state_dict(st["net"])
+        missing, unexpected = net.load_state_dict(st["net"], strict=False)
+        if unexpected or any(not k.startswith("emb2.") for k in missing):
+            raise SystemExit("--init %s does not fit %s: missing %s, unexpected %s" % (a.init, a.cfg, missing, unexpected))
+        if missing:
+            # from an lstm1 checkpoint: the match input starts at zero, so the
+            # model starts as the one it came from
+            with torch.no_grad():
+                net.emb2.weight.zero_()
         log("initialised from", a.init, "(its step %s)" % st.get("step"))
     if os.path.exists(a.ckpt):
         st = torch.load(a.ckpt, map_location=dev)
@@ -218,7 +324,7 @@ def cmd_train(a):
         log("resumed at step", step, "after %.0f s" % elapsed)
     total = a.seconds
     qat_from = total - a.qat_seconds
-    streams = Streams(data, a.bs, a.T, gen)
+    streams = Streams(data, a.bs, a.T, gen, host)
     qstreams = None
     state = net.zero_state(a.bs, dev)
     qstate = None
@@ -233,22 +339,22 @@ def cmd_train(a):
         if not qat:
             frac = elapsed / max(qat_from, 1e-9)
             lr = a.lr * (frac / 0.02 if frac < 0.02 else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (frac - 0.02) / 0.98)))
-            x, y, fresh = streams.next()
+            x, y, f, fresh = streams.next_feats()
             keep = (~fresh).float()[None, :, None]
             state = (state[0].detach() * keep, state[1].detach() * keep)
-            lg, state = net(x, state)
+            lg, state = net(x, state, f)
         else:
             if qstreams is None:
                 log("step %d: quantisation-aware fine-tuning from %.0f s" % (step, elapsed))
-                qstreams = Streams(data, a.qbs, a.qT, gen)
+                qstreams = Streams(data, a.qbs, a.qT, gen, host)
                 qstate = net.zero_state(a.qbs, dev)
             lr = a.lr * 0.05
-            x, y, fresh = qstreams.next()
+            x, y, f, fresh = qstreams.next_feats()
             keep = (~fresh).float()[None, :, None]
             qstate = (qstate[0].detach() * keep, qstate[1].detach() * keep)
-            lg, qstate = net.qat_forward(x, qstate)
-        for g in opt.param_groups:
-            g["lr"] = lr
+            lg, qstate = net.qat_forward(x, qstate, f)
+        for g, b in zip(opt.param_groups, base_lr):
+            g["lr"] = lr * b / a.lr
         loss = F.cross_entropy(lg.reshape(-1, 256).float(), y.reshape(-1)) / math.log(2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -285,9 +391,9 @@ def mults(scales):
 class IntLSTM:
     """The exact integer model of SPEC.md (lstm1), on int64 tensors (float64 sums are exact)."""
 
-    def __init__(self, cfg, SIG, TANH, T0, W, B, M, S, WO, BO, MO, SO, EXP):
+    def __init__(self, cfg, SIG, TANH, T0, W, B, M, S, WO, BO, MO, SO, EXP, T1=None):
         self.cfg = cfg
-        self.SIG, self.TANH, self.T0 = SIG, TANH, T0
+        self.SIG, self.TANH, self.T0, self.T1 = SIG, TANH, T0, T1
         self.W, self.B, self.M, self.S = W, B, M, S
         self.Wd = [w.double().t().contiguous() for w in W]
         self.WO, self.BO, self.MO, self.SO = WO, BO, MO, SO
@@ -302,8 +408,9 @@ class IntLSTM:
         return ([torch.zeros(n, H, dtype=torch.int64, device=dev) for _ in range(NL)],
                 [torch.zeros(n, H, dtype=torch.int64, device=dev) for _ in range(NL)])
 
-    def step(self, st, x):
-        """Consumes symbols x [n] (int64, 0..256); updates st = (h, c) in place."""
+    def step(self, st, x, f=None):
+        """Consumes symbols x [n] (int64, 0..256) with match features f [n] (lstm2);
+        updates st = (h, c) in place."""
         h, c = st
         H = self.cfg["H"]
         for l in range(self.cfg["NL"]):
@@ -312,6 +419,8 @@ class IntLSTM:
             z = torch.bitwise_right_shift(acc * self.M[l] + self.half[l], self.S[l]) + self.B[l]
             if l == 0:
                 z = z + self.T0[x]
+                if self.T1 is not None:
+                    z = z + self.T1[f]
             z = z.clamp(-ZMAX, ZMAX - 1) + ZMAX
             ig = self.SIG[z[:, :H]]
             fg = self.SIG[z[:, H:2 * H]]
@@ -341,6 +450,10 @@ def export(net, cfg):
         TANH = torch.round(4096 * torch.tanh((k - 2048) / 256)).long()
         t0 = net.emb.weight.double() @ lstm.weight_ih_l0.double().t() + lstm.bias_ih_l0.double() + lstm.bias_hh_l0.double()
         T0 = torch.round(256 * t0).clamp(-(1 << 20), 1 << 20).long()
+        T1 = None
+        if net.emb2 is not None:
+            t1 = net.emb2.weight.double() @ lstm.weight_ih_l0.double().t()
+            T1 = torch.round(256 * t1).clamp(-32767, 32767).long()
         W, B, M, S = [], [], [], []
         for l in range(NL):
             if l == 0:
@@ -366,7 +479,7 @@ def export(net, cfg):
         EXP = torch.tensor([int(round(EXP_ONE * math.exp(-d / (1 << LF)))) for d in range(EXP_LEN)],
                            dtype=torch.int64, device=dev)
     SIG, TANH, T0 = SIG.to(dev), TANH.to(dev), T0.to(dev)
-    im = IntLSTM(cfg, SIG, TANH, T0, W, B, M, S, WO, BO, MO, SO, EXP)
+    im = IntLSTM(cfg, SIG, TANH, T0, W, B, M, S, WO, BO, MO, SO, EXP, T1)
 
     def i8(x):
         return x.to(torch.int8).cpu().numpy().tobytes()
@@ -374,9 +487,14 @@ def export(net, cfg):
     def i32(x):
         return x.to(torch.int32).cpu().numpy().astype("<i4").tobytes()
 
+    def i16(x):
+        return x.to(torch.int16).cpu().numpy().astype("<i2").tobytes()
+
     out = bytearray(b"LMFSLM\x00\x01")
-    out += struct.pack("<7I", 1, 2, NL, H, LF, EXP_LEN, TOTAL_BITS)
+    out += struct.pack("<7I", 1, 3 if T1 is not None else 2, NL, H, LF, EXP_LEN, TOTAL_BITS)
     out += i32(SIG) + i32(TANH) + i32(T0)
+    if T1 is not None:
+        out += i16(T1)
     for l in range(NL):
         out += i8(W[l]) + i32(B[l]) + i32(M[l]) + i32(S[l])
     out += i8(WO) + i32(BO) + i32(MO) + i32(SO)
@@ -388,11 +506,12 @@ def export(net, cfg):
 def int_costs(im, val, nb, dev):
     """Per-position cost in bits [nb, BLOCK] of the integer model over nb blocks of 64 KiB."""
     v = val[: nb * BLOCK].view(nb, BLOCK).long()
+    fv = val_feats(val, nb, dev) if im.T1 is not None else None
     cost = torch.zeros(nb, BLOCK, dtype=torch.float64, device=dev)
     st = im.zero(nb)
     x = torch.full((nb,), BOS, dtype=torch.int64, device=dev)
     for t in range(BLOCK):
-        im.step(st, x)
+        im.step(st, x, None if fv is None else fv[:, t])
         f = im.freqs(st)
         x = v[:, t]
         cost[:, t] = TOTAL_BITS - torch.log2(f.gather(1, x[:, None])[:, 0].double())
@@ -403,9 +522,15 @@ def run_int(im, data):
     """Frequency tables [len+1, 256] of every position of one block (and after its last byte)."""
     st = im.zero(1)
     dev = im.T0.device
+    fs = None
+    if im.T1 is not None:
+        # f_t for t = 0..len: the features of the block, one more for after its last byte
+        host = np.frombuffer(bytes(data) + b"\0", np.uint8)
+        fs = match_feats(host, [0], [len(data) + 1], len(data) + 1)[0].astype(np.int64).tolist()
     out = []
     for t in range(len(data) + 1):
-        im.step(st, torch.tensor([BOS if t == 0 else data[t - 1]], dtype=torch.int64, device=dev))
+        f = None if fs is None else torch.tensor([fs[t]], dtype=torch.int64, device=dev)
+        im.step(st, torch.tensor([BOS if t == 0 else data[t - 1]], dtype=torch.int64, device=dev), f)
         out.append(im.freqs(st)[0])
     return torch.stack(out)
 
@@ -492,7 +617,9 @@ def main():
     t.add_argument("--qbs", type=int, default=1024)
     t.add_argument("--qT", type=int, default=64)
     t.add_argument("--seed", type=int, default=1)
-    t.add_argument("--init", help="start from the weights of this checkpoint (fresh optimizer and schedule)")
+    t.add_argument("--init", help="start from the weights of this checkpoint (fresh optimizer and schedule); "
+                   "an lstm2 config may start from the lstm1 config of its shape (the match input then starts at zero)")
+    t.add_argument("--lr2-factor", type=float, default=6.0, help="learning rate of the match embedding, times --lr")
     e = sub.add_parser("export")
     e.add_argument("--ckpt", required=True)
     e.add_argument("--model", required=True)
