@@ -30,6 +30,11 @@ func tune7Configs() ([]string, []opts7) {
 	}
 	add("E0", opts7{}) // no contexts: id 6's bits
 	add("final/2", opts7{ctx: final7.ctx, slotShift: 1})
+	add("final*4", opts7{ctx: final7.ctx, slotShift: 4})
+	C7 := uint32(1<<cxWord2 | 1<<cxCol | 1<<cxInd | 1<<cxAbove | 1<<cxSp24 | 1<<cxW02 | 1<<cxO12)
+	add("C7", opts7{ctx: C7, slotShift: 2})
+	C5 := uint32(1<<cxWord2 | 1<<cxCol | 1<<cxInd | 1<<cxW02 | 1<<cxSp24)
+	add("C5", opts7{ctx: C5, slotShift: 2})
 	return names, os7
 }
 
