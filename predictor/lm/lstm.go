@@ -49,10 +49,12 @@ type lstmNet struct {
 	exp       []uint32
 	mv        matvecFunc
 	rq        requantFunc
+	add16     addI16Func
 
 	bos   lstmState      // the state after step(BOS), where every block starts
 	dist0 predictor.Dist // the distribution of byte 0 of every block
 	pool  sync.Pool      // *lstmScratch
+	mpool sync.Pool      // *Matcher, reset (lstm2's streams)
 }
 
 type lstmLayer struct {
@@ -197,7 +199,7 @@ func loadLSTM(r *reader, m *Model, arch int) error {
 	n.sig, n.tanh = (*[tableLen]int32)(sig), (*[tableLen]int32)(tanh)
 	n.zero = make([]int32, max(4*h, 256))
 	k := kernels()[0]
-	n.mv, n.rq, m.kernel = k.mv, k.rq, k.name
+	n.mv, n.rq, n.add16, m.kernel = k.mv, k.rq, k.add16, k.name
 	n.initBOS()
 	m.lstm = n
 	return nil

@@ -110,11 +110,8 @@ func (n *lstmNet) input0(x int, f uint16, sc *lstmScratch) []int32 {
 	if n.t1 == nil {
 		return t0
 	}
-	t1 := n.t1[int(f)*H4 : int(f)*H4+H4]
 	in := sc.in0[:H4]
-	for j, v := range t0 {
-		in[j] = v + int32(t1[j])
-	}
+	n.add16(in, t0, n.t1[int(f)*H4:int(f)*H4+H4])
 	return in
 }
 
@@ -318,10 +315,29 @@ func (n *lstmNet) streams(n1 int) (predictor.ByteStreams, error) {
 	if n.t1 != nil {
 		s.match = make([]*Matcher, n1)
 		for i := range s.match {
-			s.match[i] = NewMatcher()
+			s.match[i] = n.getMatcher()
 		}
 	}
 	return s, nil
+}
+
+// getMatcher returns a Matcher at a block start, from the pool if it has
+// one: a new one costs 260 KiB of fresh memory.
+func (n *lstmNet) getMatcher() *Matcher {
+	if m, ok := n.mpool.Get().(*Matcher); ok {
+		return m
+	}
+	return NewMatcher()
+}
+
+// putMatcher resets m and gives it to the pool (without the bytes of a
+// block longer than 1 MiB, which need not stay in memory).
+func (n *lstmNet) putMatcher(m *Matcher) {
+	m.Reset()
+	if cap(m.buf) > 1<<20 {
+		m.buf = make([]byte, 0, 4096)
+	}
+	n.mpool.Put(m)
 }
 
 // lstmStreams is the decoding state of a batch of lstm1 or lstm2 blocks.
@@ -410,6 +426,9 @@ func (s *lstmStreams) Push(ids []int, syms []byte) error {
 func (s *lstmStreams) Close() error {
 	if s.sc != nil {
 		s.n.pool.Put(s.sc)
+	}
+	for _, m := range s.match {
+		s.n.putMatcher(m)
 	}
 	s.st, s.sc, s.match = nil, nil, nil
 	return nil

@@ -241,7 +241,7 @@ func loadWith(t testing.TB, p *lmtest.LSTM, k *kernel) *Model {
 		t.Fatal(err)
 	}
 	if k != nil {
-		m.lstm.mv, m.lstm.rq, m.kernel = k.mv, k.rq, k.name
+		m.lstm.mv, m.lstm.rq, m.lstm.add16, m.kernel = k.mv, k.rq, k.add16, k.name
 	}
 	return m
 }
@@ -624,74 +624,84 @@ func TestLSTMLoadRejectsBadFiles(t *testing.T) {
 // and Push per byte) and decoding eight blocks at once (decode8) in bytes
 // per second on one core, for random
 // models of the shapes lstm.py trains (s, m, m2, l2: H = 384 and 512, one
-// and two layers), on each kernel. Run it with -cpu 1.
+// and two layers), lstm1 and lstm2 (names starting "lstm2-"), on each
+// kernel. The text repeats, so lstm2's match model has a match at almost
+// every byte. Run it with -cpu 1.
 func BenchmarkLSTM(b *testing.B) {
 	text := bytes.Repeat([]byte("The quick brown fox jumps over the lazy dog. "), 12)[:512]
 	for _, shape := range [][2]int{{1, 384}, {1, 512}, {2, 384}, {2, 512}} {
 		nl, h := shape[0], shape[1]
-		p := lmtest.RandomLSTM(1, nl, h)
 		for _, k := range kernels() {
-			m := loadWith(b, p, &k)
-			prefix := fmt.Sprintf("H%d-NL%d/%s", h, nl, k.name)
-			b.Run(prefix+"/encode", func(b *testing.B) {
-				b.ReportMetric(float64(m.MACs()), "MACs/byte")
-				defer reportKBs(b, len(text))
-				for b.Loop() {
-					if err := m.Score(context.Background(), [][]byte{text}, func(int, int, *predictor.Dist) error { return nil }); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-			b.Run(prefix+"/decode", func(b *testing.B) {
-				b.ReportMetric(float64(m.MACs()), "MACs/byte")
-				defer reportKBs(b, len(text))
-				ctx := context.Background()
-				ids, dst := []int{0}, make([]predictor.Dist, 1)
-				for b.Loop() {
-					s, err := m.Streams(ctx, 1)
-					if err != nil {
-						b.Fatal(err)
-					}
-					for i := range text {
-						if err := s.Predict(ctx, ids, dst); err != nil {
-							b.Fatal(err)
-						}
-						if err := s.Push(ids, text[i:i+1]); err != nil {
-							b.Fatal(err)
-						}
-					}
-					s.Close()
-				}
-			})
-			b.Run(prefix+"/decode8", func(b *testing.B) {
-				// Eight blocks decoded together: one Predict and Push for
-				// the eight per byte.
-				const ns = 8
-				b.ReportMetric(float64(m.MACs()), "MACs/byte")
-				defer reportKBs(b, ns*len(text))
-				ctx := context.Background()
-				ids, dst, syms := []int{0, 1, 2, 3, 4, 5, 6, 7}, make([]predictor.Dist, ns), make([]byte, ns)
-				for b.Loop() {
-					s, err := m.Streams(ctx, ns)
-					if err != nil {
-						b.Fatal(err)
-					}
-					for i := range text {
-						if err := s.Predict(ctx, ids, dst); err != nil {
-							b.Fatal(err)
-						}
-						for j := range syms {
-							syms[j] = text[(i+j)%len(text)]
-						}
-						if err := s.Push(ids, syms); err != nil {
-							b.Fatal(err)
-						}
-					}
-					s.Close()
-				}
-			})
+			for _, p := range []*lmtest.LSTM{lmtest.RandomLSTM(1, nl, h), lmtest.RandomLSTM2(1, nl, h)} {
+				benchLSTM(b, p, k, text)
+			}
 		}
 	}
+}
+
+func benchLSTM(b *testing.B, p *lmtest.LSTM, k kernel, text []byte) {
+	m := loadWith(b, p, &k)
+	prefix := fmt.Sprintf("H%d-NL%d/%s", p.Hidden, p.Layers, k.name)
+	if m.Arch() == ArchLSTM2 {
+		prefix = "lstm2-" + prefix
+	}
+	b.Run(prefix+"/encode", func(b *testing.B) {
+		b.ReportMetric(float64(m.MACs()), "MACs/byte")
+		defer reportKBs(b, len(text))
+		for b.Loop() {
+			if err := m.Score(context.Background(), [][]byte{text}, func(int, int, *predictor.Dist) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run(prefix+"/decode", func(b *testing.B) {
+		b.ReportMetric(float64(m.MACs()), "MACs/byte")
+		defer reportKBs(b, len(text))
+		ctx := context.Background()
+		ids, dst := []int{0}, make([]predictor.Dist, 1)
+		for b.Loop() {
+			s, err := m.Streams(ctx, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range text {
+				if err := s.Predict(ctx, ids, dst); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Push(ids, text[i:i+1]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			s.Close()
+		}
+	})
+	b.Run(prefix+"/decode8", func(b *testing.B) {
+		// Eight blocks decoded together: one Predict and Push for
+		// the eight per byte.
+		const ns = 8
+		b.ReportMetric(float64(m.MACs()), "MACs/byte")
+		defer reportKBs(b, ns*len(text))
+		ctx := context.Background()
+		ids, dst, syms := []int{0, 1, 2, 3, 4, 5, 6, 7}, make([]predictor.Dist, ns), make([]byte, ns)
+		for b.Loop() {
+			s, err := m.Streams(ctx, ns)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range text {
+				if err := s.Predict(ctx, ids, dst); err != nil {
+					b.Fatal(err)
+				}
+				for j := range syms {
+					syms[j] = text[(i+j)%len(text)]
+				}
+				if err := s.Push(ids, syms); err != nil {
+					b.Fatal(err)
+				}
+			}
+			s.Close()
+		}
+	})
 }
 
 // reportKBs reports the speed of a benchmark that codes n bytes per
@@ -835,4 +845,66 @@ func concurrentUse(t *testing.T, m *Model) {
 			t.Error(err)
 		}
 	}
+}
+
+// FuzzLSTM2ScoreStreams checks, on any input, that an lstm2 model's Score
+// and Streams (bytes pushed one at a time into one stream and, into a second
+// stream, in groups that name the stream several times) give the same
+// tables.
+func FuzzLSTM2ScoreStreams(f *testing.F) {
+	f.Add([]byte("hello world, hello world! hello there"), uint8(3))
+	f.Add(bytes.Repeat([]byte{0}, 80), uint8(1))
+	f.Add([]byte("abcdeXabcdeYabcdeX"), uint8(7))
+	m, err := Load(lmtest.RandomLSTM2(41, 2, 8).Encode())
+	if err != nil {
+		f.Fatal(err)
+	}
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, in []byte, group uint8) {
+		if len(in) > 64 {
+			in = in[:64] // long enough for matches, short for CI's fuzz run
+		}
+		var want []predictor.Dist
+		if err := m.Score(ctx, [][]byte{in}, func(b, pos int, d *predictor.Dist) error {
+			want = append(want, *d)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := m.Streams(ctx, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		dst := make([]predictor.Dist, 2)
+		g := 1 + int(group)%8
+		for pos := range in {
+			if err := s.Predict(ctx, []int{0}, dst[:1]); err != nil {
+				t.Fatal(err)
+			}
+			if dst[0] != want[pos] {
+				t.Fatalf("position %d: the stream's table differs from Score's", pos)
+			}
+			if err := s.Push([]int{0}, in[pos:pos+1]); err != nil {
+				t.Fatal(err)
+			}
+			if (pos+1)%g == 0 || pos == len(in)-1 {
+				// Stream 1 catches up with one Push naming it several times.
+				from := pos - pos%g
+				ids := make([]int, pos+1-from)
+				for i := range ids {
+					ids[i] = 1
+				}
+				if err := s.Push(ids, in[from:pos+1]); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Predict(ctx, []int{0, 1}, dst); err != nil {
+					t.Fatal(err)
+				}
+				if dst[0] != dst[1] {
+					t.Fatalf("after %d bytes: pushed in groups of %d, the table differs", pos+1, g)
+				}
+			}
+		}
+	})
 }

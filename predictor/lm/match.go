@@ -17,7 +17,7 @@ const (
 	matchMaxLen      = 65535
 	// matchClearAll is the block length from which Reset clears the whole
 	// table rather than the entries the block wrote.
-	matchClearAll = 1 << 14
+	matchClearAll = 1 << 12
 )
 
 // matchBucket is SPEC.md's bucket(len).

@@ -89,9 +89,21 @@ func matvecGo(dst []int32, m *matrix, x []int16) {
 	}
 }
 
-// kernel is a named set of the routines that lstm1 runs per byte.
+// addI16Func sets dst[j] = a[j] + b[j] for j < len(dst), a multiple of 8
+// (lstm2's T0[x] + T1[f]); len(a) and len(b) are at least len(dst).
+type addI16Func func(dst, a []int32, b []int16)
+
+func addI16Go(dst, a []int32, b []int16) {
+	a, b = a[:len(dst)], b[:len(dst)]
+	for j := range dst {
+		dst[j] = a[j] + int32(b[j])
+	}
+}
+
+// kernel is a named set of the routines that lstm1 and lstm2 run per byte.
 type kernel struct {
-	name string
-	mv   matvecFunc
-	rq   requantFunc
+	name  string
+	mv    matvecFunc
+	rq    requantFunc
+	add16 addI16Func
 }

@@ -14,13 +14,27 @@ import (
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
-		ks = append(ks, kernel{"avx512vnni", matvecVNNI, requantAVX512Go})
+		ks = append(ks, kernel{"avx512vnni", matvecVNNI, requantAVX512Go, addI16AVX2Go})
 	}
 	if cpu.X86.HasAVX2 {
-		ks = append(ks, kernel{"avx2", matvecAVX2, requantGo})
+		ks = append(ks, kernel{"avx2", matvecAVX2, requantGo, addI16AVX2Go})
 	}
-	return append(ks, kernel{"swar", matvecSWAR, requantGo}, kernel{"go", matvecGo, requantGo})
+	return append(ks, kernel{"swar", matvecSWAR, requantGo, addI16Go}, kernel{"go", matvecGo, requantGo, addI16Go})
 }
+
+// addI16AVX2Go is addI16Func in AVX2 assembly (matvec_amd64.s).
+func addI16AVX2Go(dst, a []int32, b []int16) {
+	n := len(dst)
+	if n%8 != 0 || len(a) < n || len(b) < n {
+		panic(fmt.Sprintf("lm: int16 addition of %d values from %d and %d", n, len(a), len(b)))
+	}
+	if n > 0 {
+		addI16AVX2(&dst[0], &a[0], &b[0], n)
+	}
+}
+
+//go:noescape
+func addI16AVX2(dst, a *int32, b *int16, n int)
 
 // matvecAVX2 is matvecFunc in AVX2 assembly (matvec_amd64.s).
 func matvecAVX2(dst []int32, m *matrix, x []int16) {

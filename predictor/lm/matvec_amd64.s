@@ -207,3 +207,25 @@ rqloop:
 rqdone:
 	VZEROUPPER
 	RET
+
+// func addI16AVX2(dst, a *int32, b *int16, n int)
+//
+// dst[j] = a[j] + b[j] (b sign-extended) for j < n, a multiple of 8: lstm2's
+// T0[x] + T1[f], eight lanes at a time.
+TEXT ·addI16AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+	XORQ AX, AX
+addloop:
+	CMPQ AX, CX
+	JAE adddone
+	VPMOVSXWD (DX)(AX*2), Y0
+	VPADDD (SI)(AX*4), Y0, Y0
+	VMOVDQU Y0, (DI)(AX*4)
+	ADDQ $8, AX
+	JMP addloop
+adddone:
+	VZEROUPPER
+	RET

@@ -5,5 +5,5 @@ package lm
 // kernels returns the matrix-vector kernels this build has for this machine,
 // fastest first: pure Go only here (not amd64, or built with the purego tag).
 func kernels() []kernel {
-	return []kernel{{"swar", matvecSWAR, requantGo}, {"go", matvecGo, requantGo}}
+	return []kernel{{"swar", matvecSWAR, requantGo, addI16Go}, {"go", matvecGo, requantGo, addI16Go}}
 }

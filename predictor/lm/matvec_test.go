@@ -173,3 +173,32 @@ func TestRequantKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestAddI16Kernels checks every kernel's T0[x] + T1[f] (lstm2) on random
+// values, the bounds, every length up to 4H = 4096 in steps of 8, and
+// inputs longer than dst (only len(dst) values are written).
+func TestAddI16Kernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	const n = 4 * maxLSTMH
+	a, b := make([]int32, n+8), make([]int16, n+8)
+	for i := range a {
+		a[i] = int32(rng.IntN(1<<21+1) - 1<<20)
+		b[i] = int16(rng.Uint32())
+	}
+	a[0], b[0], a[1], b[1] = 1<<20, 32767, -(1 << 20), -32768
+	for _, k := range kernels() {
+		for _, ln := range []int{0, 8, 32, 96, 1536, n} {
+			dst := make([]int32, ln+1)
+			dst[ln] = 12345
+			k.add16(dst[:ln], a, b)
+			for i := range ln {
+				if want := a[i] + int32(b[i]); dst[i] != want {
+					t.Fatalf("kernel %s, length %d, value %d: %d, want %d", k.name, ln, i, dst[i], want)
+				}
+			}
+			if dst[ln] != 12345 {
+				t.Fatalf("kernel %s, length %d: wrote past dst", k.name, ln)
+			}
+		}
+	}
+}
