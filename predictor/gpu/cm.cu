@@ -1410,6 +1410,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
       bool raw = false;
       if (!head(g, S, didx, n, true, &raw, err)) return -1;
       if (!freq(g, S, didx, n, kPathProbs, t, ddata, doff, dprobs, nullptr, D, raw, err)) return -1;
+      if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
       if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
       if (t + 1 - c0 >= kEncChunk && !flush(t + 1)) return -1;
       if ((t & 255) == 255) {
@@ -1445,6 +1446,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
     LAUNCH(cum_kernel, n, dcum, n);
 #endif
     CM_LAUNCH(g->stream, lmcm_decode_kernel, n, CB, S, didx, n, dcum, t);
+    if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
     if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
     if ((t & 255) == 255) {
       if (cancelled(g, token)) {

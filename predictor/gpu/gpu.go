@@ -1,5 +1,5 @@
-// Package gpu runs the lmfs neural byte model (architecture lstm1 of
-// predictor/lm/SPEC.md) on an NVIDIA GPU through the CUDA library built from
+// Package gpu runs the lmfs neural byte model (architectures lstm1 and lstm2
+// of predictor/lm/SPEC.md) on an NVIDIA GPU through the CUDA library built from
 // lstm1.cu (make cuda), loaded at run time with purego: the Go build never
 // needs CUDA or cgo. The library computes the frequency tables of the spec bit
 // for bit (integer arithmetic only), for many blocks at once:
@@ -29,10 +29,18 @@
 // is not available); LMFS_GEMM_CAT=0 and LMFS_GEMM_CHUNK=N are variants of
 // the GEMM path for measurements (predictor/gpu/RESULTS.md). All give the
 // same tables bit for bit.
+//
+// For lstm2 the library runs each block's match model on the GPU (SPEC.md,
+// "Match model": a 256 KiB table per block in flight, counted in
+// BytesPerStream), updated after every byte by a small kernel, so encoding
+// and decoding need no extra round trip; Streams, whose bytes come from the
+// host one at a time, compute the features on the host (lm.Matcher) and send
+// them with the bytes.
 package gpu
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -44,10 +52,11 @@ import (
 	"github.com/ebitengine/purego"
 
 	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/lm"
 )
 
 // ABI is the version of the library's C ABI this package calls.
-const ABI = 1
+const ABI = 2
 
 // LibName is the file name of the library that make cuda builds.
 const LibName = "liblmfs_cuda.so"
@@ -80,8 +89,8 @@ type Lib struct {
 	decode       func(h uintptr, nb int32, pay, payoff, lens, out, bad unsafe.Pointer, token int64) int32
 	streamsOpen  func(h uintptr, n int32) uintptr
 	streamsPred  func(s uintptr, k int32, ids, tables unsafe.Pointer) int32
-	streamsPush  func(s uintptr, k int32, ids, syms unsafe.Pointer) int32
-	streamsStep  func(s uintptr, k int32, ids, syms, tables unsafe.Pointer) int32
+	streamsPush  func(s uintptr, k int32, ids, syms, feats unsafe.Pointer) int32
+	streamsStep  func(s uintptr, k int32, ids, syms, feats, tables unsafe.Pointer) int32
 	streamsClose func(s uintptr)
 	lmcmBytes    func(n int64, params, encode int32) int64
 	lmcmEncode   func(h uintptr, rule, nb int32, data, lens, params, out, outoff, outlen unsafe.Pointer, sample int32, sprobs unsafe.Pointer, token int64) int32
@@ -154,22 +163,29 @@ func (l *Lib) Path() string { return l.path }
 // Devices returns the number of GPUs the library sees.
 func (l *Lib) Devices() int { return int(l.devices()) }
 
-// Model is an lstm1 model resident on one GPU. Its methods are safe for
-// concurrent use; the library runs one call at a time per model.
+// Model is an lstm1 or lstm2 model resident on one GPU. Its methods are
+// safe for concurrent use; the library runs one call at a time per model.
 type Model struct {
-	lib    *Lib
-	h      uintptr
-	name   string
-	mu     sync.Mutex
-	closed bool
-	token  atomic.Int64
+	lib  *Lib
+	h    uintptr
+	name string
+	arch uint32 // the model file's architecture (2: lstm1, 3: lstm2)
+	// matchers holds *lm.Matcher at a block start for lstm2's Streams (a
+	// new one is 260 KiB of fresh memory); closed streams give theirs back.
+	matchers sync.Pool
+	mu       sync.Mutex
+	closed   bool
+	token    atomic.Int64
 	// lmcmCap is the room for an lm+cm stream of an n-byte block (nil:
 	// lmcmStreamCap); tests set it lower.
 	lmcmCap func(n int64) int64
 }
 
-// Open parses the model file data (it must be an lstm1 model) and puts it on
-// GPU device.
+// archLSTM2 is the architecture id of lstm2 (predictor/lm/SPEC.md).
+const archLSTM2 = 3
+
+// Open parses the model file data (it must be an lstm1 or lstm2 model) and
+// puts it on GPU device.
 func (l *Lib) Open(data []byte, device int) (*Model, error) {
 	if len(data) == 0 {
 		return nil, errors.New("empty model file")
@@ -190,14 +206,16 @@ func (l *Lib) Open(data []byte, device int) (*Model, error) {
 	for n < len(buf) && buf[n] != 0 {
 		n++
 	}
-	return &Model{lib: l, h: h, name: string(buf[:n])}, nil
+	// The library has checked the header: the architecture is at bytes 12..15.
+	return &Model{lib: l, h: h, name: string(buf[:n]), arch: binary.LittleEndian.Uint32(data[12:16])}, nil
 }
 
 // Device names the GPU, e.g. "cuda:0 NVIDIA H200".
 func (m *Model) Device() string { return m.name }
 
-// BytesPerStream is the GPU memory one block in flight needs for its state;
-// the data of a call needs 1 byte per byte more (17 for PathProbs).
+// BytesPerStream is the GPU memory one block in flight needs for its state
+// (for lstm2 with its match model's 256 KiB table); the data of a call needs
+// 1 byte per byte more (17 for PathProbs).
 func (m *Model) BytesPerStream() int64 { return m.lib.perStream(m.h) }
 
 // FreeMemory returns the free memory of the model's GPU in bytes, or -1
@@ -427,7 +445,11 @@ func (m *Model) Streams(ctx context.Context, n int) (predictor.ByteStreams, erro
 	if s == 0 {
 		return nil, fmt.Errorf("CUDA streams on %s: %s", m.name, msg)
 	}
-	return &streams{m: m, s: s, n: n}, nil
+	st := &streams{m: m, s: s, n: n}
+	if m.arch == archLSTM2 {
+		st.match = make([]*lm.Matcher, n)
+	}
+	return st, nil
 }
 
 type streams struct {
@@ -435,6 +457,31 @@ type streams struct {
 	s   uintptr
 	n   int
 	ids []int32
+	// lstm2: each stream's match model (made at its first byte) and the
+	// features of the bytes being pushed. A failed push leaves them ahead
+	// of the GPU: the streams are then not to be used further.
+	match []*lm.Matcher
+	feats []uint16
+}
+
+// features runs the pushed bytes through their streams' match models
+// (lstm2) and returns the features for the library, or nil (lstm1).
+func (s *streams) features(syms []byte) unsafe.Pointer {
+	if s.match == nil {
+		return nil
+	}
+	s.feats = s.feats[:0]
+	for i, id := range s.ids {
+		mm := s.match[id]
+		if mm == nil {
+			if mm, _ = s.m.matchers.Get().(*lm.Matcher); mm == nil {
+				mm = lm.NewMatcher()
+			}
+			s.match[id] = mm
+		}
+		s.feats = append(s.feats, mm.Push(syms[i]))
+	}
+	return ptr(s.feats)
 }
 
 func (s *streams) setIDs(ids []int) error {
@@ -473,8 +520,9 @@ func (s *streams) Push(ids []int, syms []byte) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	feats := s.features(syms)
 	return s.m.call(context.Background(), "step", func(int64) int32 {
-		return s.m.lib.streamsPush(s.s, int32(len(ids)), ptr(s.ids), ptr(syms))
+		return s.m.lib.streamsPush(s.s, int32(len(ids)), ptr(s.ids), ptr(syms), feats)
 	})
 }
 
@@ -490,12 +538,20 @@ func (s *streams) PushPredict(ctx context.Context, ids []int, syms []byte, dst [
 	if len(ids) == 0 {
 		return nil
 	}
+	feats := s.features(syms)
 	return s.m.call(ctx, "step", func(int64) int32 {
-		return s.m.lib.streamsStep(s.s, int32(len(ids)), ptr(s.ids), ptr(syms), ptr(dst))
+		return s.m.lib.streamsStep(s.s, int32(len(ids)), ptr(s.ids), ptr(syms), feats, ptr(dst))
 	})
 }
 
 func (s *streams) Close() error {
+	for i, mm := range s.match {
+		if mm != nil {
+			mm.Reset()
+			s.m.matchers.Put(mm)
+			s.match[i] = nil
+		}
+	}
 	if s.s != 0 {
 		s.m.mu.Lock()
 		s.m.lib.streamsClose(s.s)

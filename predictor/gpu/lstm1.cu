@@ -96,7 +96,7 @@ static __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(
 
 namespace {
 
-const int kABI = 1;
+const int kABI = 2;  // 2: lstm2 models, the streams' push calls take match features
 const int kG = 4;  // streams per thread in the matrix kernels
 
 // ---- errors ----
@@ -137,7 +137,14 @@ struct Model {
   std::vector<std::vector<int8_t>> wraw;  // per layer: row-major 4H x K
   std::vector<int8_t> woraw;              // row-major 256 x H
   std::vector<int32_t> bo, mo, so;
+  int arch = 2;                // 2: lstm1, 3: lstm2
+  std::vector<int16_t> t1;     // lstm2: [2049][4H] match-feature table (empty for lstm1)
 };
+
+// kMatchFeatures is lstm2's number of match features (rows of T1), kMatchSlots
+// the entries of a block's match table MT (SPEC.md, "Architecture 3: lstm2").
+const int kMatchFeatures = 2049;
+const int64_t kMatchSlots = 1 << 16;
 
 uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
@@ -169,8 +176,8 @@ struct Reader {
   }
 };
 
-// parse reads and checks an lstm1 model file (SPEC.md, "Model file (arch 2)"
-// and its load-time checks).
+// parse reads and checks an lstm1 or lstm2 model file (SPEC.md, "Model file
+// (arch 2)", "Model file (arch 3)" and their load-time checks).
 bool parse(const uint8_t *data, int64_t n, Model *m, std::string *err) {
   Reader r{data, n, 0, ""};
   const uint8_t *q;
@@ -183,10 +190,11 @@ bool parse(const uint8_t *data, int64_t n, Model *m, std::string *err) {
     *err = "model file format " + std::to_string(format) + ", this library reads format 1";
     return false;
   }
-  if (r.err.empty() && arch != 2) {
-    *err = "architecture " + std::to_string(arch) + ": this library runs only lstm1 (2)";
+  if (r.err.empty() && arch != 2 && arch != 3) {
+    *err = "architecture " + std::to_string(arch) + ": this library runs only lstm1 (2) and lstm2 (3)";
     return false;
   }
+  m->arch = (int)arch;
   uint32_t NL = r.u32(), H = r.u32(), LF = r.u32(), E = r.u32(), TB = r.u32();
   if (!r.err.empty()) {
     *err = r.err;
@@ -201,6 +209,10 @@ bool parse(const uint8_t *data, int64_t n, Model *m, std::string *err) {
   r.i32s(4096, &m->sig);
   r.i32s(4096, &m->tanh_);
   r.i32s((int64_t)257 * 4 * H, &m->t0);
+  if (arch == 3 && r.take((int64_t)kMatchFeatures * 4 * H * 2, &q)) {
+    m->t1.resize((size_t)kMatchFeatures * 4 * H);
+    for (size_t i = 0; i < m->t1.size(); i++) m->t1[i] = (int16_t)(uint16_t)(q[2 * i] | q[2 * i + 1] << 8);
+  }
   m->wt.resize(NL); m->b.resize(NL); m->m.resize(NL); m->s.resize(NL);
   for (uint32_t l = 0; l < NL; l++) {
     int64_t K = l == 0 ? H : 2 * H;
@@ -297,6 +309,7 @@ struct DevModel {
   const int32_t *sig, *tanh_, *t0, *exp_;
   const int32_t *wt[4], *b[4], *m[4], *s[4];
   const int32_t *wot, *bo, *mo, *so;
+  const int16_t *t1;  // lstm2: [2049][4H] match-feature table; NULL for lstm1
 };
 
 struct DevState {
@@ -313,6 +326,13 @@ struct DevState {
   // commit kernel the second.
   int8_t *xcat[4];
   int cap;
+  // lstm2 only (else NULL): fcur [cap] the match feature of the next step;
+  // mt [cap][2^16], mptr, mlen [cap]: each block's match model (SPEC.md,
+  // "Match model"), updated on the GPU after each byte by match_kernel
+  // (NULL for Streams, whose features come from the host).
+  uint16_t *fcur;
+  uint32_t *mt;
+  int32_t *mptr, *mlen;
 };
 
 __device__ __forceinline__ int64_t requant(int32_t acc, int32_t mul, int32_t sh) {
@@ -388,6 +408,7 @@ __global__ void layer_kernel(DevModel M, DevState S, int l, const int32_t *__res
       int j = q * H + u;
       int64_t v = requant(acc[q][g], Ml[j], Sl[j]) + Bl[j];
       if (l == 0) v += M.t0[(int64_t)x * 4 * H + j];
+      if (l == 0 && M.t1) v += M.t1[(int64_t)S.fcur[b[g]] * 4 * H + j];
       z[q] = clamp32(v, -2048, 2047);
     }
     int32_t ig = M.sig[z[0] + 2048], fg = M.sig[z[1] + 2048];
@@ -520,6 +541,7 @@ __global__ void layer_kernel_mma(DevModel M, DevState S, int l, const int4 *__re
       int jr = q * H + u;
       int64_t v = requant(gate[q], Ml[jr], Sl[jr]) + Bl[jr];
       if (l == 0) v += M.t0[(int64_t)x * 4 * H + jr];
+      if (l == 0 && M.t1) v += M.t1[(int64_t)S.fcur[bs] * 4 * H + jr];
       z[q] = clamp32(v, -2048, 2047);
     }
     int32_t ig = ssig[z[0] + 2048], fg = ssig[z[1] + 2048];
@@ -599,13 +621,25 @@ __device__ __forceinline__ uint32_t gate_unit(const int16_t *sg, const int16_t *
   return (uint32_t)(uint8_t)(int8_t)h;
 }
 
-// gate_pre returns the clamped pre-activations of gate q for 4 units.
+// t1_add adds 4 entries of lstm2's match-feature table at p to t.
+__device__ __forceinline__ int4 t1_add(int4 t, const int16_t *p) {
+  int2 v = __ldg((const int2 *)p);
+  t.x += (int)(int16_t)(v.x & 0xFFFF);
+  t.y += v.x >> 16;
+  t.z += (int)(int16_t)(v.y & 0xFFFF);
+  t.w += v.y >> 16;
+  return t;
+}
+
+// gate_pre returns the clamped pre-activations of gate q for 4 units; x and
+// f are layer 0's input symbol and (lstm2) match feature.
 __device__ __forceinline__ int4 gate_pre(const DevModel &M, const int32_t *Bl, const int32_t *Ml, const int32_t *Sl, bool first,
-                                         const int32_t *g, int j, int x) {
+                                         const int32_t *g, int j, int x, int f) {
   int4 a = *(const int4 *)(g + j);
   int4 bb = ld4(Bl + j), mm = ld4(Ml + j), ss = ld4(Sl + j);
   int4 t = make_int4(0, 0, 0, 0);
   if (first) t = ld4(M.t0 + (int64_t)x * 4 * M.H + j);
+  if (first && M.t1) t = t1_add(t, M.t1 + (int64_t)f * 4 * M.H + j);
   return make_int4(clamp32(requant(a.x, mm.x, ss.x) + bb.x + t.x, -2048, 2047), clamp32(requant(a.y, mm.y, ss.y) + bb.y + t.y, -2048, 2047),
                    clamp32(requant(a.z, mm.z, ss.z) + bb.z + t.z, -2048, 2047), clamp32(requant(a.w, mm.w, ss.w) + bb.w + t.w, -2048, 2047));
 }
@@ -634,8 +668,9 @@ __global__ void __launch_bounds__(kGateBS) gate_kernel(DevModel M, DevState S, i
     int u0 = (int)(gid % H4) * 4;
     const int32_t *g = G + (int64_t)r * 4 * H;
     int x = first ? S.xcur[s] : 0;
-    int4 zi = gate_pre(M, Bl, Ml, Sl, first, g, u0, x), zf = gate_pre(M, Bl, Ml, Sl, first, g, H + u0, x);
-    int4 zg = gate_pre(M, Bl, Ml, Sl, first, g, 2 * H + u0, x), zo = gate_pre(M, Bl, Ml, Sl, first, g, 3 * H + u0, x);
+    int f = first && M.t1 ? S.fcur[s] : 0;
+    int4 zi = gate_pre(M, Bl, Ml, Sl, first, g, u0, x, f), zf = gate_pre(M, Bl, Ml, Sl, first, g, H + u0, x, f);
+    int4 zg = gate_pre(M, Bl, Ml, Sl, first, g, 2 * H + u0, x, f), zo = gate_pre(M, Bl, Ml, Sl, first, g, 3 * H + u0, x, f);
     int64_t ci = ((int64_t)l * S.cap + s) * H + u0;
     int4 c4 = *(const int4 *)(S.c + ci);
     uint32_t hw = gate_unit(sg, th, zi.x, zf.x, zg.x, zo.x, c4.x);
@@ -1016,14 +1051,72 @@ __global__ void reset_kernel(DevState S, int NL, int H, const int32_t *__restric
     S.xcat[l][(int64_t)b * 2 * H + u] = 0;
     S.xcat[l][(int64_t)b * 2 * H + H + u] = 0;
   }
-  if (l == 0 && u == 0) S.xcur[b] = 256;
+  if (l == 0 && u == 0) {
+    S.xcur[b] = 256;
+    if (S.fcur) S.fcur[b] = 0;
+    if (S.mptr) S.mptr[b] = S.mlen[b] = 0;
+  }
 }
 
-// set_input_kernel sets the next input of streams idx[i] to syms[i].
-__global__ void set_input_kernel(DevState S, const int32_t *__restrict__ idx, const uint8_t *__restrict__ syms, int n) {
+// set_input_kernel sets the next input of streams idx[i] to syms[i] and,
+// for lstm2 (feats not NULL), their match feature to feats[i].
+__global__ void set_input_kernel(DevState S, const int32_t *__restrict__ idx, const uint8_t *__restrict__ syms,
+                                 const uint16_t *__restrict__ feats, int n) {
   int64_t gid = GID();
   if (gid >= n) return;
   S.xcur[idx[gid]] = syms[gid];
+  if (feats) S.fcur[idx[gid]] = feats[gid];
+}
+
+// ---- lstm2's match model (SPEC.md, "Architecture 3: lstm2", "Match model") ----
+
+__device__ __forceinline__ int match_bucket(int32_t len) {
+  return len < 8 ? 0 : len < 12 ? 1 : len < 16 ? 2 : len < 24 ? 3 : len < 32 ? 4 : len < 64 ? 5 : len < 256 ? 6 : 7;
+}
+
+// match_push updates a block's match model (table mt, ptr, len) once byte
+// x[k-1] is known (k bytes known) and returns the feature f_k.
+__device__ __forceinline__ uint32_t match_push(const uint8_t *x, int64_t k, uint32_t *mt, int32_t &ptr, int32_t &len) {
+  int64_t i = k - 1;
+  if (ptr != 0) {
+    if (x[ptr] == x[i]) {
+      ptr++;
+      if (len < 65535) len++;
+    } else {
+      ptr = 0;
+      len = 0;
+    }
+  }
+  if (k >= 5) {
+    uint32_t h = 0;
+    for (int64_t j = k - 5; j < k; j++) h = (h + (uint32_t)x[j] + 1u) * 0x2F0B4A27u;
+    h >>= 16;
+    uint32_t c = mt[h];
+    if (ptr == 0 && c != 0) {
+      int l = 0;
+      while (l < 32 && (int64_t)c - 1 - l >= 0 && x[(int64_t)c - 1 - l] == x[k - 1 - l]) l++;
+      if (l >= 5) {
+        ptr = (int32_t)c;
+        len = l;
+      }
+    }
+    mt[h] = (uint32_t)k;
+  }
+  return ptr != 0 ? 1 + (uint32_t)x[ptr] * 8 + (uint32_t)match_bucket(len) : 0;
+}
+
+// match_kernel: byte t of the blocks of streams idx[0..n-1] (at
+// data[off[b]+t]) is known; their match models take it, and the feature for
+// their next step goes to S.fcur.
+__global__ void match_kernel(DevState S, const int32_t *__restrict__ idx, int n, const uint8_t *data, const int64_t *__restrict__ off,
+                             int64_t t) {
+  int64_t gid = GID();
+  if (gid >= n) return;
+  int b = idx[gid];
+  int32_t ptr = S.mptr[b], len = S.mlen[b];
+  S.fcur[b] = (uint16_t)match_push(data + off[b], t + 1, S.mt + (int64_t)b * kMatchSlots, ptr, len);
+  S.mptr[b] = ptr;
+  S.mlen[b] = len;
 }
 
 // ---- host side ----
@@ -1143,6 +1236,18 @@ bool d2h(Ctx *g, void *dst, const void *src, size_t n, std::string *err) {
   return true;
 #else
   return cuda_ok(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, g->stream), "copy from the GPU", err);
+#endif
+}
+
+// zero clears n bytes of GPU memory at p (in stream order).
+bool zero(Ctx *g, void *p, size_t n, std::string *err) {
+  if (n == 0) return true;
+#ifdef LMFS_EMU
+  (void)g; (void)err;
+  std::memset(p, 0, n);
+  return true;
+#else
+  return cuda_ok(cudaMemsetAsync(p, 0, n, g->stream), "clear GPU memory", err);
 #endif
 }
 
@@ -1280,7 +1385,10 @@ bool gemm_selfcheck(Ctx *g, std::string *why) {
 }
 #endif
 
-bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
+// alloc_state allocates the state of cap streams. For lstm2 it adds each
+// stream's feature and, with match (every call but Streams, whose features
+// come from the host), its match model: 2^16 x 4 bytes of table, zeroed.
+bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err, bool match = true) {
   const Model &m = g->host;
   if (g->gemm) cap = (cap + 15) & ~15;  // the GEMMs run on whole groups of 16 streams (see gemm_n)
   size_t per = (size_t)m.NL * cap * m.H;
@@ -1291,8 +1399,26 @@ bool alloc_state(Ctx *g, Buffers *bf, int cap, DevState *S, std::string *err) {
   if (g->gemm && !bf->alloc(&S->gacc, (size_t)S->gcap * 4 * m.H, err)) return false;
   for (int l = 1; g->gemm && g->gcat && l < m.NL; l++)
     if (!bf->alloc(&S->xcat[l], (size_t)cap * 2 * m.H, err)) return false;
+  S->fcur = nullptr;
+  S->mt = nullptr;
+  S->mptr = S->mlen = nullptr;
+  if (m.arch == 3) {
+    if (!bf->alloc(&S->fcur, (size_t)cap, err)) return false;
+    if (match && (!bf->alloc(&S->mt, (size_t)cap * kMatchSlots, err) || !bf->alloc(&S->mptr, (size_t)cap, err) ||
+                  !bf->alloc(&S->mlen, (size_t)cap, err) || !zero(g, S->mt, (size_t)cap * kMatchSlots * sizeof(uint32_t), err)))
+      return false;
+  }
   return bf->alloc(&S->hcur, per, err) && bf->alloc(&S->hnew, per, err) && bf->alloc(&S->c, per, err) &&
          bf->alloc(&S->xcur, (size_t)cap, err) && bf->alloc(&S->logit, (size_t)cap * 256, err);
+}
+
+// match_step (lstm2; nothing for lstm1): byte t of the blocks of streams
+// idx[0..n-1] is in data at off[b]+t; their match models take it and give
+// the feature of their next step.
+bool match_step(Ctx *g, DevState &S, const int32_t *idx, int n, const uint8_t *data, const int64_t *off, int64_t t, std::string *err) {
+  if (!S.mt || n <= 0) return true;
+  LAUNCH(match_kernel, n, S, idx, n, data, off, t);
+  return launched(g, err);
 }
 
 // step advances streams idx[0..n-1] by their input symbol. With lockstep
@@ -1474,6 +1600,7 @@ int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uin
     bool raw = false;
     if (!head(g, S, didx, n, true, &raw, err)) return -1;
     if (!freq(g, S, didx, n, mode, t, ddata, doff, dprobs, dtables, D, raw, err)) return -1;
+    if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
     if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
     if ((t & 255) == 255) {
       if (cancelled(g, token)) {
@@ -1512,6 +1639,7 @@ struct Streams {
   int n;
   int32_t *didx;
   uint8_t *dsyms;
+  uint16_t *dfeats = nullptr;  // lstm2: the pushed bytes' match features
   uint32_t *dtables;
   uint32_t *pinned = nullptr;  // page-locked staging for the tables (faster copies)
   ~Streams() {
@@ -1569,7 +1697,7 @@ int lmfs_cuda_devices(void) {
 #endif
 }
 
-// lmfs_cuda_open parses an lstm1 model file and puts it on GPU device. It
+// lmfs_cuda_open parses an lstm1 or lstm2 model file and puts it on GPU device. It
 // returns a handle, or NULL (see last error).
 void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
   Ctx *g = new (std::nothrow) Ctx;
@@ -1604,6 +1732,8 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
   for (int l = 0; ok && l < m.NL; l++)
     ok = upload(g, &bf, m.wt[l], &d.wt[l], &err) && upload(g, &bf, m.b[l], &d.b[l], &err) && upload(g, &bf, m.m[l], &d.m[l], &err) &&
          upload(g, &bf, m.s[l], &d.s[l], &err);
+  d.t1 = nullptr;
+  if (ok && m.arch == 3) ok = upload(g, &bf, m.t1, &d.t1, &err);
   // LMFS_CUDA_KERNEL chooses the kernels: gemm (the default: cuBLAS int8
   // GEMMs and the fused gate kernel where cuBLAS loads and passes its check,
   // else mma), mma (the tensor-core kernels; H a multiple of 32) or dp4a.
@@ -1681,6 +1811,7 @@ void *lmfs_cuda_open(const uint8_t *model, int64_t len, int device) {
     return nullptr;
   }
   g->name += g->gemm ? " (int8 GEMM (cuBLAS) + fused gates" : (g->mma ? " (int8 tensor cores" : " (dp4a");
+  if (m.arch == 3) g->name += ", lstm2 match model";
   if (g->gemm && g->gcat) g->name += ", one GEMM per layer";
   if (g->gemm && g->gchunk) g->name += ", chunks of " + std::to_string(g->gchunk) + " streams";
   g->name += g->warpfreq ? ", warp frequencies" : "";
@@ -1719,12 +1850,14 @@ void lmfs_cuda_name(void *h, char *buf, int cap) {
 
 // lmfs_cuda_bytes_per_stream returns the GPU memory one block in flight
 // needs for its state, not counting its data (1 byte per byte, plus 16 per
-// byte for encoding's probabilities and its payload for decoding).
+// byte for encoding's probabilities and its payload for decoding). For
+// lstm2 that includes the block's match model (256 KiB of table, its
+// pointer, length and feature).
 int64_t lmfs_cuda_bytes_per_stream(void *h) {
   Ctx *g = (Ctx *)h;
   const Model &m = g->host;
   return (int64_t)m.NL * m.H * (1 + 1 + 4) + 4 + 256 * 4 + 4 + 8 + 8 + 3 * 4 + 4 + 8 + (g->gemm && g->gchunk == 0 ? (int64_t)16 * m.H : 0) +
-         (g->gcat ? (int64_t)(m.NL - 1) * 2 * m.H : 0);
+         (g->gcat ? (int64_t)(m.NL - 1) * 2 * m.H : 0) + (m.arch == 3 ? kMatchSlots * 4 + 4 + 4 + 2 : 0);
 }
 
 // lmfs_cuda_free_memory returns the free memory of the handle's GPU in
@@ -1817,8 +1950,9 @@ void *lmfs_cuda_streams_open(void *h, int n) {
   s->n = n;
   std::vector<int32_t> all(n);
   for (int i = 0; i < n; i++) all[i] = i;
-  bool ok = alloc_state(g, &s->bf, n, &s->S, &err) && s->bf.alloc(&s->didx, n, &err) && s->bf.alloc(&s->dsyms, n, &err) &&
+  bool ok = alloc_state(g, &s->bf, n, &s->S, &err, false) && s->bf.alloc(&s->didx, n, &err) && s->bf.alloc(&s->dsyms, n, &err) &&
             s->bf.alloc(&s->dtables, (size_t)n * 256, &err) && h2d(g, s->didx, all.data(), n * sizeof(int32_t), &err);
+  if (ok && g->host.arch == 3) ok = s->bf.alloc(&s->dfeats, n, &err);
 #ifndef LMFS_EMU
   if (ok && cudaMallocHost((void **)&s->pinned, (size_t)n * 256 * sizeof(uint32_t)) != cudaSuccess) {
     cudaGetLastError();
@@ -1861,8 +1995,21 @@ int lmfs_cuda_streams_predict(void *sp, int k, const int32_t *ids, uint32_t *tab
   return 0;
 }
 
-// lmfs_cuda_streams_push advances streams ids[0..k-1] by syms[i].
-int lmfs_cuda_streams_push(void *sp, int k, const int32_t *ids, const uint8_t *syms) {
+// stream_feats checks that feats is given exactly for an lstm2 model and
+// copies it to the GPU: the match feature of each pushed byte (the feature
+// after it, SPEC.md "Match model"), which the caller computes from the
+// block's bytes (predictor/lm's Matcher).
+bool stream_feats(Streams *s, int k, const uint16_t *feats, std::string *err) {
+  if ((s->dfeats != nullptr) != (feats != nullptr)) {
+    *err = s->dfeats ? "streams: an lstm2 model needs the match feature of every pushed byte" : "streams: match features given to an lstm1 model";
+    return false;
+  }
+  return !feats || h2d(s->g, s->dfeats, feats, k * sizeof(uint16_t), err);
+}
+
+// lmfs_cuda_streams_push advances streams ids[0..k-1] by syms[i] (and, for
+// lstm2, the match features feats[i]; NULL for lstm1).
+int lmfs_cuda_streams_push(void *sp, int k, const int32_t *ids, const uint8_t *syms, const uint16_t *feats) {
   Streams *s = (Streams *)sp;
   Ctx *g = s->g;
   std::lock_guard<std::mutex> l(g->mu);
@@ -1874,9 +2021,9 @@ int lmfs_cuda_streams_push(void *sp, int k, const int32_t *ids, const uint8_t *s
   for (int i = 0; i < k; i++)
     if (ids[i] < 0 || ids[i] >= s->n) { set_err("streams: id out of range"); return -1; }
   if (k == 0) return 0;
-  bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err) && h2d(g, s->dsyms, syms, k, &err);
+  bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err) && h2d(g, s->dsyms, syms, k, &err) && stream_feats(s, k, feats, &err);
   if (ok) {
-    LAUNCH(set_input_kernel, k, s->S, s->didx, s->dsyms, k);
+    LAUNCH(set_input_kernel, k, s->S, s->didx, s->dsyms, s->dfeats, k);
     ok = launched(g, &err) && step(g, s->S, s->didx, k, is_prefix(ids, k), &err) && sync(g, &err);
   }
   if (!ok) { set_err(err); return -1; }
@@ -1884,9 +2031,10 @@ int lmfs_cuda_streams_push(void *sp, int k, const int32_t *ids, const uint8_t *s
 }
 
 // lmfs_cuda_streams_push_predict advances streams ids[0..k-1] by syms[i]
-// (if syms is not NULL) and then writes the table of their next byte to
-// tables[256*i]: one round trip per decoded byte.
-int lmfs_cuda_streams_push_predict(void *sp, int k, const int32_t *ids, const uint8_t *syms, uint32_t *tables) {
+// (if syms is not NULL; for lstm2 with the match features feats[i]) and
+// then writes the table of their next byte to tables[256*i]: one round trip
+// per decoded byte.
+int lmfs_cuda_streams_push_predict(void *sp, int k, const int32_t *ids, const uint8_t *syms, const uint16_t *feats, uint32_t *tables) {
   Streams *s = (Streams *)sp;
   Ctx *g = s->g;
   std::lock_guard<std::mutex> l(g->mu);
@@ -1902,9 +2050,9 @@ int lmfs_cuda_streams_push_predict(void *sp, int k, const int32_t *ids, const ui
   bool raw = false, pre = is_prefix(ids, k);
   bool ok = h2d(g, s->didx, ids, k * sizeof(int32_t), &err);
   if (ok && syms) {
-    ok = h2d(g, s->dsyms, syms, k, &err);
+    ok = h2d(g, s->dsyms, syms, k, &err) && stream_feats(s, k, feats, &err);
     if (ok) {
-      LAUNCH(set_input_kernel, k, s->S, s->didx, s->dsyms, k);
+      LAUNCH(set_input_kernel, k, s->S, s->didx, s->dsyms, s->dfeats, k);
       ok = launched(g, &err) && step(g, s->S, s->didx, k, pre, &err);
     }
   }

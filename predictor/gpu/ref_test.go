@@ -9,11 +9,13 @@ import (
 	"math/rand/v2"
 
 	"github.com/lmfs/lmfs/predictor"
+	"github.com/lmfs/lmfs/predictor/lm"
 )
 
 // specModel is a straightforward transcription of predictor/lm/SPEC.md,
-// "Architecture 2: lstm1": the oracle the library is checked against while
-// the tuned Go reference (predictor/lm) is not in this tree. It is written
+// "Architecture 2: lstm1" and "Architecture 3: lstm2" (with predictor/lm's
+// match features): the oracle the library is checked against where the
+// tuned Go reference (predictor/lm) does not load the model. It is written
 // for clarity, not speed.
 type specModel struct {
 	NL, H, LF, E int
@@ -24,12 +26,24 @@ type specModel struct {
 	wo           []int8
 	bo, mo, so   []int32
 	exp          []int32
+	t1           []int32 // lstm2: 2049 x 4H match-feature table; nil for lstm1
 }
 
 // genModel returns a random valid lstm1 model file and its parameters. hot
 // scales the gate and logit products up so that the clamps of the spec are
 // exercised.
 func genModel(seed uint64, nl, h int, hot bool) ([]byte, *specModel) {
+	return genModelArch(seed, nl, h, hot, 2)
+}
+
+// genModel2 returns a random valid lstm2 model file and its parameters: as
+// genModel's lstm1 model of the same seed plus a match-feature table T1 with
+// some entries at the ends of the int16 range.
+func genModel2(seed uint64, nl, h int, hot bool) ([]byte, *specModel) {
+	return genModelArch(seed, nl, h, hot, 3)
+}
+
+func genModelArch(seed uint64, nl, h int, hot bool, arch int32) ([]byte, *specModel) {
 	rng := rand.New(rand.NewPCG(seed, 77))
 	m := &specModel{NL: nl, H: h, LF: 8, E: 4096}
 	m.sig = make([]int32, 4096)
@@ -86,6 +100,19 @@ func genModel(seed uint64, nl, h int, hot bool) ([]byte, *specModel) {
 	for d := range m.E {
 		m.exp[d] = int32(math.Round((1 << 24) * math.Exp(-float64(d)/float64(int(1)<<m.LF))))
 	}
+	if arch == 3 {
+		m.t1 = make([]int32, lm.NumMatchFeatures*4*h)
+		for i := range m.t1 {
+			switch r := rng.IntN(200); {
+			case r == 0:
+				m.t1[i] = -32768
+			case r == 1:
+				m.t1[i] = 32767
+			default:
+				m.t1[i] = span(1500)
+			}
+		}
+	}
 	var buf bytes.Buffer
 	buf.WriteString("LMFSLM\x00\x01")
 	put := func(v ...int32) {
@@ -98,10 +125,13 @@ func genModel(seed uint64, nl, h int, hot bool) ([]byte, *specModel) {
 			buf.WriteByte(byte(x))
 		}
 	}
-	put(1, 2, int32(nl), int32(h), int32(m.LF), int32(m.E), 16)
+	put(1, arch, int32(nl), int32(h), int32(m.LF), int32(m.E), 16)
 	put(m.sig...)
 	put(m.tanh...)
 	put(m.t0...)
+	for _, v := range m.t1 {
+		_ = binary.Write(&buf, binary.LittleEndian, int16(v))
+	}
 	for l := range nl {
 		put8(m.w[l])
 		put(m.b[l]...)
@@ -134,11 +164,12 @@ func (m *specModel) newState() *specState {
 		s.h = append(s.h, make([]int32, m.H))
 		s.c = append(s.c, make([]int32, m.H))
 	}
-	m.step(s, 256)
+	m.step(s, 256, 0)
 	return s
 }
 
-func (m *specModel) step(s *specState, x int) {
+// step is the spec's step(x) (lstm1) or step(x, f) (lstm2).
+func (m *specModel) step(s *specState, x int, f uint16) {
 	H := m.H
 	for l := range m.NL {
 		in := s.h[0]
@@ -154,6 +185,9 @@ func (m *specModel) step(s *specState, x int) {
 			v := rq(acc, m.m[l][j], m.s[l][j]) + int64(m.b[l][j])
 			if l == 0 {
 				v += int64(m.t0[x*4*H+j])
+				if m.t1 != nil {
+					v += int64(m.t1[int(f)*4*H+j])
+				}
 			}
 			z[j] = int32(clamp(v, -2048, 2047))
 		}
@@ -203,6 +237,10 @@ func (m *specModel) Score(ctx context.Context, blocks [][]byte, emit func(b, pos
 	var d predictor.Dist
 	for b, blk := range blocks {
 		s := m.newState()
+		var feats []uint16
+		if m.t1 != nil {
+			feats = lm.MatchFeatures(nil, blk)
+		}
 		for pos, x := range blk {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -211,7 +249,11 @@ func (m *specModel) Score(ctx context.Context, blocks [][]byte, emit func(b, pos
 			if err := emit(b, pos, &d); err != nil {
 				return err
 			}
-			m.step(s, int(x))
+			var f uint16
+			if feats != nil {
+				f = feats[pos+1]
+			}
+			m.step(s, int(x), f)
 		}
 	}
 	return nil
@@ -222,13 +264,17 @@ func (m *specModel) Streams(_ context.Context, n int) (predictor.ByteStreams, er
 	st := &specStreams{m: m}
 	for range n {
 		st.s = append(st.s, m.newState())
+		if m.t1 != nil {
+			st.match = append(st.match, lm.NewMatcher())
+		}
 	}
 	return st, nil
 }
 
 type specStreams struct {
-	m *specModel
-	s []*specState
+	m     *specModel
+	s     []*specState
+	match []*lm.Matcher // lstm2
 }
 
 func (s *specStreams) Predict(_ context.Context, ids []int, dst []predictor.Dist) error {
@@ -243,7 +289,11 @@ func (s *specStreams) Push(ids []int, syms []byte) error {
 		return fmt.Errorf("%d ids, %d syms", len(ids), len(syms))
 	}
 	for i, id := range ids {
-		s.m.step(s.s[id], int(syms[i]))
+		var f uint16
+		if s.match != nil {
+			f = s.match[id].Push(syms[i])
+		}
+		s.m.step(s.s[id], int(syms[i]), f)
 	}
 	return nil
 }

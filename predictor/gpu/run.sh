@@ -75,7 +75,7 @@ if [ "${TORCH_TIMEOUT:-60}" -gt 0 ]; then
 fi
 if command -v compute-sanitizer >/dev/null && [ "${SAN_TIMEOUT:-60}" -gt 0 ]; then
 	echo "=== compute-sanitizer memcheck (small tests)"
-	timeout ${SAN_TIMEOUT:-60} compute-sanitizer --tool memcheck --print-limit 5 "$here/gpu.test" -test.run "${SAN_RUN:-TestTinyVectors|TestDecodeLM|TestStreams|TestLMCMDamaged}" >"$out/memcheck.log" 2>&1
+	timeout ${SAN_TIMEOUT:-60} compute-sanitizer --tool memcheck --print-limit 5 "$here/gpu.test" -test.run "${SAN_RUN:-TestTinyVectors|TestDecodeLM|TestStreams|TestLMCMDamaged|TestTinyLSTM2Vectors|TestLSTM2DecodeLM}" >"$out/memcheck.log" 2>&1
 	tail -12 "$out/memcheck.log"
 fi
 exit $status
