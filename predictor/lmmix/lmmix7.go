@@ -44,35 +44,12 @@ var final7 = opts7{ctx: 1<<cxWord2 | 1<<cxCol | 1<<cxInd | 1<<cxAbove | 1<<cxSp2
 type Mixer7 struct {
 	// w is first so that its rows (24 weights, 96 bytes) start 32-byte
 	// aligned.
-	w    [nMix * 256 * ws7]int32 // 16.16 weights; w[row+ni..] stay 0
-	o    opts7
-	ni   int   // inputs of each first-layer mixer
-	cxs  []int // contexts in use, in order
-	v    cm.View
-	x    [ws7]int32 // x[ni..] stay 0
-	sel  [nMix]int
-	dot  [nMix]int32
-	pm   [nMix]int32
-	w2   [sets2 * nMix]int32
-	sel2 int
-	d2   int32
-	p2   int32
-
-	apmL [256 * nBins]uint16
-	iL   int
-	sm   [2][lmQ * 256]uint16
-	is   [2]int
-	smM  [lmQ * 32]uint16
-	iM   int
-	a1   [256 * nBins]uint16
-	a2   [lmQ * 8 * nBins]uint16
-	i1   int
-	i2   int
-
-	pL, pC int32
-	eL, eC int32
-	n      int
-	miss   int
+	w   [nMix * 256 * ws7]int32 // 16.16 weights; w[row+ni..] stay 0
+	o   opts7
+	ni  int        // inputs of each first-layer mixer
+	cxs []int      // contexts in use, in order
+	x   [ws7]int32 // x[ni..] stay 0
+	core
 
 	// history
 	buf       []byte
@@ -132,23 +109,7 @@ func (m *Mixer7) Reset(n int) {
 		m.w[s+inLM] = 1 << 15
 		m.w[s+inCMP] = 1 << 15
 	}
-	for i := range m.w2 {
-		m.w2[i] = 65536 / nMix
-	}
-	for _, a := range [][]uint16{m.apmL[:], m.a1[:], m.a2[:]} {
-		for c := 0; c < len(a); c += nBins {
-			copy(a[c:], apmInit[:])
-		}
-	}
-	for i := range m.sm {
-		for j := range m.sm[i] {
-			m.sm[i][j] = 1 << 15
-		}
-	}
-	for i := range m.smM {
-		m.smM[i] = 1 << 15
-	}
-	m.eL, m.eC, m.n, m.miss = 0, 0, 0, 0
+	m.core.reset()
 
 	if cap(m.buf) < n {
 		m.buf = make([]byte, 0, n)
@@ -232,28 +193,9 @@ func (m *Mixer7) nibbleUpdate() {
 // the LM's 16-bit probability pl of a 1 and cm's model c, whose next
 // prediction is for the same bit.
 func (m *Mixer7) P(pl int32, c *cm.Model) int {
-	c.View(&m.v)
+	stL, c0, lq := m.inputs(pl, c, (*[nIn]int32)(m.x[:nIn]))
 	v := &m.v
 	x := &m.x
-	stL := stretch(min(max(pl>>4, 0), 4095))
-	x[inLM] = stL
-	copy(x[inCM:inCM+cm.NInputs], v.X[:])
-	x[inCMP] = stretch(v.P)
-	c0 := int(v.C0 & 0xFF)
-	q, i := interp(m.apmL[:], c0*nBins, stL+2048)
-	m.iL = i
-	x[inLMA] = stretch(q >> 4)
-	lq := int((stL + 2048) >> 8) // 0..15
-	for j := range 2 {
-		m.is[j] = lq*256 + int(v.States[j])
-		x[inSM+j] = stretch(int32(m.sm[j][m.is[j]]) >> 4)
-	}
-	mb := 0
-	if v.MatchLen > 0 {
-		mb = min(v.MatchLen, 15)*2 + v.MatchBit
-	}
-	m.iM = lq*32 + mb
-	x[inSMM] = stretch(int32(m.smM[m.iM]) >> 4)
 
 	// the contexts' bit histories
 	var node uint32
@@ -279,46 +221,14 @@ func (m *Mixer7) P(pl int32, c *cm.Model) int {
 		m.pm[k] = squash(m.dot[k])
 	}
 
-	cf := conf(stL)
-	if v.Bits == 0 {
-		m.miss = 0
-	}
-	m.sel2 = (((min(m.miss, 2)*4+m.adv())*6+cf)*8 + v.Bits) * nMix
-	w2 := (*[nMix]int32)(m.w2[m.sel2:])
-	d2 := int64(m.dot[0])*int64(w2[0]) + int64(m.dot[1])*int64(w2[1]) + int64(m.dot[2])*int64(w2[2])
-	m.d2 = clampSt(d2 >> 16)
-	m.p2 = squash(m.d2)
-	m.pL, m.pC = pl>>4, v.P
-
-	q1, i1 := interp(m.a1[:], c0*nBins, m.d2+2048)
-	q2, i2 := interp(m.a2[:], (lq*8+v.Bits)*nBins, m.d2+2048)
-	m.i1, m.i2 = i1, i2
-	p := (m.p2*32 + q1 + q2 + 2) >> 2
-	return int(min(max(p, 16), 65520))
-}
-
-func (m *Mixer7) adv() int {
-	d := m.eL - m.eC
-	switch {
-	case d < -advT:
-		return 0
-	case d < 0:
-		return 1
-	case d < advT:
-		return 2
-	}
-	return 3
+	return m.output(pl, stL, c0, lq)
 }
 
 // Update trains the mixer on the coded bit. Call it after P and before cm's
 // Update.
 func (m *Mixer7) Update(bit int) {
 	y := int32(bit & 1)
-	lr := int64(rate1)
-	if m.n < rateBits {
-		lr = rate0
-	}
-	m.n++
+	lr := m.rate()
 	for k := range nMix {
 		err := int64(y<<12 - m.pm[k])
 		if err <= skipErr && err >= -skipErr {
@@ -326,22 +236,7 @@ func (m *Mixer7) Update(bit int) {
 		}
 		train24(&m.x, (*[ws7]int32)(m.w[m.sel[k]:]), err*lr)
 	}
-	e := int64(y<<12-m.p2) * rate2
-	w2 := (*[nMix]int32)(m.w2[m.sel2:])
-	for i := range nMix {
-		w2[i] += int32((int64(m.dot[i])*e + 1<<13) >> 14)
-	}
-	if (y == 1) != (m.pL >= 2048) {
-		m.miss++
-	}
-	m.eL += (abs(y<<12-m.pL)<<4 - m.eL) >> advShift
-	m.eC += (abs(y<<12-m.pC)<<4 - m.eC) >> advShift
-	apmTrain(&m.a1[m.i1], y, apmRate)
-	apmTrain(&m.a2[m.i2], y, apmRate)
-	apmTrain(&m.apmL[m.iL], y, apmRate)
-	apmTrain(&m.sm[0][m.is[0]], y, smRate)
-	apmTrain(&m.sm[1][m.is[1]], y, smRate)
-	apmTrain(&m.smM[m.iM], y, smRate)
+	m.update(y)
 
 	// the contexts
 	for _, i := range m.cxs {
