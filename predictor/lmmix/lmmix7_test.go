@@ -4,35 +4,13 @@ import (
 	"math"
 	"os"
 	"testing"
-
-	"github.com/lmfs/lmfs/predictor/cm"
 )
 
 // probs7 runs the id 7 mixer m (reset for src) over src with the LM's
 // probabilities given by lmP and returns every output.
 func probs7(t testing.TB, m *Mixer7, src []byte, lmP func(t, k int) int32) []uint16 {
-	pred := cm.New(64 << 20)
-	bm, err := pred.New(len(src), pred.Params(len(src)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pred.Release(bm)
-	c := bm.(*cm.Model)
 	m.Reset(len(src))
-	out := make([]uint16, 0, 8*len(src))
-	for i, b := range src {
-		for k := range 8 {
-			p := m.P(lmP(i, k), c)
-			if p < 16 || p > 65520 {
-				t.Fatalf("byte %d bit %d: P = %d, outside [16, 65520]", i, k, p)
-			}
-			out = append(out, uint16(p))
-			bit := int(b>>(7-k)) & 1
-			m.Update(bit)
-			c.Update(bit)
-		}
-	}
-	return out
+	return runMixer(t, m, src, lmP)
 }
 
 // codedBits returns the bits an ideal coder spends on src with the 16-bit
@@ -90,12 +68,7 @@ func TestReset7(t *testing.T) {
 	m := New7(100)
 	other := goldenInput(40000)[20000:]
 	probs7(t, m, other, func(i, k int) int32 { return 32768 })
-	got := probs7(t, m, src, lmP)
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("byte %d bit %d: reset mixer gives %d, new one %d", i/8, i%8, got[i], want[i])
-		}
-	}
+	sameProbs(t, probs7(t, m, src, lmP), want)
 }
 
 // TestMixer7Tiny: blocks of 0 to a few bytes, extreme LM probabilities and

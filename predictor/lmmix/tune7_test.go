@@ -1,14 +1,9 @@
 package lmmix
 
 import (
-	"encoding/gob"
-	"fmt"
 	"os"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/lmfs/lmfs/predictor/cm"
 )
@@ -41,19 +36,7 @@ func tune7Configs() ([]string, []opts7) {
 // TestTune7 replays the cached LM probabilities (LMFS_MIXTUNE) through cm,
 // id 6 and id 7 variants and prints bits per byte per kind.
 func TestTune7(t *testing.T) {
-	path := os.Getenv("LMFS_MIXTUNE")
-	if path == "" {
-		t.Skip("set LMFS_MIXTUNE=file written by coder's TestMixTuneDump")
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []tuneBlock
-	if err := gob.NewDecoder(f).Decode(&blocks); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	blocks := loadTuneBlocks(t)
 	names, cfgs := tune7Configs()
 	if sel := os.Getenv("LMFS_MIXTUNE7"); sel != "" {
 		want := map[string]bool{}
@@ -71,90 +54,8 @@ func TestTune7(t *testing.T) {
 		names, cfgs = n2, c2
 	}
 	cols := append([]string{"cm", "id6"}, names...)
-	res := make([][]float64, len(blocks))
-	secs := make([]float64, len(cols))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				r, s := replay7(&blocks[i], cfgs)
-				res[i] = r
-				mu.Lock()
-				for j := range s {
-					secs[j] += s[j]
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	for i := range blocks {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	kinds := map[string][]int{}
-	for i, b := range blocks {
-		kinds[b.Kind] = append(kinds[b.Kind], i)
-	}
-	var ks []string
-	for k := range kinds {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%-16s %8s", "kind", "bytes")
-	for _, c := range cols {
-		fmt.Fprintf(&sb, " %9s", c)
-	}
-	sb.WriteString("\n")
-	total := make([]float64, len(cols))
-	textTotal := make([]float64, len(cols))
-	var tn, ttn int
-	for _, k := range ks {
-		sum := make([]float64, len(cols))
-		n := 0
-		for _, i := range kinds[k] {
-			n += len(blocks[i].Src)
-			for j := range cols {
-				sum[j] += res[i][j]
-			}
-		}
-		tn += n
-		media := strings.Contains(k, "audio") || strings.Contains(k, "wav") || strings.Contains(k, "ppm")
-		if !media {
-			ttn += n
-		}
-		fmt.Fprintf(&sb, "%-16s %8d", k, n)
-		for j := range cols {
-			total[j] += sum[j]
-			if !media {
-				textTotal[j] += sum[j]
-			}
-			fmt.Fprintf(&sb, " %9.4f", sum[j]/float64(n))
-		}
-		sb.WriteString("\n")
-	}
-	fmt.Fprintf(&sb, "%-16s %8d", "TEXT", ttn)
-	for j := range cols {
-		fmt.Fprintf(&sb, " %9.4f", textTotal[j]/float64(ttn))
-	}
-	fmt.Fprintf(&sb, "\n%-16s %8s", "TEXT vs id6 %", "")
-	for j := range cols {
-		fmt.Fprintf(&sb, " %+9.2f", 100*(textTotal[j]/textTotal[1]-1))
-	}
-	fmt.Fprintf(&sb, "\n%-16s %8d", "ALL", tn)
-	for j := range cols {
-		fmt.Fprintf(&sb, " %9.4f", total[j]/float64(tn))
-	}
-	fmt.Fprintf(&sb, "\n%-16s %8s", "us/byte", "")
-	for j := range cols {
-		fmt.Fprintf(&sb, " %9.3f", 1e6*secs[j]/float64(tn))
-	}
-	t.Log("\n" + sb.String())
+	res, secs := replayBlocks(blocks, func(blk *tuneBlock) ([]float64, []float64) { return replay7(blk, cfgs) })
+	t.Log("\n" + tuneTable(blocks, res, cols, 1, secs))
 }
 
 // replay7 returns the coded bits of blk for cm alone, id 6 and the id 7
@@ -164,25 +65,7 @@ func replay7(blk *tuneBlock, cfgs []opts7) ([]float64, []float64) {
 	out := make([]float64, 2+len(cfgs))
 	secs := make([]float64, 2+len(cfgs))
 	run := func(slot int, p func(pl int32, c *cm.Model) int, up func(bit int)) {
-		bm, err := pred.New(len(blk.Src), pred.Params(len(blk.Src)))
-		if err != nil {
-			panic(err)
-		}
-		c := bm.(*cm.Model)
-		cost := 0.0
-		t0 := time.Now()
-		for t, b := range blk.Src {
-			for k := range 8 {
-				bit := int(b>>(7-k)) & 1
-				pr := p(int32(blk.Probs[8*t+k]), c)
-				cost += bitCost(pr, bit)
-				up(bit)
-				c.Update(bit)
-			}
-		}
-		secs[slot] = time.Since(t0).Seconds()
-		out[slot] = cost
-		pred.Release(c)
+		out[slot], secs[slot] = replayRun(pred, blk, func(_ int, pl int32, c *cm.Model) int { return p(pl, c) }, up)
 	}
 	run(0, func(pl int32, c *cm.Model) int { return c.P() }, func(int) {})
 	fm := New()
