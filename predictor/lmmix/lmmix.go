@@ -186,16 +186,31 @@ func interp(t []uint16, row int, s int32) (int32, int) {
 // prediction is for the same bit.
 func (m *Mixer) P(pl int32, c *cm.Model) int {
 	stL, c0, lq := m.inputs(pl, c, (*[nIn]int32)(m.x[:nIn]))
-	v := &m.v
-	m.sel[0] = (0*256 + int(v.C2)) * wStride
-	m.sel[1] = (1*256 + c0) * wStride
-	m.sel[2] = (2*256 + int(v.C1)) * wStride
+	m.rows(c0, wStride)
 	for k := range nMix {
 		d := dot(&m.x, (*[wStride]int32)(m.w[m.sel[k]:]))
 		m.dot[k] = clampSt(d >> 16)
 		m.pm[k] = squash(m.dot[k])
 	}
 	return m.output(pl, stL, c0, lq)
+}
+
+// rows selects the first-layer weight sets, of stride weights each, by cm's
+// contexts c2, c0 (the partial byte) and c1.
+func (m *core) rows(c0, stride int) {
+	m.sel[0] = (0*256 + int(m.v.C2)) * stride
+	m.sel[1] = (1*256 + c0) * stride
+	m.sel[2] = (2*256 + int(m.v.C1)) * stride
+}
+
+// err1 returns first-layer mixer k's error on bit y times the learning rate
+// lr, and false where the error is too small to train on.
+func (m *core) err1(k int, y int32, lr int64) (int64, bool) {
+	err := int64(y<<12 - m.pm[k])
+	if err <= skipErr && err >= -skipErr {
+		return 0, false
+	}
+	return err * lr, true
 }
 
 // inputs reads cm's view of c and fills the fifteen inputs of id 6 into x.
@@ -269,11 +284,9 @@ func (m *Mixer) Update(bit int) {
 	y := int32(bit & 1)
 	lr := m.rate()
 	for k := range nMix {
-		err := int64(y<<12 - m.pm[k])
-		if err <= skipErr && err >= -skipErr {
-			continue
+		if e, ok := m.err1(k, y, lr); ok {
+			train(&m.x, (*[wStride]int32)(m.w[m.sel[k]:]), e)
 		}
-		train(&m.x, (*[wStride]int32)(m.w[m.sel[k]:]), err*lr)
 	}
 	m.update(y)
 }

@@ -194,7 +194,6 @@ func (m *Mixer7) nibbleUpdate() {
 // prediction is for the same bit.
 func (m *Mixer7) P(pl int32, c *cm.Model) int {
 	stL, c0, lq := m.inputs(pl, c, (*[nIn]int32)(m.x[:nIn]))
-	v := &m.v
 	x := &m.x
 
 	// the contexts' bit histories
@@ -212,9 +211,7 @@ func (m *Mixer7) P(pl int32, c *cm.Model) int {
 		x[nIn+j] = cm.StateMapP(m.csm[i][st])
 	}
 
-	m.sel[0] = (0*256 + int(v.C2)) * ws7
-	m.sel[1] = (1*256 + c0) * ws7
-	m.sel[2] = (2*256 + int(v.C1)) * ws7
+	m.rows(c0, ws7)
 	for k := range nMix {
 		d := dot24(x, (*[ws7]int32)(m.w[m.sel[k]:]))
 		m.dot[k] = clampSt(d >> 16)
@@ -230,11 +227,9 @@ func (m *Mixer7) Update(bit int) {
 	y := int32(bit & 1)
 	lr := m.rate()
 	for k := range nMix {
-		err := int64(y<<12 - m.pm[k])
-		if err <= skipErr && err >= -skipErr {
-			continue
+		if e, ok := m.err1(k, y, lr); ok {
+			train24(&m.x, (*[ws7]int32)(m.w[m.sel[k]:]), e)
 		}
-		train24(&m.x, (*[ws7]int32)(m.w[m.sel[k]:]), err*lr)
 	}
 	m.update(y)
 
