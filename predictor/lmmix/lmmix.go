@@ -192,7 +192,7 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 		m.dot[k] = clampSt(d >> 16)
 		m.pm[k] = squash(m.dot[k])
 	}
-	return m.output(pl, stL, c0, lq)
+	return m.output(stL, c0, lq)
 }
 
 // rows selects the first-layer weight sets, of stride weights each, by cm's
@@ -220,6 +220,7 @@ func (m *core) inputs(pl int32, c *cm.Model, x *[nIn]int32) (stL int32, c0, lq i
 	c.View(&m.v)
 	v := &m.v
 	stL = stretch(min(max(pl>>4, 0), 4095))
+	m.pL, m.pC = pl>>4, v.P
 	x[inLM] = stL
 	copy(x[inCM:inCM+cm.NInputs], v.X[:])
 	x[inCMP] = stretch(v.P)
@@ -242,9 +243,9 @@ func (m *core) inputs(pl int32, c *cm.Model, x *[nIn]int32) (stL int32, c0, lq i
 }
 
 // output mixes the first layer's outputs (m.dot) in the second layer and
-// refines the result with the two final APMs; pl, stL, c0 and lq are as
-// for inputs. It returns the 16-bit probability that P returns.
-func (m *core) output(pl, stL int32, c0, lq int) int {
+// refines the result with the two final APMs; stL, c0 and lq are what
+// inputs returned. It returns the 16-bit probability that P returns.
+func (m *core) output(stL int32, c0, lq int) int {
 	v := &m.v
 	cf := conf(stL)
 	if v.Bits == 0 {
@@ -255,7 +256,6 @@ func (m *core) output(pl, stL int32, c0, lq int) int {
 	d2 := int64(m.dot[0])*int64(w2[0]) + int64(m.dot[1])*int64(w2[1]) + int64(m.dot[2])*int64(w2[2])
 	m.d2 = clampSt(d2 >> 16)
 	m.p2 = squash(m.d2)
-	m.pL, m.pC = pl>>4, v.P
 
 	q1, i1 := interp(m.a1[:], c0*nBins, m.d2+2048)
 	q2, i2 := interp(m.a2[:], (lq*8+v.Bits)*nBins, m.d2+2048)

@@ -218,7 +218,7 @@ func (m *Mixer7) P(pl int32, c *cm.Model) int {
 		m.pm[k] = squash(m.dot[k])
 	}
 
-	return m.output(pl, stL, c0, lq)
+	return m.output(stL, c0, lq)
 }
 
 // Update trains the mixer on the coded bit. Call it after P and before cm's
