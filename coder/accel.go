@@ -465,10 +465,19 @@ func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens 
 
 // ---- lm+cm ----
 
-// NewLMCMAccel returns the lm+cm codec (id 6) for model m (with model id
+// NewLMCMAccel returns the lm+cm codec (id 7) for model m (with model id
 // model) and cm models bounded by cmMemory bytes, with the LM run by a.
 func NewLMCMAccel(m predictor.ByteModel, model ModelID, cmMemory int64, a Accel) *LMCM {
 	c := newLMCM(IDLMCM, m, model, cmMemory)
+	c.acc = newAccel(a, c.name)
+	return c
+}
+
+// NewLMCM2Accel returns the superseded lm+cm.2 codec (id 6) for model m
+// (with model id model) and cm models bounded by cmMemory bytes, with the LM
+// run by a.
+func NewLMCM2Accel(m predictor.ByteModel, model ModelID, cmMemory int64, a Accel) *LMCM {
+	c := newLMCM(IDLMCM2, m, model, cmMemory)
 	c.acc = newAccel(a, c.name)
 	return c
 }
@@ -495,12 +504,16 @@ func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error)
 }
 
 // full returns the accelerator's backend when it runs the whole codec
-// (LMCMBackend), else nil.
+// (LMCMBackend) of this codec's id, else nil: then the accelerator runs the
+// LM and cm and the mixer run on the CPU.
 func (c *LMCM) full() LMCMBackend {
 	if c.acc == nil {
 		return nil
 	}
 	b, _ := c.acc.Backend.(LMCMBackend)
+	if r, ok := b.(interface{ HasLMCMRule(rule int) bool }); ok && !r.HasLMCMRule(int(c.id)) {
+		return nil
+	}
 	return b
 }
 

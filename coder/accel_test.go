@@ -264,17 +264,27 @@ func TestAccelWrongResults(t *testing.T) {
 	}
 }
 
+// batchLog records the size of every batch that a batcher runs.
+type batchLog struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+// run records the batch reqs (a batcher's run function, or its start).
+func (l *batchLog) run(reqs []*batchReq) {
+	l.mu.Lock()
+	l.sizes = append(l.sizes, len(reqs))
+	l.mu.Unlock()
+}
+
 // TestBatcherGrowsUnderLoad: calls that arrive while a batch runs join the
 // next batch (which starts when the running one ends) instead of forming many
 // small batches, and every call gets its own result.
 func TestBatcherGrowsUnderLoad(t *testing.T) {
 	var b batcher
-	var mu sync.Mutex
-	var sizes []int
+	var bl batchLog
 	run := func(reqs []*batchReq) {
-		mu.Lock()
-		sizes = append(sizes, len(reqs))
-		mu.Unlock()
+		bl.run(reqs)
 		time.Sleep(40 * time.Millisecond) // a slow device call
 		for _, q := range reqs {
 			q.out = append([]byte("out:"), q.in...)
@@ -297,16 +307,16 @@ func TestBatcherGrowsUnderLoad(t *testing.T) {
 	}
 	wg.Wait()
 	total := 0
-	for _, s := range sizes {
+	for _, s := range bl.sizes {
 		total += s
 	}
 	// With a fixed 2 ms window the 60 ms of arrivals would form about 30
 	// batches; here a first small one, then what arrived during each 40 ms run.
-	if total != n || len(sizes) > 5 {
-		t.Errorf("batches %v: want %d calls in at most 5 batches", sizes, n)
+	if total != n || len(bl.sizes) > 5 {
+		t.Errorf("batches %v: want %d calls in at most 5 batches", bl.sizes, n)
 	}
 	// A full batch starts at once, and the rest follows.
-	sizes = nil
+	bl.sizes = nil
 	var wg2 sync.WaitGroup
 	for i := range 10 {
 		wg2.Go(func() {
@@ -317,9 +327,9 @@ func TestBatcherGrowsUnderLoad(t *testing.T) {
 		})
 	}
 	wg2.Wait()
-	for _, s := range sizes {
+	for _, s := range bl.sizes {
 		if s > 4 {
-			t.Errorf("batch of %d exceeds max 4 (%v)", s, sizes)
+			t.Errorf("batch of %d exceeds max 4 (%v)", s, bl.sizes)
 		}
 	}
 }
@@ -345,13 +355,8 @@ func TestBatcherWaitFollowsBatchTime(t *testing.T) {
 	// After a batch of seconds, calls 5 ms apart land in one batch (with
 	// the 2 ms wait alone they would not).
 	b := batcher{last: time.Minute}
-	var mu sync.Mutex
-	var sizes []int
-	run := func(reqs []*batchReq) {
-		mu.Lock()
-		sizes = append(sizes, len(reqs))
-		mu.Unlock()
-	}
+	var bl batchLog
+	run := bl.run
 	var wg sync.WaitGroup
 	for i := range 3 {
 		wg.Go(func() {
@@ -362,7 +367,7 @@ func TestBatcherWaitFollowsBatchTime(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if len(sizes) != 1 || sizes[0] != 3 {
-		t.Errorf("batches %v, want one of 3", sizes)
+	if len(bl.sizes) != 1 || bl.sizes[0] != 3 {
+		t.Errorf("batches %v, want one of 3", bl.sizes)
 	}
 }

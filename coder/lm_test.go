@@ -47,9 +47,9 @@ func TestLMCodecsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20))
+	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM2(m, 1<<20), NewLMCM1(m, 1<<20))
 	ctx := context.Background()
-	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.2", "lm+cm.1"} {
 		c, err := reg.ByName(name)
 		if err != nil {
 			t.Fatal(err)
@@ -126,9 +126,9 @@ func FuzzLMDecode(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<16), NewLMCM1(m, 1<<16))
+	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<16), NewLMCM2(m, 1<<16), NewLMCM1(m, 1<<16))
 	ctx := context.Background()
-	for _, name := range []string{"lm", "lm+cm", "lm+cm.1"} {
+	for _, name := range []string{"lm", "lm+cm", "lm+cm.2", "lm+cm.1"} {
 		c, _ := reg.ByName(name)
 		rec, _ := reg.EncodeWith(ctx, nil, c, []byte("some text to code, some text"))
 		f.Add(rec)
@@ -154,7 +154,7 @@ func TestStandardHasLMCodecs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"lm", "lm+cm", "lm+cm.1"} {
+	for _, n := range []string{"lm", "lm+cm", "lm+cm.2", "lm+cm.1"} {
 		c, err := reg.ByName(n)
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +190,7 @@ func BenchmarkLMCodecs(b *testing.B) {
 	}
 	src = src[:16<<10]
 	ctx := context.Background()
-	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20), NewLMCM1(m, 64<<20), NewCM(64 << 20)} {
+	for _, c := range []Codec{NewLM(m), NewLMCM(m, 64<<20), NewLMCM2(m, 64<<20), NewLMCM1(m, 64<<20), NewCM(64 << 20)} {
 		payload, err := c.Encode(ctx, nil, src)
 		if err != nil {
 			b.Fatal(err)
@@ -216,7 +216,7 @@ func BenchmarkLMCodecs(b *testing.B) {
 }
 
 // TestLMGolden pins the payloads of lm and lm+cm for a fixed input with the
-// built-in model (lstm1) and with the first built-in model (wmlp1, kept in
+// built-in model (lstm2), with the retired built-in models (lstm1) and with the first built-in model (wmlp1, kept in
 // predictor/lm/testdata so its blocks stay readable): any change to the LM
 // arithmetic, the mixer or cm shows up here and needs a new codec id (or, for
 // a new model, a new model id).
@@ -241,17 +241,26 @@ func TestLMGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m2dFile, ok := lm.BuiltinFile(retiredM2D)
+	if !ok {
+		t.Fatal("the retired default model (lstm1 m2d a4a5c97e) is not built in")
+	}
+	m2d, err := lm.Load(m2dFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	src := []byte("Golden test input: the lmfs LM codes this sentence, twice. The lmfs LM codes this sentence, twice.\n")
 	for _, tc := range []struct {
 		name   string
 		m      *lm.Model
 		golden map[string]string
 	}{
-		{"lstm1 default", def, map[string]string{"lm": lmGolden, "lm+cm.1": lmcm1Golden, "lm+cm": lmcmGolden}},
-		{"lstm1 retired m2", prev, map[string]string{"lm": lmGoldenM2, "lm+cm.1": lmcm1GoldenM2, "lm+cm": lmcmGoldenM2}},
-		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm.1": lmcm1GoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
+		{"lstm2 default", def, map[string]string{"lm": lmGolden, "lm+cm.1": lmcm1Golden, "lm+cm.2": lmcm2Golden, "lm+cm": lmcmGolden}},
+		{"lstm1 retired m2d", m2d, map[string]string{"lm": lmGoldenM2D, "lm+cm.1": lmcm1GoldenM2D, "lm+cm.2": lmcm2GoldenM2D, "lm+cm": lmcmGoldenM2D}},
+		{"lstm1 retired m2", prev, map[string]string{"lm": lmGoldenM2, "lm+cm.1": lmcm1GoldenM2, "lm+cm.2": lmcm2GoldenM2, "lm+cm": lmcmGoldenM2}},
+		{"wmlp1", old, map[string]string{"lm": lmGoldenWMLP1, "lm+cm.1": lmcm1GoldenWMLP1, "lm+cm.2": lmcm2GoldenWMLP1, "lm+cm": lmcmGoldenWMLP1}},
 	} {
-		for _, c := range []Codec{NewLM(tc.m), NewLMCM1(tc.m, 64<<20), NewLMCM(tc.m, 64<<20)} {
+		for _, c := range []Codec{NewLM(tc.m), NewLMCM1(tc.m, 64<<20), NewLMCM2(tc.m, 64<<20), NewLMCM(tc.m, 64<<20)} {
 			p, err := c.Encode(context.Background(), nil, src)
 			if err != nil {
 				t.Fatal(err)
@@ -267,20 +276,30 @@ func TestLMGolden(t *testing.T) {
 	}
 }
 
-// retiredM2 is the model id of session 2's default model, retired into
-// predictor/lm/retired.
+// retiredM2D is the model id of session 3's default model (lstm1 m2d),
+// retired into predictor/lm/retired.
+var retiredM2D = [32]byte{0xa4, 0xa5, 0xc9, 0x7e, 0xd5, 0x51, 0x8f, 0xe8, 0xbf, 0xd9, 0xb6, 0xd8, 0x2d, 0xe8, 0xd3, 0x76, 0x30, 0x16, 0x89, 0x45, 0x22, 0xd9, 0x86, 0xc4, 0x02, 0x43, 0x12, 0x77, 0x9f, 0x68, 0x7a, 0x5d}
+
+// retiredM2 is the model id of session 2's default model, retired too.
 var retiredM2 = [32]byte{0xe6, 0x3f, 0x60, 0xa7, 0xb4, 0x7b, 0x9f, 0xbb, 0x59, 0x9b, 0xb3, 0x8e, 0x5d, 0x43, 0xd4, 0x31, 0x0a, 0x21, 0x6c, 0x19, 0x5d, 0xe3, 0xe5, 0x11, 0xda, 0x68, 0x16, 0x5c, 0x28, 0x12, 0x6b, 0xc6}
 
 const (
-	lmGolden         = "b9181b05c40633390d9b79ce2709fd5168f98c12d3e36b1cd2507c7a0d441bcc"
-	lmcm1Golden      = "9d40954b5cfb68f36c9a7313cc1264a5f62eafeed017035ecd8c8bfe2abe4350"
+	lmGolden         = "5ee8035a0666d260225fca51cab49deff1fcbddf410619bab1e62b1c07820c05"
+	lmcm1Golden      = "a16baeb564701146a5fd4d56417033683294693f5dc90c4a7e936adaa5b84cfb"
+	lmcm2Golden      = "7bbaf05935fec29c74b6db48a57c77fdb929873fea287a8dc9d99b3ad1263066"
+	lmcmGolden       = "e72d416c7709d2985d538cc345e89b4de34b7e91ae8dc90ada91470e66d71145"
+	lmGoldenM2D      = "b9181b05c40633390d9b79ce2709fd5168f98c12d3e36b1cd2507c7a0d441bcc"
+	lmcm1GoldenM2D   = "9d40954b5cfb68f36c9a7313cc1264a5f62eafeed017035ecd8c8bfe2abe4350"
 	lmGoldenM2       = "8b14b693d94184e5655f89663eb9a9136b079faf1bdf7e0081ea69c5c347a651"
 	lmcm1GoldenM2    = "ebcd7a6af13d2a65757f449df9229c950d23f8abcd11b9b2ca61ecb9088e5153"
 	lmGoldenWMLP1    = "7ed368575a9b3bcee436cb05e816d4b49917e45d586f19ec34d7cf90b08d408f"
 	lmcm1GoldenWMLP1 = "ee56d81cf35a55bfb7f50f41f3c58385fd216ea2c4cde488af5dd17570401d5c"
-	lmcmGolden       = "e9372a112dd00fffcb9a16bbd1b27b31f1e62946aeff8ff71675e7f8ecfc386f"
-	lmcmGoldenM2     = "8c36815543d0e943eeda4a7f9fcc222795bc854b133f562dcbe7a30645f826b9"
-	lmcmGoldenWMLP1  = "45bc5b12309f0faa2e24c87a6fc01527c336b8e2ca3c5c9fdc77fabffbbfc14c"
+	lmcm2GoldenM2D   = "e9372a112dd00fffcb9a16bbd1b27b31f1e62946aeff8ff71675e7f8ecfc386f"
+	lmcm2GoldenM2    = "8c36815543d0e943eeda4a7f9fcc222795bc854b133f562dcbe7a30645f826b9"
+	lmcm2GoldenWMLP1 = "45bc5b12309f0faa2e24c87a6fc01527c336b8e2ca3c5c9fdc77fabffbbfc14c"
+	lmcmGoldenM2D    = "46150670fee1b05aab75be9757aa9588b98bcbacb0c80c49fd960d3fd50f7e50"
+	lmcmGoldenM2     = "d8eab1c1937cf9d744ca8470d323d65402ddf734eb649857a09f30c5765a888b"
+	lmcmGoldenWMLP1  = "0776ca52542dfc34bfe6c5f16d875b84fd148e24611f5fa812cad37f4d4b15d2"
 )
 
 // TestRetiredModel: a block coded with a retired built-in model decodes with
@@ -348,8 +367,8 @@ func TestRetiredModel(t *testing.T) {
 	}
 }
 
-// BenchmarkLMCMMixing measures cm and the mixer of lm+cm (id 6) and
-// lm+cm.1 (id 5) without the LM: the LM's bit probabilities of 32 KiB of Go
+// BenchmarkLMCMMixing measures cm and the mixer of lm+cm (id 7), lm+cm.2
+// (id 6) and lm+cm.1 (id 5) without the LM: the LM's bit probabilities of 32 KiB of Go
 // source are computed once and the blocks are coded from them, as with an
 // accelerator. cm alone is the baseline.
 func BenchmarkLMCMMixing(b *testing.B) {
@@ -389,7 +408,7 @@ func BenchmarkLMCMMixing(b *testing.B) {
 			}
 		}
 	})
-	for _, c := range []*LMCM{NewLMCM(m, 64<<20), NewLMCM1(m, 64<<20)} {
+	for _, c := range []*LMCM{NewLMCM(m, 64<<20), NewLMCM2(m, 64<<20), NewLMCM1(m, 64<<20)} {
 		b.Run(c.Name(), func(b *testing.B) {
 			b.SetBytes(int64(len(src)))
 			var out []byte
@@ -403,9 +422,9 @@ func BenchmarkLMCMMixing(b *testing.B) {
 	}
 }
 
-// TestMaxUsesLMCM6: policy max tries lm+cm (id 6), not the superseded
-// lm+cm.1, which still decodes and can be picked by name.
-func TestMaxUsesLMCM6(t *testing.T) {
+// TestMaxUsesLMCM7: policy max tries lm+cm (id 7), not the superseded
+// lm+cm.2 and lm+cm.1, which still decode and can be picked by name.
+func TestMaxUsesLMCM7(t *testing.T) {
 	o := DefaultOptions()
 	o.Device = "cpu"
 	reg, err := NewStandard(o)
@@ -417,10 +436,10 @@ func TestMaxUsesLMCM6(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := strings.Join(ch.Codecs(), ",")
-	if !slices.Contains(ch.Codecs(), "lm+cm") || slices.Contains(ch.Codecs(), "lm+cm.1") {
-		t.Fatalf("policy max uses %s: want lm+cm and not lm+cm.1", names)
+	if !slices.Contains(ch.Codecs(), "lm+cm") || slices.Contains(ch.Codecs(), "lm+cm.1") || slices.Contains(ch.Codecs(), "lm+cm.2") {
+		t.Fatalf("policy max uses %s: want lm+cm and not lm+cm.1 or lm+cm.2", names)
 	}
-	for name, id := range map[string]ID{"lm+cm": IDLMCM, "lm+cm.1": IDLMCM1} {
+	for name, id := range map[string]ID{"lm+cm": IDLMCM, "lm+cm.2": IDLMCM2, "lm+cm.1": IDLMCM1} {
 		c, err := reg.ByName(name)
 		if err != nil {
 			t.Fatal(err)
@@ -441,7 +460,7 @@ func TestLMCMTruncated(t *testing.T) {
 	}
 	ctx := context.Background()
 	src := []byte(strings.Repeat("Truncated payloads must fail cleanly. ", 20))
-	for _, c := range []Codec{NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20)} {
+	for _, c := range []Codec{NewLMCM(m, 1<<20), NewLMCM2(m, 1<<20), NewLMCM1(m, 1<<20)} {
 		p, err := c.Encode(ctx, nil, src)
 		if err != nil {
 			t.Fatal(err)

@@ -13,16 +13,18 @@ import (
 	"github.com/lmfs/lmfs/predictor/mix"
 )
 
-// LMCM is the lm+cm codec: id 6 ("lm+cm", predictor/lmmix's mixer) or the
-// superseded id 5 ("lm+cm.1", kept so its blocks decode). The payload is cm's parameter byte (see
+// LMCM is the lm+cm codec: id 7 ("lm+cm", predictor/lmmix's Mixer7) or the
+// superseded ids 6 ("lm+cm.2", predictor/lmmix's Mixer) and 5 ("lm+cm.1"),
+// kept so their blocks decode. The payload is cm's parameter byte (see
 // predictor.BitPredictor) and then the arithmetic coder's stream. Every byte
 // is coded as eight binary
 // decisions, most significant bit first; for each, the LM's probability (the
 // ratio of its frequency table over the two halves of the current bit-tree
 // node, as EncodeSymbol codes it) and the context-mixing model's are mixed.
 // Id 6 feeds the LM's stretched probability into mixers next to cm's own
-// inputs (predictor/lmmix, SPEC.md there). Id 5 mixes the LM's probability and
-// cm's final one by a 2-input adaptive integer mixer (predictor/mix) whose
+// inputs (predictor/lmmix, SPEC.md there); id 7 adds inputs from contexts
+// of its own (word pairs, column, byte above, indirect, sparse, order 12).
+// Id 5 mixes the LM's probability and cm's final one by a 2-input adaptive integer mixer (predictor/mix) whose
 // weights start anew in every block, refined by an APM keyed by the partial
 // byte and the LM's confidence. Blocks carry the LM's model id.
 type LMCM struct {
@@ -32,7 +34,8 @@ type LMCM struct {
 	lm    predictor.ByteModel
 	cm    *cm.Predictor
 	acc   *accel // nil: the LM runs on the CPU (lm)
-	// mixers pools id 6's mixers (about 110 KiB each).
+	// mixers pools the mixers of id 6 (*lmmix.Mixer, about 110 KiB each)
+	// or id 7 (*lmmix.Mixer7).
 	mixers sync.Pool
 }
 
@@ -49,16 +52,29 @@ const (
 
 var lmcmInit = []int32{32768, 32768} // weights of LM and cm, 16.16: one half each
 
-// NewLMCM returns the lm+cm codec (id 6) for LM m with cm models bounded by
+// NewLMCM returns the lm+cm codec (id 7) for LM m with cm models bounded by
 // cmMemory bytes each.
 func NewLMCM(m *lm.Model, cmMemory int64) *LMCM {
 	return newLMCM(IDLMCM, m, ModelID(m.ID()), cmMemory)
 }
 
-// NewLMCMModel returns the lm+cm codec (id 6) for any byte model m (whose
+// NewLMCMModel returns the lm+cm codec (id 7) for any byte model m (whose
 // model id is model), with cm models bounded by cmMemory bytes.
 func NewLMCMModel(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
 	return newLMCM(IDLMCM, m, model, cmMemory)
+}
+
+// NewLMCM2 returns the superseded lm+cm.2 codec (id 6) for LM m with cm
+// models bounded by cmMemory bytes each.
+func NewLMCM2(m *lm.Model, cmMemory int64) *LMCM {
+	return newLMCM(IDLMCM2, m, ModelID(m.ID()), cmMemory)
+}
+
+// NewLMCM2Model returns the superseded lm+cm.2 codec (id 6) for any byte
+// model m (whose model id is model), with cm models bounded by cmMemory
+// bytes.
+func NewLMCM2Model(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
+	return newLMCM(IDLMCM2, m, model, cmMemory)
 }
 
 // NewLMCM1 returns the superseded lm+cm.1 codec (id 5) for LM m with cm
@@ -84,9 +100,9 @@ func (c *LMCM) ID() ID { return c.id }
 // Name implements Codec.
 func (c *LMCM) Name() string { return c.name }
 
-// Superseded reports whether a newer codec replaces this one (id 5): it
-// still decodes and can be chosen by name, but policy max skips it.
-func (c *LMCM) Superseded() bool { return c.id == IDLMCM1 }
+// Superseded reports whether a newer codec replaces this one (ids 5 and
+// 6): it still decodes and can be chosen by name, but policy max skips it.
+func (c *LMCM) Superseded() bool { return c.id == IDLMCM1 || c.id == IDLMCM2 }
 
 // Model implements Codec.
 func (c *LMCM) Model() (ModelID, bool) { return c.model, true }
@@ -94,10 +110,11 @@ func (c *LMCM) Model() (ModelID, bool) { return c.model, true }
 // lmcmState codes the bits of one block.
 type lmcmState struct {
 	cm  predictor.BitModel
-	cmm *cm.Model    // id 6: cm's model, whose inputs the mixer reads
-	m2  *lmmix.Mixer // id 6
-	mx  *mix.Mixer   // id 5
-	ap  *mix.APM     // id 5
+	cmm *cm.Model     // ids 6, 7: cm's model, whose inputs the mixer reads
+	m2  *lmmix.Mixer  // id 6
+	m7  *lmmix.Mixer7 // id 7
+	mx  *mix.Mixer    // id 5
+	ap  *mix.APM      // id 5
 	in  [2]int32
 	cum [257]uint32
 }
@@ -122,6 +139,15 @@ func (c *LMCM) newState(n int, params byte) (*lmcmState, error) {
 		c.cm.Release(m)
 		return nil, fmt.Errorf("lm+cm: cm predictor gave a %T, not a *cm.Model", m)
 	}
+	if c.id == IDLMCM {
+		m7, _ := c.mixers.Get().(*lmmix.Mixer7)
+		if m7 == nil {
+			m7 = lmmix.New7(n)
+		} else {
+			m7.Reset(n)
+		}
+		return &lmcmState{cm: m, cmm: cmm, m7: m7}, nil
+	}
 	m2, _ := c.mixers.Get().(*lmmix.Mixer)
 	if m2 == nil {
 		m2 = lmmix.New()
@@ -137,12 +163,18 @@ func (c *LMCM) release(s *lmcmState) {
 	if s.m2 != nil {
 		c.mixers.Put(s.m2)
 	}
+	if s.m7 != nil {
+		c.mixers.Put(s.m7)
+	}
 }
 
 // p returns the mixed P(next bit = 1) for bit k (0 = most significant) of
 // the bit-tree node that starts at symbol lo, given the LM's probability pl
 // (symbolP of the node).
 func (s *lmcmState) p(k, lo int, pl int32) int {
+	if s.m7 != nil {
+		return s.m7.P(pl, s.cmm)
+	}
 	if s.m2 != nil {
 		return s.m2.P(pl, s.cmm)
 	}
@@ -167,6 +199,11 @@ func (s *lmcmState) p(k, lo int, pl int32) int {
 }
 
 func (s *lmcmState) update(bit int) {
+	if s.m7 != nil {
+		s.m7.Update(bit)
+		s.cmm.Update(bit)
+		return
+	}
 	if s.m2 != nil {
 		s.m2.Update(bit)
 		s.cmm.Update(bit)

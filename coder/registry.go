@@ -19,7 +19,8 @@ const (
 	IDCM     ID = 3
 	IDLM     ID = 4
 	IDLMCM1  ID = 5 // lm+cm.1: superseded by IDLMCM, decodes old blocks
-	IDLMCM   ID = 6
+	IDLMCM2  ID = 6 // lm+cm.2: superseded by IDLMCM, decodes old blocks
+	IDLMCM   ID = 7
 )
 
 // Codec turns a block's raw bytes into a payload and back. Implementations
@@ -65,7 +66,7 @@ func NewRegistry(codecs ...Codec) *Registry {
 		byName:   map[string]Codec{},
 		plain:    map[ID]Codec{},
 		model:    map[ID]map[ModelID]Codec{},
-		modelIDs: map[ID]bool{IDLM: true, IDLMCM1: true, IDLMCM: true},
+		modelIDs: map[ID]bool{IDLM: true, IDLMCM1: true, IDLMCM2: true, IDLMCM: true},
 	}
 	r.Register(Raw{})
 	for _, c := range codecs {
@@ -146,7 +147,7 @@ func (r *Registry) NameOf(id ID) string {
 	return fmt.Sprintf("codec#%d", id)
 }
 
-var builtinNames = map[ID]string{IDRaw: "raw", IDZstd: "zstd", IDOrder2: "order2", IDCM: "cm", IDLM: "lm", IDLMCM1: "lm+cm.1", IDLMCM: "lm+cm"}
+var builtinNames = map[ID]string{IDRaw: "raw", IDZstd: "zstd", IDOrder2: "order2", IDCM: "cm", IDLM: "lm", IDLMCM1: "lm+cm.1", IDLMCM2: "lm+cm.2", IDLMCM: "lm+cm"}
 
 // UsesModel reports whether blocks of codec id carry a model id.
 func (r *Registry) UsesModel(id ID) (bool, error) {

@@ -130,6 +130,7 @@ func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64, encode b
 			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log}
 			reg(NewLMAccel(m, id, a))
 			reg(NewLMCMAccel(m, id, cmMemory, a))
+			reg(NewLMCM2Accel(m, id, cmMemory, a))
 			reg(NewLMCM1Accel(m, id, cmMemory, a))
 			return
 		}
@@ -137,6 +138,7 @@ func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64, encode b
 	}
 	reg(NewLM(m))
 	reg(NewLMCM(m, cmMemory))
+	reg(NewLMCM2(m, cmMemory))
 	reg(NewLMCM1(m, cmMemory))
 }
 

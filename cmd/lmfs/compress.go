@@ -252,7 +252,7 @@ codec for every block (a block it would enlarge is stored raw). Use - for stdin 
 				}
 			}
 			nw := workers(c)
-			if codecName == "lm" || codecName == "lm+cm" || codecName == "lm+cm.1" || c.Codec.Policy == string(coder.PolicyMax) {
+			if codecName == "lm" || codecName == "lm+cm" || codecName == "lm+cm.2" || codecName == "lm+cm.1" || c.Codec.Policy == string(coder.PolicyMax) {
 				nw = gpuWorkers(reg, c, nw)
 			}
 			return a.compress(cmd.Context(), reg, enc, args[0], args[1], bs, nw, force, verbose)

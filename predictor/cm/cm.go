@@ -335,11 +335,13 @@ func hash32(x uint32) uint32 {
 
 // find returns the byte offset of the slot for context hash h, claiming the
 // least used of three candidate slots when none carries h's checksum.
-func (m *Model) find(h uint32) int {
+func (m *Model) find(h uint32) int { return findSlot(m.ht, m.mask, h) }
+
+// findSlot is find on table t of mask+1 slots of 16 bytes.
+func findSlot(t []uint8, mask, h uint32) int {
 	h = hash32(h)
 	chk := uint8(h >> 24)
-	i := h & m.mask
-	t := m.ht
+	i := h & mask
 	b0 := int(i) * 16
 	if t[b0] == chk {
 		return b0
@@ -539,8 +541,7 @@ func (m *Model) train(y int) {
 		st := m.st[i]
 		// state maps start from the states' count estimates and learn
 		// at a fixed rate of 1/256
-		v := &m.sm[i][st]
-		*v += uint32((int32(yb)<<22 - int32(*v>>10)) >> 8 << 10)
+		StateMapUpdate(&m.sm[i][st], yb)
 		ht[m.cp[i]] = nextState[st][yb]
 	}
 	if m.mlen > 0 {

@@ -1,6 +1,6 @@
 // cm.cu: the lm+cm codecs on the GPU, one block per thread, bit for bit the
 // Go reference: predictor/cm (the context-mixing bit model), the mixing stage
-// of lm+cm id 6 (predictor/lmmix, SPEC.md there) or of lm+cm.1 id 5
+// of lm+cm id 7 or id 6 (predictor/lmmix's Mixer7 and Mixer, SPEC.md there) or of lm+cm.1 id 5
 // (coder/lmcm.go: predictor/mix's mixer and APM), chosen per call, and the
 // binary arithmetic coder of coder/arith.go, encoder and decoder. Every
 // number that shapes a probability is an integer computed in the Go code's
@@ -93,7 +93,43 @@ constexpr int64_t oAPM = 64 * 4;                         // int32[1024 x 33]
 constexpr int64_t bytes = oAPM + (int64_t)kLMCMAPMCtx * 33 * 4;
 }  // namespace mix5
 
-constexpr int64_t kMixBytes = ((mix5::bytes > mix6::bytes ? mix5::bytes : mix6::bytes) + 15) & ~(int64_t)15;
+// The mixing stage of codec id 7 (predictor/lmmix's Mixer7, SPEC.md there): id 6's with nine
+// more inputs from contexts of its own, each a bit history in a per-block table of cm's kind
+// (the "context table", after cm's hash table in the block's region).
+namespace mix7 {
+constexpr int nCx = 9, nIn = 24, kRow = 24;
+// Lmcm7State is the stage's small state between launches (in the mixer area).
+struct Lmcm7State {
+  uint32_t word0, word1, word2, mask;  // mask: the context table's slots - 1
+  int64_t lineStart, prevLine;
+  uint32_t h[nCx];
+  uint32_t slot[nCx];
+};
+// byte offsets in the mixer area
+constexpr int64_t oW = 0;                                                // int32[nMix x 256 x kRow]
+constexpr int64_t oW2 = oW + (int64_t)mix6::nMix * 256 * kRow * 4;         // int32[sets2 x nMix]
+constexpr int64_t oAL = oW2 + (int64_t)mix6::sets2 * mix6::nMix * 4;       // uint16[256 x 33]
+constexpr int64_t oA1 = oAL + 256 * mix6::nBins * 2;                     // uint16[256 x 33]
+constexpr int64_t oA2 = oA1 + 256 * mix6::nBins * 2;                     // uint16[lmQ x 8 x 33]
+constexpr int64_t oSM = oA2 + (int64_t)mix6::lmQ * 8 * mix6::nBins * 2;  // as id 6's
+constexpr int64_t oCSM = oSM + 2 * mix6::lmQ * 256 * 2 + mix6::lmQ * 32 * 2;  // uint32[nCx x 256]
+constexpr int64_t oIND = oCSM + (int64_t)nCx * 256 * 4;                  // uint16[256]
+constexpr int64_t oIND2 = oIND + 256 * 2;                                // uint16[4096]
+constexpr int64_t oST = oIND2 + 4096 * 2;                                // Lmcm7State
+constexpr int64_t bytes = oST + (int64_t)sizeof(Lmcm7State);
+static_assert(oCSM % 16 == 0 && oST % 16 == 0, "mix7 tables stay aligned");
+}  // namespace mix7
+
+// lmcm7_slots_log is the log2 of the id 7 context table's 16-byte slots for
+// a block of n bytes: the smallest lg >= 10 with 2^lg >= (9n) >> 2, at most 22.
+__host__ __device__ __forceinline__ int lmcm7_slots_log(int64_t n) {
+  int lg = 10;
+  while (((int64_t)1 << lg) < ((n * 9) >> 2) && lg < 22) lg++;
+  return lg;
+}
+
+constexpr int64_t kMix56 = mix5::bytes > mix6::bytes ? mix5::bytes : mix6::bytes;
+constexpr int64_t kMixBytes = ((kMix56 > mix7::bytes ? kMix56 : mix7::bytes) + 15) & ~(int64_t)15;
 
 // Byte offsets of a block's tables inside its region (16-byte aligned).
 constexpr int64_t kOffO1 = 0;                                          // uint32[65536]
@@ -143,7 +179,7 @@ struct CMState {
 // CMBlocks describes the blocks of a call, indexed by stream slot (the
 // LM's streams, blocks in decreasing length order).
 struct CMBlocks {
-  int rule;               // 5 or 6: the mixing stage
+  int rule;               // 5, 6 or 7: the mixing stage
   const CMTabs *T;
   CMState *st;            // [nb], by block
   uint8_t *region;        // cm tables
@@ -186,6 +222,11 @@ struct CMCtx {
   int32_t x6[mix6::nIn];
   int32_t sel[mix6::nMix], dot[mix6::nMix], pm[mix6::nMix];
   int32_t sel2, d2, p2, iL, is[2], iM, i1, i2, pL, pC;
+  // id 7 (with id 6's fields above)
+  uint8_t *ht7;  // the context table
+  int32_t x7[mix7::nIn];
+  uint32_t cp7[mix7::nCx];
+  uint8_t st7[mix7::nCx];
 };
 
 __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
@@ -201,6 +242,7 @@ __device__ __forceinline__ void cm_view(CMCtx &c, const CMBlocks &B, int b) {
   c.fw = (int32_t *)(r + kOffFW);
   c.mt = (int32_t *)(r + kOffMT);
   c.ht = r + kOffMT + 4 * (int64_t)cm_match_size(B.len[b]);
+  c.ht7 = c.ht + ((int64_t)16 << B.lg[b]);  // id 7 only: its region holds the context table there
   c.buf = B.data + B.off[b];
 }
 
@@ -595,12 +637,245 @@ __device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
   apm_train(SM, 2 * lmQ * 256 + c.iM, y, smRate);
 }
 
+// ---- the lm+cm mixing stage of codec id 7 (predictor/lmmix's Mixer7) ----
+
+// lmcm7_find is cm.Slots.Find on the context table t (mask+1 slots): cm's
+// find (cm_find) on another table.
+__device__ __forceinline__ uint32_t lmcm7_find(const CMTabs *T, uint8_t *t, uint32_t mask, uint32_t h) {
+  h = cm_hash32(h);
+  uint8_t chk = (uint8_t)(h >> 24);
+  uint32_t i = h & mask;
+  uint32_t b0 = i * 16;
+  if (t[b0] == chk) return b0;
+  uint32_t b1 = (i ^ 1) * 16;
+  if (t[b1] == chk) return b1;
+  uint32_t b2 = (i ^ 2) * 16;
+  if (t[b2] == chk) return b2;
+  uint32_t b = b0;
+  if (TAB(T->prio[t[b1 + 1]]) < TAB(T->prio[t[b + 1]])) b = b1;
+  if (TAB(T->prio[t[b2 + 1]]) < TAB(T->prio[t[b + 1]])) b = b2;
+#ifdef LMFS_EMU
+  std::memset(t + b, 0, 16);
+#else
+  *(uint4 *)(t + b) = make_uint4(0, 0, 0, 0);  // slots are 16-byte aligned
+#endif
+  t[b] = chk;
+  return b;
+}
+
+// lmcm7_hashes is Mixer7.byteUpdate: the contexts' hashes from the history
+// (cm's c4, c8 and n = bytes coded, the stage's words, lines and tables).
+__device__ __forceinline__ void lmcm7_hashes(CMCtx &c) {
+  using namespace mix7;
+  Lmcm7State *m = (Lmcm7State *)(c.mix + oST);
+  const uint16_t *IND = (const uint16_t *)(c.mix + oIND), *IND2 = (const uint16_t *)(c.mix + oIND2);
+  uint32_t c4 = c.s.c4, c8 = c.s.c8, c1 = c4 & 0xFF;
+  int64_t pos = c.s.n;
+  int64_t col = pos - m->lineStart;
+  int64_t colc = col < 255 ? col : 255;
+  uint32_t aboveC = 0, above = 0;
+  if (m->prevLine >= 0 && m->prevLine + colc < m->lineStart) aboveC = (uint32_t)c.buf[m->prevLine + colc] + 256;
+  if (m->prevLine >= 0 && m->prevLine + col < m->lineStart) above = (uint32_t)c.buf[m->prevLine + col] + 256;
+  uint32_t c12 = 0;
+  if (pos >= 12)
+    c12 = ((uint32_t)c.buf[pos - 12] << 24) | ((uint32_t)c.buf[pos - 11] << 16) | ((uint32_t)c.buf[pos - 10] << 8) |
+          (uint32_t)c.buf[pos - 9];
+  uint32_t i2 = ((c4 & 0xFFFFu) * 0x9E3779B1u) >> 20;
+  m->h[0] = cm_hash32(m->word0 * 0x2545F491u + cm_hash32(m->word1 + 0x1000193u)) + 0x0B000000u;  // word bigram
+  m->h[1] = ((aboveC << 8) | (uint32_t)colc) * 0x6F4F2A35u + 0x0D000000u;                     // column
+  m->h[2] = (c1 | ((uint32_t)IND[c1] << 8)) * 0x2F0B4C75u + 0x13000000u;                      // indirect
+  m->h[3] = ((above << 8) | c1) * 0x7FEB352Du + 0x17000000u;                                   // above, byte -1
+  m->h[4] = (c4 & 0xFF00FF00u) * 0x846CA68Bu + 0x19000000u;                                    // bytes -2, -4
+  m->h[5] = cm_hash32(m->word1 * 0x2F0B4C75u + cm_hash32(m->word2 + 0x1B000000u)) + 0x1B000000u;  // words 1, 2
+  m->h[6] = cm_hash32(m->word0 * 0x7A3F5E93u + cm_hash32(m->word2 + 0x1D000000u)) + 0x1D000000u;  // words 0, 2
+  m->h[7] = cm_hash32(cm_hash32(c4 * 0x9E3779B1u + 0x1F000000u) + c8 * 0x6F4F2A35u) + c12 * 0x3C6EF372u;  // order 12
+  m->h[8] = ((c4 & 0xFFFFu) | ((uint32_t)IND2[i2] << 16)) * 0x2545F491u + 0x21000000u;          // indirect, 2 bytes
+}
+
+// lmcm7_lookups is Mixer7.nibbleUpdate (c0 = cm's partial byte).
+__device__ __forceinline__ void lmcm7_lookups(CMCtx &c) {
+  using namespace mix7;
+  Lmcm7State *m = (Lmcm7State *)(c.mix + oST);
+  uint32_t k = c.s.c0 * 0x1D8E4E27u;
+  uint32_t mask = m->mask;
+  for (int j = 0; j < nCx; j++) m->slot[j] = lmcm7_find(c.T, c.ht7, mask, m->h[j] + k);
+}
+
+// lmcm7_start is the end of Mixer7.Reset (the tables were set by
+// cm_init_kernel): history, hashes and lookups at the block's start.
+__device__ __forceinline__ void lmcm7_start(CMCtx &c, int64_t len) {
+  using namespace mix7;
+  Lmcm7State *m = (Lmcm7State *)(c.mix + oST);
+  m->word0 = m->word1 = m->word2 = 0;
+  m->mask = (1u << lmcm7_slots_log(len)) - 1;
+  m->lineStart = 0;
+  m->prevLine = -1;
+  lmcm7_hashes(c);
+  lmcm7_lookups(c);
+}
+
+// lmcm7_advance is the rest of Mixer7.Update after training: called after
+// cm_advance (cm's history then holds the bit, and at a byte's end the byte,
+// which buf already holds).
+__device__ __forceinline__ void lmcm7_advance(CMCtx &c) {
+  using namespace mix7;
+  if (c.s.bits == 4) {
+    lmcm7_lookups(c);
+    return;
+  }
+  if (c.s.bits != 0) return;
+  Lmcm7State *m = (Lmcm7State *)(c.mix + oST);
+  uint16_t *IND = (uint16_t *)(c.mix + oIND), *IND2 = (uint16_t *)(c.mix + oIND2);
+  uint32_t ch = c.s.c4 & 0xFF, prev = c.s.c4 >> 8;  // prev: c4 before the byte (low 24 bits)
+  uint32_t c1 = prev & 0xFF;
+  IND[c1] = (uint16_t)((IND[c1] << 8) | ch);
+  uint32_t i2 = ((prev & 0xFFFFu) * 0x9E3779B1u) >> 20;
+  IND2[i2] = (uint16_t)((IND2[i2] << 8) | ch);
+  uint32_t lc = ch;
+  if (lc >= 'A' && lc <= 'Z') lc += 'a' - 'A';
+  if ((lc >= 'a' && lc <= 'z') || lc >= 0x80) {
+    m->word0 = (m->word0 + lc + 1) * 0x3D4D51CBu;
+  } else if (m->word0 != 0) {
+    m->word2 = m->word1;
+    m->word1 = m->word0;
+    m->word0 = 0;
+  }
+  if (ch == '\n') {
+    m->prevLine = m->lineStart;
+    m->lineStart = c.s.n;
+  }
+  lmcm7_hashes(c);
+  lmcm7_lookups(c);
+}
+
+// lmcm7_p is lmmix.Mixer7.P: id 6's inputs, the contexts' nine, three
+// mixers of 24 inputs, then id 6's second layer and APMs.
+__device__ __forceinline__ int32_t lmcm7_p(CMCtx &c, int32_t pl) {
+  using namespace mix6;
+  const CMTabs *T = c.T;
+  const int32_t *W = (const int32_t *)(c.mix + mix7::oW), *W2 = (const int32_t *)(c.mix + mix7::oW2);
+  const uint16_t *AL = (const uint16_t *)(c.mix + mix7::oAL), *A1 = (const uint16_t *)(c.mix + mix7::oA1);
+  const uint16_t *A2 = (const uint16_t *)(c.mix + mix7::oA2), *SM = (const uint16_t *)(c.mix + mix7::oSM);
+  const uint32_t *CSM = (const uint32_t *)(c.mix + mix7::oCSM);
+  const mix7::Lmcm7State *m = (const mix7::Lmcm7State *)(c.mix + mix7::oST);
+  int bits = c.s.bits;
+  int c0 = (int)(c.s.c0 & 0xFF), c1 = (int)(c.s.c4 & 0xFF), c2 = (int)((c.s.c4 >> 8) & 0xFF);
+  int32_t *x = c.x7;
+  int32_t stL = mix_stretch(T, pl >> 4);
+  x[inLM] = stL;
+#pragma unroll
+  for (int i = 0; i < kCMInputs; i++) x[inCM + i] = c.x[i];
+  x[inCMP] = mix_stretch(T, c.pr);
+  int32_t q = interp6(AL, c0 * nBins, stL + 2048, &c.iL);
+  x[inLMA] = mix_stretch(T, q >> 4);
+  int lq = (int)((stL + 2048) >> 8);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    c.is[j] = lq * 256 + c.st[j];
+    x[inSM + j] = mix_stretch(T, (int32_t)SM[j * lmQ * 256 + c.is[j]] >> 4);
+  }
+  int mb = 0;
+  if (c.s.mlen > 0) mb = (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + c.mbit;
+  c.iM = lq * 32 + mb;
+  x[inSMM] = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + c.iM] >> 4);
+  uint32_t node;
+  if (bits < 4) node = c.s.c0;
+  else node = (1u << (bits - 4)) | (c.s.c0 & ((1u << (bits - 4)) - 1));
+#pragma unroll
+  for (int j = 0; j < mix7::nCx; j++) {
+    uint32_t cp = m->slot[j] + node;
+    c.cp7[j] = cp;
+    uint8_t st = c.ht7[cp];
+    c.st7[j] = st;
+    x[nIn + j] = TAB(T->stretch[CSM[j * 256 + st] >> 20]);
+  }
+  c.sel[0] = (0 * 256 + c2) * mix7::kRow;
+  c.sel[1] = (1 * 256 + c0) * mix7::kRow;
+  c.sel[2] = (2 * 256 + c1) * mix7::kRow;
+#pragma unroll
+  for (int k = 0; k < nMix; k++) {
+    int32_t w[mix7::kRow];
+    load_row(w, W + c.sel[k]);
+    int64_t d = 0;
+#pragma unroll
+    for (int i = 0; i < mix7::nIn; i++) d += (int64_t)x[i] * (int64_t)w[i];
+    c.dot[k] = mix6_clampSt(d >> 16);
+    c.pm[k] = mix_squash(T, c.dot[k]);
+  }
+  int32_t ast = stL < 0 ? -stL : stL;
+  int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
+  int32_t dd = c.s.eL - c.s.eC;
+  int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
+  if (bits == 0) c.s.miss = 0;
+  int miss = c.s.miss < 2 ? c.s.miss : 2;
+  c.sel2 = (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
+  const int32_t *w2 = W2 + c.sel2;
+  int64_t d2 = (int64_t)c.dot[0] * w2[0] + (int64_t)c.dot[1] * w2[1] + (int64_t)c.dot[2] * w2[2];
+  c.d2 = mix6_clampSt(d2 >> 16);
+  c.p2 = mix_squash(T, c.d2);
+  c.pL = pl >> 4;
+  c.pC = c.pr;
+  int32_t q1 = interp6(A1, c0 * nBins, c.d2 + 2048, &c.i1);
+  int32_t q2 = interp6(A2, (lq * 8 + bits) * nBins, c.d2 + 2048, &c.i2);
+  int32_t p = (c.p2 * 32 + q1 + q2 + 2) >> 2;
+  return p < 16 ? 16 : (p > 65520 ? 65520 : p);
+}
+
+// lmcm7_update is lmmix.Mixer7.Update's training (cm is trained by the
+// caller, after; the history moves on in lmcm7_advance, after cm's).
+__device__ __forceinline__ void lmcm7_update(CMCtx &c, int bit) {
+  using namespace mix6;
+  int32_t *W = (int32_t *)(c.mix + mix7::oW), *W2 = (int32_t *)(c.mix + mix7::oW2);
+  uint16_t *AL = (uint16_t *)(c.mix + mix7::oAL), *A1 = (uint16_t *)(c.mix + mix7::oA1);
+  uint16_t *A2 = (uint16_t *)(c.mix + mix7::oA2), *SM = (uint16_t *)(c.mix + mix7::oSM);
+  uint32_t *CSM = (uint32_t *)(c.mix + mix7::oCSM);
+  const CMTabs *T = c.T;
+  int32_t y = bit & 1;
+  int64_t lr = rate1;
+  if (c.s.mixn < rateBits) lr = rate0;
+  c.s.mixn++;
+#pragma unroll
+  for (int k = 0; k < nMix; k++) {
+    int64_t err = (int64_t)((y << 12) - c.pm[k]);
+    if (err <= skipErr && err >= -skipErr) continue;
+    int64_t e = err * lr;
+    int32_t w[mix7::kRow];
+    load_row(w, W + c.sel[k]);
+#pragma unroll
+    for (int i = 0; i < mix7::nIn; i++) w[i] += (int32_t)(((int64_t)c.x7[i] * e + (1 << 13)) >> 14);
+    store_row(W + c.sel[k], w);
+  }
+  int64_t e = (int64_t)((y << 12) - c.p2) * rate2;
+  int32_t *w2 = W2 + c.sel2;
+#pragma unroll
+  for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
+  if ((y == 1) != (c.pL >= 2048)) c.s.miss++;
+  c.s.eL += ((abs32((y << 12) - c.pL) << 4) - c.s.eL) >> advShift;
+  c.s.eC += ((abs32((y << 12) - c.pC) << 4) - c.s.eC) >> advShift;
+  apm_train(A1, c.i1, y, apmRate);
+  apm_train(A2, c.i2, y, apmRate);
+  apm_train(AL, c.iL, y, apmRate);
+  apm_train(SM, c.is[0], y, smRate);
+  apm_train(SM, lmQ * 256 + c.is[1], y, smRate);
+  apm_train(SM, 2 * lmQ * 256 + c.iM, y, smRate);
+#pragma unroll
+  for (int j = 0; j < mix7::nCx; j++) {
+    uint8_t st = c.st7[j];
+    uint32_t *v = &CSM[j * 256 + st];
+    int32_t d = ((y << 22) - (int32_t)(*v >> 10)) >> 8;
+    *v += (uint32_t)d << 10;
+    // the state as it is now (Slots.Update): an earlier context may share the slot
+    c.ht7[c.cp7[j]] = TAB(T->next[c.ht7[c.cp7[j]]][y]);
+  }
+}
+
 // lmcm_p and lmcm_update dispatch to the codec's mixing stage.
 __device__ __forceinline__ int32_t lmcm_p(CMCtx &c, int rule, int k, int lo, int32_t pl) {
-  return rule == 6 ? lmcm6_p(c, pl) : lmcm5_p(c, k, lo, pl);
+  return rule == 7 ? lmcm7_p(c, pl) : rule == 6 ? lmcm6_p(c, pl) : lmcm5_p(c, k, lo, pl);
 }
 __device__ __forceinline__ void lmcm_update(CMCtx &c, int rule, int bit) {
-  if (rule == 6) lmcm6_update(c, bit);
+  if (rule == 7) lmcm7_update(c, bit);
+  else if (rule == 6) lmcm6_update(c, bit);
   else lmcm5_update(c, bit);
 }
 
@@ -628,7 +903,21 @@ __global__ void cm_init_kernel(CMBlocks B, int n) {
   const CMTabs *tb = B.T;
   for (int i = j; i < 65536; i += T) c.o1[i] = 1u << 31;
   for (int i = j; i < kCMWeightSets * kCMRow; i += T) c.w[i] = i % kCMRow < kCMInputs ? 1 << 14 : 0;
-  if (B.rule == 6) {
+  if (B.rule == 7) {
+    using namespace mix6;
+    int32_t *W = (int32_t *)(c.mix + mix7::oW), *W2 = (int32_t *)(c.mix + mix7::oW2);
+    uint16_t *A = (uint16_t *)(c.mix + mix7::oAL);  // the LM's APM, a1 and a2 follow each other
+    uint16_t *SM = (uint16_t *)(c.mix + mix7::oSM);
+    uint32_t *CSM = (uint32_t *)(c.mix + mix7::oCSM);
+    for (int i = j; i < nMix * 256 * mix7::kRow; i += T) {
+      int r = i % mix7::kRow;
+      W[i] = (r == inLM || r == inCMP) ? 1 << 15 : 0;
+    }
+    for (int i = j; i < sets2 * nMix; i += T) W2[i] = 65536 / nMix;
+    for (int i = j; i < (256 + 256 + lmQ * 8) * nBins; i += T) A[i] = (uint16_t)tb->mixApmRow[i % nBins];
+    for (int i = j; i < 2 * lmQ * 256 + lmQ * 32; i += T) SM[i] = 1 << 15;
+    for (int i = j; i < mix7::nCx * 256; i += T) CSM[i] = tb->smInit[i & 255];
+  } else if (B.rule == 6) {
     using namespace mix6;
     int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
     uint16_t *A = (uint16_t *)(c.mix + oAL);  // the LM's APM, a1 and a2 follow each other
@@ -678,6 +967,7 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
   }
   cm_byteUpdate(c);
   cm_nibbleUpdate(c);
+  if (B.rule == 7) lmcm7_start(c, B.len[b]);
   B.st[b] = s;
 }
 
@@ -728,6 +1018,7 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
       lmcm_update(c, B.rule, bit);
       cm_train(c, bit);
       cm_advance(c, bit);
+      if (B.rule == 7) lmcm7_advance(c);
       if (bit) lo += 128 >> k;
     }
     if (io >= cap) c.s.bad = (int32_t)t;
@@ -831,6 +1122,7 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
     cm_train(c, bit);
     if (k == 7) B.data[B.off[b] + t] = (uint8_t)(lo + bit);  // the buffer holds the byte before cm's byte update
     cm_advance(c, bit);
+    if (B.rule == 7) lmcm7_advance(c);
     if (bit) {
       lo = mid;
       clo = cmid;
@@ -965,7 +1257,7 @@ struct CMSetup {
   std::vector<int64_t> roff;
 };
 
-bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *params, CMSetup *cs, std::string *err) {
+bool cm_setup(Ctx *g, Buffers *bf, int rule, int nb, const int64_t *lens, const uint8_t *params, CMSetup *cs, std::string *err) {
   CMTabs *T;
   if (!bf->alloc(&T, 1, err) || !h2d(g, T, &cm_tables_host(), sizeof(CMTabs), err)) return false;
   cs->roff.assign(nb, 0);
@@ -979,6 +1271,7 @@ bool cm_setup(Ctx *g, Buffers *bf, int nb, const int64_t *lens, const uint8_t *p
     }
     cs->roff[i] = total;
     total += cm_region_bytes(lens[i], lg[i]);
+    if (rule == 7) total += (int64_t)16 << lmcm7_slots_log(lens[i]);  // id 7's context table, after cm's hash table
   }
   uint8_t *region;
   int64_t *droff;
@@ -1051,7 +1344,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   DevState S;
   if (!alloc_state(g, &bf, nb, &S, err)) return -1;
   CMSetup cs;
-  if (!cm_setup(g, &bf, nb, slen.data(), sparams.data(), &cs, err)) return -1;
+  if (!cm_setup(g, &bf, rule, nb, slen.data(), sparams.data(), &cs, err)) return -1;
   int32_t *didx;
   int64_t *doff, *dlen, *dioS, *dioE;
   uint8_t *ddata, *dio;
@@ -1182,10 +1475,13 @@ extern "C" {
 // lmfs_cuda_lmcm_block_bytes returns the GPU memory one block of len bytes
 // with cm parameter byte params needs in an lm+cm call, besides the LM's
 // state (lmfs_cuda_bytes_per_stream): cm's tables and state, the data, and
-// for encoding 16 bytes per byte of LM probabilities and the stream.
+// for encoding 16 bytes per byte of LM probabilities and the stream. It
+// counts lm+cm id 7's context table (16 << lmcm7_slots_log(len) bytes),
+// which rules 5 and 6 do not use.
 int64_t lmfs_cuda_lmcm_block_bytes(int64_t len, int params, int encode) {
   if (params < kCMMinSlotsLog || params > kCMMaxSlotsLog || len < 0) return -1;
-  int64_t b = cm_region_bytes(len, params) + (int64_t)sizeof(CMState) + 64 + len + len + len / 4 + 64;
+  int64_t b = cm_region_bytes(len, params) + ((int64_t)16 << lmcm7_slots_log(len)) + (int64_t)sizeof(CMState) + 64 + len + len +
+              len / 4 + 64;
   if (encode) b += 16 * len;
   else b += 1024;
   return b;
@@ -1193,7 +1489,7 @@ int64_t lmfs_cuda_lmcm_block_bytes(int64_t len, int params, int encode) {
 
 // lmfs_cuda_lmcm_encode codes nb blocks (block i is lens[i] >= 1 bytes of
 // data at the prefix sum of lens, cm parameter byte params[i]) with codec
-// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5 or 6). The
+// lm+cm of rule `rule` (the codec id whose mixing stage runs: 5, 6 or 7). The
 // arithmetic coder's stream of block i goes to out[outoff[i] ..], at most
 // outoff[i+1]-outoff[i] bytes; outlen[i] is its length, or -1 if it did not
 // fit. If sample is in [0, nb), the LM's path
@@ -1206,8 +1502,8 @@ int lmfs_cuda_lmcm_encode(void *h, int rule, int nb, const uint8_t *data, const 
 #ifndef LMFS_EMU
   cudaSetDevice(g->device);
 #endif
-  if (rule != 5 && rule != 6) {
-    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5 and 6)");
+  if (rule != 5 && rule != 6 && rule != 7) {
+    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5, 6 and 7)");
     return -1;
   }
   std::string err;
@@ -1228,8 +1524,8 @@ int lmfs_cuda_lmcm_decode(void *h, int rule, int nb, const uint8_t *pay, const i
 #ifndef LMFS_EMU
   cudaSetDevice(g->device);
 #endif
-  if (rule != 5 && rule != 6) {
-    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5 and 6)");
+  if (rule != 5 && rule != 6 && rule != 7) {
+    set_err("lm+cm rule " + std::to_string(rule) + " is not in this library (it runs 5, 6 and 7)");
     return -1;
   }
   std::string err;

@@ -8,13 +8,14 @@ import (
 // The lm+cm codec (coder/lmcm.go) on the GPU: the library runs the LM, cm,
 // the lm+cm mixer and the arithmetic coder of every block (cm.cu), so only
 // data and payloads cross to the host. Rule is the codec id whose mixing
-// stage runs (coder.IDLMCM1 = 5 or coder.IDLMCM = 6); params[i] is block i's cm parameter byte
+// stage runs (coder.IDLMCM1 = 5, coder.IDLMCM2 = 6 or coder.IDLMCM = 7); params[i] is block i's cm parameter byte
 // (predictor/cm's Params: the log2 of its hash-table slots).
 
 // Rules: the codec ids of lm+cm whose mixing stage the library runs.
 const (
 	RuleLMCM1 = 5 // lm+cm.1 (coder/lmcm.go's 2-input mixer and APM)
-	RuleLMCM  = 6 // lm+cm (predictor/lmmix)
+	RuleLMCM2 = 6 // lm+cm.2 (predictor/lmmix's Mixer)
+	RuleLMCM  = 7 // lm+cm (predictor/lmmix's Mixer7)
 )
 
 // LMCMBlockBytes returns the GPU memory one block of blockLen bytes with cm
@@ -74,9 +75,14 @@ func (m *Model) groups(n int, need func(i int) int64, f func(start, end int) err
 // stream that outgrows it (data the model expands) is coded on the CPU.
 func lmcmStreamCap(n int64) int64 { return n + n/4 + 16 }
 
+// HasLMCMRule reports whether the library runs the mixing stage of lm+cm
+// rule (codec id) rule: 5, 6 and 7. For other rules coder would run the LM
+// here and cm and the mixer on the CPU.
+func (m *Model) HasLMCMRule(rule int) bool { return checkRule(rule) == nil }
+
 func checkRule(rule int) error {
-	if rule != RuleLMCM1 && rule != RuleLMCM {
-		return fmt.Errorf("lm+cm rule %d is not in the CUDA library (it runs rules %d and %d)", rule, RuleLMCM1, RuleLMCM)
+	if rule != RuleLMCM1 && rule != RuleLMCM2 && rule != RuleLMCM {
+		return fmt.Errorf("lm+cm rule %d is not in the CUDA library (it runs rules %d, %d and %d)", rule, RuleLMCM1, RuleLMCM2, RuleLMCM)
 	}
 	return nil
 }

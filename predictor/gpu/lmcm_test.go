@@ -26,6 +26,7 @@ var lmcmRules = []struct {
 	accel func(m predictor.ByteModel, id coder.ModelID, mem int64, a coder.Accel) *coder.LMCM
 }{
 	{gpu.RuleLMCM1, coder.NewLMCM1Model, coder.NewLMCM1Accel},
+	{gpu.RuleLMCM2, coder.NewLMCM2Model, coder.NewLMCM2Accel},
 	{gpu.RuleLMCM, coder.NewLMCMModel, coder.NewLMCMAccel},
 }
 
@@ -61,25 +62,32 @@ func lmcmBlocks(t testing.TB, many int) [][]byte {
 func TestLMCMMatchesGo(t *testing.T) {
 	l := testLib(t)
 	data, spec := genModel(11, 2, 32, false)
+	checkLMCMMatchesGo(t, l, data, spec, lmcmBlocks(t, 40), 2)
+}
+
+// checkLMCMMatchesGo codes blocks (of at least one byte each) with lm+cm,
+// every rule, on the library with model data and with the Go codec on the
+// reference, payload for payload; checks that the probabilities the library
+// returns for block sample are PathProbs'; and decodes Go's payloads on the
+// library.
+func checkLMCMMatchesGo(t *testing.T, l *gpu.Lib, data []byte, spec *specModel, blocks [][]byte, sample int) {
+	t.Helper()
 	m := openModel(t, l, data)
 	ref, refName := goReference(t, data, spec)
-	blocks := lmcmBlocks(t, 40)
 	ctx := context.Background()
 	pred := cm.New(lmcmMemory)
 	params := make([]byte, len(blocks))
-	lens := make([]int, len(blocks))
+	lens := lensOf(blocks)
 	for i, b := range blocks {
 		params[i] = pred.Params(len(b))
-		lens[i] = len(b)
 	}
+	id := coder.ModelID(sha256.Sum256(data))
 	for _, r := range lmcmRules {
 		t.Run(fmt.Sprint("rule", r.rule), func(t *testing.T) {
-			goCodec := r.goC(ref, coder.ModelID(sha256.Sum256(data)), lmcmMemory)
-			want, err := goCodec.EncodeBatch(ctx, blocks)
+			want, err := r.goC(ref, id, lmcmMemory).EncodeBatch(ctx, blocks)
 			if err != nil {
 				t.Fatal(err)
 			}
-			sample := 2
 			streams, sp, err := m.EncodeLMCM(ctx, r.rule, blocks, params, sample)
 			if err != nil {
 				t.Fatal(err)
@@ -91,6 +99,7 @@ func TestLMCMMatchesGo(t *testing.T) {
 			if len(sp) != len(probs[0]) || !equalU16(sp, probs[0]) {
 				t.Fatalf("sample block's probabilities differ from PathProbs'")
 			}
+			goStreams := make([][]byte, len(want))
 			for i := range blocks {
 				if streams[i] == nil {
 					t.Fatalf("block %d (%d bytes): no stream from the library", i, len(blocks[i]))
@@ -99,10 +108,7 @@ func TestLMCMMatchesGo(t *testing.T) {
 					t.Fatalf("block %d (%d bytes): the library's lm+cm stream (%d bytes) differs from Go's (%d bytes, reference %s)",
 						i, len(blocks[i]), len(streams[i]), len(want[i])-1, refName)
 				}
-			}
-			goStreams := make([][]byte, len(want))
-			for i, p := range want {
-				goStreams[i] = p[1:]
+				goStreams[i] = want[i][1:]
 			}
 			got, bad, err := m.DecodeLMCM(ctx, r.rule, goStreams, lens, params)
 			if err != nil {
@@ -113,7 +119,7 @@ func TestLMCMMatchesGo(t *testing.T) {
 					t.Fatalf("block %d: the library decoded Go's payload wrong (bad %v)", i, bad[i])
 				}
 			}
-			t.Logf("%d blocks, %d bytes: payloads identical, decoded both ways (reference %s, %s)", len(blocks), sum(lens), refName, m.Device())
+			t.Logf("%d blocks, %d bytes: payloads identical, decoded (reference %s, %s)", len(blocks), sum(lens), refName, m.Device())
 		})
 	}
 }
@@ -176,13 +182,13 @@ func TestLMCMDamaged(t *testing.T) {
 		}
 	}
 	// Calls the library refuses are errors, not crashes.
-	if _, _, err := m.DecodeLMCM(ctx, gpu.RuleLMCM, streams[:1], lens[:1], []byte{9}); err == nil {
+	if _, _, err := m.DecodeLMCM(ctx, gpu.RuleLMCM2, streams[:1], lens[:1], []byte{9}); err == nil {
 		t.Fatal("parameter byte 9 accepted")
 	}
-	if _, _, err := m.DecodeLMCM(ctx, 7, streams[:1], lens[:1], params[:1]); err == nil {
-		t.Fatal("rule 7 accepted")
+	if _, _, err := m.DecodeLMCM(ctx, 8, streams[:1], lens[:1], params[:1]); err == nil {
+		t.Fatal("rule 8 accepted")
 	}
-	if _, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM, [][]byte{{}}, []byte{10}, 0); err == nil {
+	if _, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM2, [][]byte{{}}, []byte{10}, 0); err == nil {
 		t.Fatal("empty block accepted")
 	}
 }
@@ -282,7 +288,7 @@ func TestLMCMOverflow(t *testing.T) {
 	for i, b := range blocks {
 		params[i] = pred.Params(len(b))
 	}
-	streams, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM, blocks, params, -1)
+	streams, _, err := m.EncodeLMCM(ctx, gpu.RuleLMCM2, blocks, params, -1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package gpu_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -130,29 +129,48 @@ func TestLSTM2TablesMatchSpec(t *testing.T) {
 	}
 }
 
-// TestLSTM2DecodeLM decodes, with the library, codec lm streams that the
-// reference coded, and reports damaged ones.
-func TestLSTM2DecodeLM(t *testing.T) {
+// lstm2RefStreams opens a random lstm2 model (2 layers of 16, from seed) on
+// the library and in the Go reference, and returns them with lstm2Blocks(t,
+// many) and the reference's codec lm streams of those blocks.
+func lstm2RefStreams(t *testing.T, seed uint64, many int) (*gpu.Model, predictor.ByteModel, [][]byte, [][]byte) {
+	t.Helper()
 	l := testLib(t)
-	data, spec := genModel2(5, 2, 16, false)
+	data, spec := genModel2(seed, 2, 16, false)
 	m := openModel(t, l, data)
 	ref, _ := goReference(t, data, spec)
-	blocks := lstm2Blocks(t, 600)
-	ctx := context.Background()
-	streams, err := coder.EncodeBytes(ctx, ref, blocks)
+	blocks := lstm2Blocks(t, many)
+	streams, err := coder.EncodeBytes(context.Background(), ref, blocks)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, ref, blocks, streams
+}
+
+// sameBlocks fails t at the first block that what decoded (got) differently
+// from the original (want).
+func sameBlocks(t *testing.T, got, want [][]byte, what string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s decoded %d blocks, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("block %d (%d bytes) decoded wrong through %s", i, len(want[i]), what)
+		}
+	}
+}
+
+// TestLSTM2DecodeLM decodes, with the library, codec lm streams that the
+// reference coded, and reports damaged ones.
+func TestLSTM2DecodeLM(t *testing.T) {
+	m, _, blocks, streams := lstm2RefStreams(t, 5, 600)
+	ctx := context.Background()
 	lens := lensOf(blocks)
 	got, err := m.DecodeLM(ctx, streams, lens)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range blocks {
-		if !bytes.Equal(got[i], blocks[i]) {
-			t.Fatalf("block %d (%d bytes) decoded wrong", i, len(blocks[i]))
-		}
-	}
+	sameBlocks(t, got, blocks, "DecodeLM")
 	bad := append([][]byte(nil), streams...)
 	bad[0] = streams[0][:len(streams[0])/2]
 	if _, err := m.DecodeLM(ctx, bad, lens); !errors.Is(err, gpu.ErrBadStream) {
@@ -164,25 +182,13 @@ func TestLSTM2DecodeLM(t *testing.T) {
 // features computed on the host) and encodes with its tables, both against
 // the reference's streams.
 func TestLSTM2Streams(t *testing.T) {
-	l := testLib(t)
-	data, spec := genModel2(9, 2, 16, false)
-	m := openModel(t, l, data)
-	ref, _ := goReference(t, data, spec)
-	blocks := lstm2Blocks(t, 400)
+	m, ref, blocks, streams := lstm2RefStreams(t, 9, 400)
 	ctx := context.Background()
-	streams, err := coder.EncodeBytes(ctx, ref, blocks)
-	if err != nil {
-		t.Fatal(err)
-	}
 	got, err := coder.DecodeBytes(ctx, m, streams, lensOf(blocks))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range blocks {
-		if !bytes.Equal(got[i], blocks[i]) {
-			t.Fatalf("block %d decoded wrong through the library's streams", i)
-		}
-	}
+	sameBlocks(t, got, blocks, "the library's streams")
 	enc, err := coder.EncodeBytes(ctx, m, blocks)
 	if err != nil {
 		t.Fatal(err)
@@ -256,59 +262,13 @@ func TestLSTM2Streams(t *testing.T) {
 func TestLSTM2LMCM(t *testing.T) {
 	l := testLib(t)
 	data, spec := genModel2(11, 2, 32, false)
-	m := openModel(t, l, data)
-	ref, refName := goReference(t, data, spec)
 	var blocks [][]byte
 	for _, b := range lstm2Blocks(t, 600) {
 		if len(b) > 0 { // lm+cm on the GPU codes blocks of at least one byte
 			blocks = append(blocks, b)
 		}
 	}
-	ctx := context.Background()
-	pred := cm.New(lmcmMemory)
-	params := make([]byte, len(blocks))
-	lens := lensOf(blocks)
-	for i, b := range blocks {
-		params[i] = pred.Params(len(b))
-	}
-	id := coder.ModelID(sha256.Sum256(data))
-	for _, r := range lmcmRules {
-		t.Run(fmt.Sprint("rule", r.rule), func(t *testing.T) {
-			want, err := r.goC(ref, id, lmcmMemory).EncodeBatch(ctx, blocks)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sample := 1
-			streams, sp, err := m.EncodeLMCM(ctx, r.rule, blocks, params, sample)
-			if err != nil {
-				t.Fatal(err)
-			}
-			probs, err := m.PathProbs(ctx, blocks[sample:sample+1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !equalU16(sp, probs[0]) {
-				t.Fatal("the sample block's probabilities differ from PathProbs'")
-			}
-			goStreams := make([][]byte, len(want))
-			for i := range blocks {
-				if streams[i] == nil || want[i][0] != params[i] || !bytes.Equal(want[i][1:], streams[i]) {
-					t.Fatalf("block %d (%d bytes): the library's lm+cm stream differs from Go's (reference %s)", i, len(blocks[i]), refName)
-				}
-				goStreams[i] = want[i][1:]
-			}
-			got, bad, err := m.DecodeLMCM(ctx, r.rule, goStreams, lens, params)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range blocks {
-				if bad[i] || !bytes.Equal(got[i], blocks[i]) {
-					t.Fatalf("block %d: the library decoded Go's payload wrong (bad %v)", i, bad[i])
-				}
-			}
-			t.Logf("%d blocks, %d bytes: payloads identical, decoded (reference %s, %s)", len(blocks), sum(lens), refName, m.Device())
-		})
-	}
+	checkLMCMMatchesGo(t, l, data, spec, blocks, 1)
 }
 
 // TestLSTM2Codecs runs the lm and lm+cm codecs with the library as their

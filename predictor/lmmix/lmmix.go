@@ -46,10 +46,19 @@ const (
 type Mixer struct {
 	// w is first so that its rows, padded to 16 weights (64 bytes), lie
 	// on cache lines (a Mixer is a large allocation, page-aligned).
-	w   [nMix * 256 * wStride]int32 // 16.16 weights; w[row+15] stays 0
+	w [nMix * 256 * wStride]int32 // 16.16 weights; w[row+15] stays 0
+	x [wStride]int32              // x[15] stays 0
+	core
+}
+
+// core is what the mixers of id 6 (Mixer) and id 7 (Mixer7) share: id 6's
+// fifteen inputs, the outputs of the three first-layer mixers, the second
+// layer, the LM's APM, the state maps and the two final APMs. The mixers
+// differ only in the width of their first layer and the inputs after the
+// fifteenth.
+type core struct {
 	v   cm.View
-	x   [wStride]int32 // x[15] stays 0
-	sel [nMix]int
+	sel [nMix]int   // first-layer weight sets in use
 	dot [nMix]int32 // stretched outputs, clamped to [-2047, 2047]
 	pm  [nMix]int32 // squash of dot, 12 bits
 
@@ -117,6 +126,11 @@ func (m *Mixer) Reset() {
 		m.w[s+inLM] = 1 << 15
 		m.w[s+inCMP] = 1 << 15
 	}
+	m.core.reset()
+}
+
+// reset puts the shared state back to its initial state, for a new block.
+func (m *core) reset() {
 	for i := range m.w2 {
 		m.w2[i] = 65536 / nMix
 	}
@@ -171,18 +185,50 @@ func interp(t []uint16, row int, s int32) (int32, int) {
 // the LM's 16-bit probability pl of a 1 and cm's model c, whose next
 // prediction is for the same bit.
 func (m *Mixer) P(pl int32, c *cm.Model) int {
+	stL, c0, lq := m.inputs(pl, c, (*[nIn]int32)(m.x[:nIn]))
+	m.rows(c0, wStride)
+	for k := range nMix {
+		d := dot(&m.x, (*[wStride]int32)(m.w[m.sel[k]:]))
+		m.dot[k] = clampSt(d >> 16)
+		m.pm[k] = squash(m.dot[k])
+	}
+	return m.output(stL, c0, lq)
+}
+
+// rows selects the first-layer weight sets, of stride weights each, by cm's
+// contexts c2, c0 (the partial byte) and c1.
+func (m *core) rows(c0, stride int) {
+	m.sel[0] = (0*256 + int(m.v.C2)) * stride
+	m.sel[1] = (1*256 + c0) * stride
+	m.sel[2] = (2*256 + int(m.v.C1)) * stride
+}
+
+// err1 returns first-layer mixer k's error on bit y times the learning rate
+// lr, and false where the error is too small to train on.
+func (m *core) err1(k int, y int32, lr int64) (int64, bool) {
+	err := int64(y<<12 - m.pm[k])
+	if err <= skipErr && err >= -skipErr {
+		return 0, false
+	}
+	return err * lr, true
+}
+
+// inputs reads cm's view of c and fills the fifteen inputs of id 6 into x.
+// It returns the LM's stretched probability, the partial byte and the LM's
+// bucket (0..15), which output needs.
+func (m *core) inputs(pl int32, c *cm.Model, x *[nIn]int32) (stL int32, c0, lq int) {
 	c.View(&m.v)
 	v := &m.v
-	x := &m.x
-	stL := stretch(min(max(pl>>4, 0), 4095))
+	stL = stretch(min(max(pl>>4, 0), 4095))
+	m.pL, m.pC = pl>>4, v.P
 	x[inLM] = stL
 	copy(x[inCM:inCM+cm.NInputs], v.X[:])
 	x[inCMP] = stretch(v.P)
-	c0 := int(v.C0 & 0xFF)
+	c0 = int(v.C0 & 0xFF)
 	q, i := interp(m.apmL[:], c0*nBins, stL+2048)
 	m.iL = i
 	x[inLMA] = stretch(q >> 4)
-	lq := int((stL + 2048) >> 8) // 0..15
+	lq = int((stL + 2048) >> 8) // 0..15
 	for j := range 2 {
 		m.is[j] = lq*256 + int(v.States[j])
 		x[inSM+j] = stretch(int32(m.sm[j][m.is[j]]) >> 4)
@@ -193,16 +239,14 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	}
 	m.iM = lq*32 + mb
 	x[inSMM] = stretch(int32(m.smM[m.iM]) >> 4)
+	return stL, c0, lq
+}
 
-	m.sel[0] = (0*256 + int(v.C2)) * wStride
-	m.sel[1] = (1*256 + c0) * wStride
-	m.sel[2] = (2*256 + int(v.C1)) * wStride
-	for k := range nMix {
-		d := dot(x, (*[wStride]int32)(m.w[m.sel[k]:]))
-		m.dot[k] = clampSt(d >> 16)
-		m.pm[k] = squash(m.dot[k])
-	}
-
+// output mixes the first layer's outputs (m.dot) in the second layer and
+// refines the result with the two final APMs; stL, c0 and lq are what
+// inputs returned. It returns the 16-bit probability that P returns.
+func (m *core) output(stL int32, c0, lq int) int {
+	v := &m.v
 	cf := conf(stL)
 	if v.Bits == 0 {
 		m.miss = 0
@@ -212,7 +256,6 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 	d2 := int64(m.dot[0])*int64(w2[0]) + int64(m.dot[1])*int64(w2[1]) + int64(m.dot[2])*int64(w2[2])
 	m.d2 = clampSt(d2 >> 16)
 	m.p2 = squash(m.d2)
-	m.pL, m.pC = pl>>4, v.P
 
 	q1, i1 := interp(m.a1[:], c0*nBins, m.d2+2048)
 	q2, i2 := interp(m.a2[:], (lq*8+v.Bits)*nBins, m.d2+2048)
@@ -222,7 +265,7 @@ func (m *Mixer) P(pl int32, c *cm.Model) int {
 }
 
 // adv buckets how much better the LM did than cm lately: 0..3.
-func (m *Mixer) adv() int {
+func (m *core) adv() int {
 	d := m.eL - m.eC
 	switch {
 	case d < -advT:
@@ -239,18 +282,29 @@ func (m *Mixer) adv() int {
 // Update.
 func (m *Mixer) Update(bit int) {
 	y := int32(bit & 1)
+	lr := m.rate()
+	for k := range nMix {
+		if e, ok := m.err1(k, y, lr); ok {
+			train(&m.x, (*[wStride]int32)(m.w[m.sel[k]:]), e)
+		}
+	}
+	m.update(y)
+}
+
+// rate counts a coded bit and returns the first layer's learning rate for
+// it.
+func (m *core) rate() int64 {
 	lr := int64(rate1)
 	if m.n < rateBits {
 		lr = rate0
 	}
 	m.n++
-	for k := range nMix {
-		err := int64(y<<12 - m.pm[k])
-		if err <= skipErr && err >= -skipErr {
-			continue
-		}
-		train(&m.x, (*[wStride]int32)(m.w[m.sel[k]:]), err*lr)
-	}
+	return lr
+}
+
+// update trains the second layer, the APMs and the state maps on the coded
+// bit y, after the first layer.
+func (m *core) update(y int32) {
 	e := int64(y<<12-m.p2) * rate2
 	w2 := (*[nMix]int32)(m.w2[m.sel2:])
 	for i := range nMix {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"testing"
 
 	"github.com/lmfs/lmfs/predictor"
@@ -38,9 +37,22 @@ func goldenInput(n int) []byte {
 	return b[:n]
 }
 
-// probs runs the mixer over src with the LM's probabilities given by lmP
-// (bit position and symbol-so-far as in the coder) and returns every output.
+// bitMixer is what the tests drive: Mixer (id 6) and Mixer7 (id 7).
+type bitMixer interface {
+	P(pl int32, c *cm.Model) int
+	Update(bit int)
+}
+
+// probs runs a new id 6 mixer over src with the LM's probabilities given by
+// lmP (byte and bit position, as in the coder) and returns every output.
 func probs(t testing.TB, src []byte, lmP func(t, k int) int32) []uint16 {
+	return runMixer(t, New(), src, lmP)
+}
+
+// runMixer runs m, in the state it is in, over src with a new cm model and
+// the LM's probabilities given by lmP, checks that every output is in range
+// and returns them.
+func runMixer(t testing.TB, m bitMixer, src []byte, lmP func(t, k int) int32) []uint16 {
 	pred := cm.New(64 << 20)
 	bm, err := pred.New(len(src), pred.Params(len(src)))
 	if err != nil {
@@ -48,7 +60,6 @@ func probs(t testing.TB, src []byte, lmP func(t, k int) int32) []uint16 {
 	}
 	defer pred.Release(bm)
 	c := bm.(*cm.Model)
-	m := New()
 	out := make([]uint16, 0, 8*len(src))
 	for i, b := range src {
 		for k := range 8 {
@@ -63,6 +74,17 @@ func probs(t testing.TB, src []byte, lmP func(t, k int) int32) []uint16 {
 		}
 	}
 	return out
+}
+
+// sameProbs fails t at the first bit where a reset mixer's outputs got
+// differ from a new one's, want.
+func sameProbs(t *testing.T, got, want []uint16) {
+	t.Helper()
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("byte %d bit %d: reset mixer gives %d, new one %d", i/8, i%8, got[i], want[i])
+		}
+	}
 }
 
 // order2P stands in for the LM: the order-2 reference model's bit
@@ -169,35 +191,13 @@ func TestReset(t *testing.T) {
 	src := goldenInput(5000)
 	pl := order2P(t, src)
 	lmP := func(i, k int) int32 { return pl[8*i+k] }
-	a := probs(t, src, lmP)
+	want := probs(t, src, lmP)
 	m := New()
-	pred := cm.New(64 << 20)
-	for round := range 2 {
-		bm, err := pred.New(len(src), pred.Params(len(src)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := bm.(*cm.Model)
+	for range 2 {
 		m.Reset()
-		bits := 0.0
-		for i, b := range src {
-			for k := range 8 {
-				p := m.P(lmP(i, k), c)
-				if p != int(a[8*i+k]) {
-					t.Fatalf("round %d, byte %d bit %d: reset mixer gives %d, new one %d", round, i, k, p, a[8*i+k])
-				}
-				bit := int(b>>(7-k)) & 1
-				q := float64(p) / 65536
-				if bit == 0 {
-					q = 1 - q
-				}
-				bits -= math.Log2(q)
-				m.Update(bit)
-				c.Update(bit)
-			}
-		}
-		pred.Release(bm)
-		if bpb := bits / float64(len(src)); bpb > 4 {
+		got := runMixer(t, m, src, lmP)
+		sameProbs(t, got, want)
+		if bpb := codedBits(src, got) / float64(len(src)); bpb > 4 {
 			t.Fatalf("%.2f bits per byte on repetitive text: the mixer does not learn", bpb)
 		}
 	}

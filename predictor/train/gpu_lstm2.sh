@@ -1,7 +1,7 @@
 #!/bin/bash
-# Device call: train the lstm2 model m2x from m2d (warm start, the match input
+# Device call (predictor/train/README.md, section 2c): train the lstm2 model m2x from m2d (warm start, the match input
 # from zero) on the strided corpus sample, export it with vectors and
-# validation figures. Usage: bash run_train.sh SECONDS
+# validation figures. Usage: bash gpu_lstm2.sh SECONDS (from the folder staged as in README 2c)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 here=$(cd "$(dirname "$0")" && pwd)

@@ -281,6 +281,30 @@ def float_eval(net, val, nb, dev, chunk=4096):
     return cost.mean().item(), cost
 
 
+def lr_factor(frac):
+    """The learning-rate schedule at fraction frac of the training time: a linear warm-up over the
+    first 2 %, then a cosine from 1 down to 0.05."""
+    return frac / 0.02 if frac < 0.02 else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (frac - 0.02) / 0.98))
+
+
+def carry(state, fresh):
+    """The LSTM state (h, c) carried to the next window, detached, with the streams that start a new
+    block (fresh, a bool per stream) reset to zero."""
+    keep = (~fresh).float()[None, :, None]
+    return state[0].detach() * keep, state[1].detach() * keep
+
+
+def train_step(net, opt, lg, y):
+    """One optimiser step on logits lg (T, B, 256) for targets y: cross-entropy in bits, gradients
+    clipped to norm 1. Returns the loss (a tensor)."""
+    loss = F.cross_entropy(lg.reshape(-1, 256).float(), y.reshape(-1)) / math.log(2)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
 def cmd_train(a):
     cfg = CONFIGS[a.cfg]
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -338,10 +362,9 @@ def cmd_train(a):
         qat = elapsed >= qat_from
         if not qat:
             frac = elapsed / max(qat_from, 1e-9)
-            lr = a.lr * (frac / 0.02 if frac < 0.02 else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (frac - 0.02) / 0.98)))
+            lr = a.lr * lr_factor(frac)
             x, y, f, fresh = streams.next_feats()
-            keep = (~fresh).float()[None, :, None]
-            state = (state[0].detach() * keep, state[1].detach() * keep)
+            state = carry(state, fresh)
             lg, state = net(x, state, f)
         else:
             if qstreams is None:
@@ -350,16 +373,11 @@ def cmd_train(a):
                 qstate = net.zero_state(a.qbs, dev)
             lr = a.lr * 0.05
             x, y, f, fresh = qstreams.next_feats()
-            keep = (~fresh).float()[None, :, None]
-            qstate = (qstate[0].detach() * keep, qstate[1].detach() * keep)
+            qstate = carry(qstate, fresh)
             lg, qstate = net.qat_forward(x, qstate, f)
         for g, b in zip(opt.param_groups, base_lr):
             g["lr"] = lr * b / a.lr
-        loss = F.cross_entropy(lg.reshape(-1, 256).float(), y.reshape(-1)) / math.log(2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        loss = train_step(net, opt, lg, y)
         step += 1
         seen += y.numel()
         l = loss.item() if step % 50 == 0 else None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lstm import BLOCK, BOS, CONFIGS, NFEAT, Net, Streams, match_feats, per_kind
+from lstm import BLOCK, BOS, CONFIGS, NFEAT, Net, Streams, carry, lr_factor, match_feats, per_kind, train_step
 from train import load_bin, log
 
 class Feats:
@@ -138,20 +138,15 @@ def main():
         if el >= a.seconds:
             break
         frac = el / a.seconds
-        k = frac / 0.02 if frac < 0.02 else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (frac - 0.02) / 0.98))
+        k = lr_factor(frac)
         for g, lr in zip(opt.param_groups, base_lr):
             g["lr"] = lr * k
         x, y, f, fresh = streams.next()
         if not use:
             f = torch.zeros_like(f)
-        keep = (~fresh).float()[None, :, None]
-        state = (state[0].detach() * keep, state[1].detach() * keep)
+        state = carry(state, fresh)
         lg, state = net(x, f, state)
-        loss = F.cross_entropy(lg.reshape(-1, 256).float(), y.reshape(-1)) / math.log(2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        loss = train_step(net, opt, lg, y)
         step += 1
         seen += y.numel()
         if step % 50 == 0:
