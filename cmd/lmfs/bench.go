@@ -26,7 +26,9 @@ worker threads) and by the wall clock. Every decoded block is compared with the 
 
 A directory is read recursively; when it holds a MANIFEST.tsv (columns name and kind), totals
 per kind and for the text-like kinds (text, code, log, json, csv) are added.
---codecs takes a comma-separated list of method names, e.g. zstd,policy:balanced,xz-9.`,
+--codecs takes a comma-separated list of method names, e.g. zstd,policy:balanced,xz-9; without
+it every method runs except the superseded codecs (lm+cm.1, lm+cm.2: kept so that old blocks
+decode), which run when named.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.loadExcept(cmd, "block-size")
@@ -85,7 +87,7 @@ per kind and for the text-like kinds (text, code, log, json, csv) are added.
 	}
 	f := cmd.Flags()
 	f.StringVar(&bsFlag, "block-size", "", "block size, 1 byte .. 16MiB, e.g. 64KiB (default fs.block_size)")
-	f.StringVar(&codecs, "codecs", "", "comma-separated methods to measure (default: all; see --help)")
+	f.StringVar(&codecs, "codecs", "", "comma-separated methods to measure (default: all but the superseded codecs; see --help)")
 	f.BoolVar(&asJSON, "json", false, "write JSON instead of a table")
 	f.StringVar(&jsonOut, "json-out", "", "also write the JSON report to this file")
 	f.Int("workers", 0, "blocks coded in parallel (default codec.workers; 0: one per core)")

@@ -250,3 +250,30 @@ func TestRunBatchAcrossFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestStandardSkipsSuperseded: the default method list leaves out the
+// superseded lm+cm codecs (ids 5 and 6), which still decode and can still be
+// named.
+func TestStandardSkipsSuperseded(t *testing.T) {
+	reg, err := coder.NewStandard(coder.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := Standard(reg, 4096, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, m := range all {
+		got[m.Name] = true
+	}
+	for n, want := range map[string]bool{"lm": true, "lm+cm": true, "cm": true, "lm+cm.1": false, "lm+cm.2": false} {
+		if got[n] != want {
+			t.Errorf("default methods include %s: %v, want %v", n, got[n], want)
+		}
+	}
+	named, err := Standard(reg, 4096, []string{"lm+cm.2"})
+	if err != nil || len(named) != 1 || named[0].Name != "lm+cm.2" {
+		t.Errorf("naming a superseded codec: %v, %v", named, err)
+	}
+}

@@ -177,12 +177,21 @@ func XZ9(blockSize int) Method {
 // Baselines are the reference compressors every bench run includes.
 var Baselines = []string{"zstd-3", "zstd-19", "xz-9"}
 
-// Standard returns the methods named in names (all when names is empty), in
-// this order: every codec in reg, the policies fast, balanced and max, then
-// zstd-3, zstd-19 and xz-9.
+// Standard returns the methods named in names, in this order: every codec
+// in reg, the policies fast, balanced and max, then zstd-3, zstd-19 and
+// xz-9. When names is empty it returns all of them except the superseded
+// codecs (kept so that old blocks decode; they can still be named).
 func Standard(reg *coder.Registry, blockSize int, names []string) ([]Method, error) {
 	var all []string
 	all = append(all, reg.Names()...)
+	superseded := map[string]bool{}
+	for _, n := range all {
+		if c, err := reg.ByName(n); err == nil {
+			if s, ok := c.(interface{ Superseded() bool }); ok && s.Superseded() {
+				superseded[n] = true
+			}
+		}
+	}
 	for _, p := range []coder.Policy{coder.PolicyFast, coder.PolicyBalanced, coder.PolicyMax} {
 		all = append(all, "policy:"+string(p))
 	}
@@ -202,7 +211,7 @@ func Standard(reg *coder.Registry, blockSize int, names []string) ([]Method, err
 	}
 	var ms []Method
 	for _, n := range all {
-		if len(want) > 0 && !want[n] {
+		if len(want) > 0 && !want[n] || len(want) == 0 && superseded[n] {
 			continue
 		}
 		var m Method
