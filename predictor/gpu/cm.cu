@@ -1240,17 +1240,6 @@ const CMTabs &cm_tables_host() {
   return *t;
 }
 
-bool dev_zero(Ctx *g, void *p, size_t n, std::string *err) {
-  if (n == 0) return true;
-#ifdef LMFS_EMU
-  (void)g; (void)err;
-  std::memset(p, 0, n);
-  return true;
-#else
-  return cuda_ok(cudaMemsetAsync(p, 0, n, g->stream), "clear GPU memory", err);
-#endif
-}
-
 // CMSetup allocates and initialises the cm side of a call.
 struct CMSetup {
   CMBlocks B{};
@@ -1278,7 +1267,7 @@ bool cm_setup(Ctx *g, Buffers *bf, int rule, int nb, const int64_t *lens, const 
   int32_t *dlg;
   CMState *dst;
   if (!bf->alloc(&region, total, err) || !bf->alloc(&droff, nb, err) || !bf->alloc(&dlg, nb, err) || !bf->alloc(&dst, nb, err)) return false;
-  if (!dev_zero(g, region, total, err) || !h2d(g, droff, cs->roff.data(), nb * sizeof(int64_t), err) ||
+  if (!zero(g, region, total, err) || !h2d(g, droff, cs->roff.data(), nb * sizeof(int64_t), err) ||
       !h2d(g, dlg, lg.data(), nb * sizeof(int32_t), err))
     return false;
   cs->B.T = T;
