@@ -180,19 +180,7 @@ func (s *lmcmState) p(k, lo int, pl int32) int {
 	}
 	s.in[0] = pl
 	s.in[1] = int32(s.cm.P())
-	st := mix.Stretch(pl >> 4)
-	if st < 0 {
-		st = -st
-	}
-	conf := 0
-	switch {
-	case st >= 1536:
-		conf = 3
-	case st >= 768:
-		conf = 2
-	case st >= 256:
-		conf = 1
-	}
+	conf := mix.Confidence(pl)
 	p := s.mx.P(s.in[:], k*4+conf)
 	c0 := 1<<k | lo>>(8-k) // the bits of the byte so far, after a leading 1
 	return (p + 3*s.ap.Refine(p, c0*4+conf)) / 4

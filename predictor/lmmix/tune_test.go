@@ -46,23 +46,11 @@ func replay(blk *tuneBlock, cfgs []config) []float64 {
 	var in [2]int32
 	run(1, func(k int, pl int32, c *cm.Model) int {
 		in[0], in[1] = pl, int32(c.P())
-		st := mix.Stretch(pl >> 4)
-		if st < 0 {
-			st = -st
-		}
-		conf := 0
-		switch {
-		case st >= 1536:
-			conf = 3
-		case st >= 768:
-			conf = 2
-		case st >= 256:
-			conf = 1
-		}
-		p := mx.P(in[:], k*4+conf)
+		cf := mix.Confidence(pl)
+		p := mx.P(in[:], k*4+cf)
 		var v cm.View
 		c.View(&v)
-		return (p + 3*ap.Refine(p, int(v.C0)*4+conf)) / 4
+		return (p + 3*ap.Refine(p, int(v.C0)*4+cf)) / 4
 	}, func(bit int) { mx.Update(bit); ap.Update(bit) })
 	fm := New()
 	run(2, func(k int, pl int32, c *cm.Model) int { return fm.P(pl, c) }, fm.Update)

@@ -63,6 +63,25 @@ func Squash(d int32) int32 {
 // Stretch maps a 12-bit probability to the stretch domain.
 func Stretch(p12 int32) int32 { return tab.stretch[min(max(p12, 0), 4095)] }
 
+// Confidence buckets how sure a 16-bit probability p16 is: 0 to 3 as
+// |Stretch(p16 >> 4)| reaches 256, 768 and 1536 (the lm+cm.1 mixer selects
+// its weight sets by it).
+func Confidence(p16 int32) int {
+	st := Stretch(p16 >> 4)
+	if st < 0 {
+		st = -st
+	}
+	switch {
+	case st >= 1536:
+		return 3
+	case st >= 768:
+		return 2
+	case st >= 256:
+		return 1
+	}
+	return 0
+}
+
 // Mixer mixes N inputs with one weight set chosen per bit by a context.
 // The zero value is not usable: call New.
 type Mixer struct {

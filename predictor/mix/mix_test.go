@@ -76,3 +76,37 @@ func TestAPMStartsAsIdentityAndAdapts(t *testing.T) {
 		t.Errorf("the other context moved too: %d", got)
 	}
 }
+
+// TestConfidence: the buckets' edges, both signs.
+func TestConfidence(t *testing.T) {
+	for _, tc := range []struct {
+		p16  int32
+		want int
+	}{{32768, 0}, {0, 3}, {65535, 3}} {
+		if got := Confidence(tc.p16); got != tc.want {
+			t.Errorf("Confidence(%d) = %d, want %d", tc.p16, got, tc.want)
+		}
+	}
+	// Every bucket is reached, symmetrically.
+	seen := map[int]bool{}
+	for p := int32(0); p < 65536; p += 16 {
+		c := Confidence(p)
+		seen[c] = true
+		st := Stretch(p >> 4)
+		if st < 0 {
+			st = -st
+		}
+		want := 0
+		for _, edge := range []int32{256, 768, 1536} {
+			if st >= edge {
+				want++
+			}
+		}
+		if c != want {
+			t.Fatalf("Confidence(%d) = %d, want %d (|stretch| %d)", p, c, want, st)
+		}
+	}
+	if len(seen) != 4 {
+		t.Errorf("buckets reached: %v", seen)
+	}
+}
