@@ -1402,14 +1402,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
       if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
       if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
       if (t + 1 - c0 >= kEncChunk && !flush(t + 1)) return -1;
-      if ((t & 255) == 255) {
-        if (cancelled(g, token)) {
-          sync(g, err);
-          *err = "cancelled";
-          return -2;
-        }
-        if ((t & 1023) == 1023 && !sync(g, err)) return -1;
-      }
+      if (int r = pace(g, token, t, err)) return r;
     }
     if (c0 < maxlen && !flush(maxlen)) return -1;
 #ifndef LMFS_EMU
@@ -1437,14 +1430,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
     CM_LAUNCH(g->stream, lmcm_decode_kernel, n, CB, S, didx, n, dcum, t);
     if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
     if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
-    if ((t & 255) == 255) {
-      if (cancelled(g, token)) {
-        sync(g, err);
-        *err = "cancelled";
-        return -2;
-      }
-      if ((t & 1023) == 1023 && !sync(g, err)) return -1;
-    }
+    if (int r = pace(g, token, t, err)) return r;
   }
   std::vector<CMState> st(nb);
   if (!d2h(g, st.data(), CB.st, nb * sizeof(CMState), err) || !d2h(g, data, ddata, total, err) || !sync(g, err)) return -1;

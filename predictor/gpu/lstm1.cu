@@ -1537,6 +1537,21 @@ Batch plan(int nb, const int64_t *lens) {
 
 bool cancelled(Ctx *g, int64_t token) { return token != 0 && g->cancel.load() == token; }
 
+// pace follows step t of a loop over positions: every 256 steps it checks
+// for cancellation (-2, err "cancelled"), and every 1024 it waits for the
+// GPU, which keeps the host at most a few thousand launches ahead (-1 on an
+// error). 0: go on.
+int pace(Ctx *g, int64_t token, int64_t t, std::string *err) {
+  if ((t & 255) != 255) return 0;
+  if (cancelled(g, token)) {
+    sync(g, err);
+    *err = "cancelled";
+    return -2;
+  }
+  if ((t & 1023) == 1023 && !sync(g, err)) return -1;
+  return 0;
+}
+
 // run_batch runs every position of nb blocks (lens[b] bytes, data at
 // off[b]) in one of the freq kernel's modes. The streams' state is kept in
 // decreasing length order (stream i is block order[i]), so that the streams
@@ -1605,15 +1620,7 @@ int run_batch(Ctx *g, int nb, const int64_t *lens, int mode, uint8_t *hdata, uin
     if (!freq(g, S, didx, n, mode, t, ddata, doff, dprobs, dtables, D, raw, err)) return -1;
     if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
     if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
-    if ((t & 255) == 255) {
-      if (cancelled(g, token)) {
-        sync(g, err);
-        *err = "cancelled";
-        return -2;
-      }
-      // keep the host at most a few thousand launches ahead of the GPU
-      if ((t & 1023) == 1023 && !sync(g, err)) return -1;
-    }
+    if (int r = pace(g, token, t, err)) return r;
   }
   if (mode == kPathProbs && !d2h(g, hprobs, dprobs, total * 8 * sizeof(uint16_t), err)) return -1;
   if (mode == kTables && !d2h(g, htables, dtables, total * 256 * sizeof(uint32_t), err)) return -1;
