@@ -209,17 +209,12 @@ func BenchmarkGPU(b *testing.B) {
 		b.Skip("needs a GPU: set " + gpu.EnvLib)
 	}
 	l := testLib(b)
-	data := lm.DefaultFile()
-	m := openModel(b, l, data)
-	ref, err := lm.Load(data)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, ref, id := builtinOnGPU(b, l)
 	// The codecs measured have no CPU fallback: a GPU failure fails the
 	// benchmark at once instead of timing the CPU. The Go model only checks
 	// the codecs' sample of each batch.
 	refModel := checkOnly{ref}
-	id := coder.ModelID(sha256.Sum256(data))
+	var err error
 	src := realData(b, 8<<20)
 	size := 2048
 	ctx := context.Background()
@@ -300,6 +295,18 @@ func BenchmarkGPU(b *testing.B) {
 // check the GPU's results with: the CPU side of codecs whose every block must
 // be coded on the GPU.
 type checkOnly struct{ m predictor.ByteModel }
+
+// builtinOnGPU opens the built-in model on l and returns it with its Go
+// reference and its model id.
+func builtinOnGPU(b *testing.B, l *gpu.Lib) (*gpu.Model, *lm.Model, coder.ModelID) {
+	data := lm.DefaultFile()
+	m := openModel(b, l, data)
+	ref, err := lm.Load(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, ref, coder.ModelID(sha256.Sum256(data))
+}
 
 var errNoCPU = errors.New("the GPU failed and the benchmark has no CPU fallback")
 

@@ -186,14 +186,8 @@ func BenchmarkLMCM(b *testing.B) {
 		b.Fatal(err)
 	}
 	l := testLib(b)
-	data := lm.DefaultFile()
-	m := openModel(b, l, data)
-	ref, err := lm.Load(data)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m, ref, id := builtinOnGPU(b, l)
 	refModel := checkOnly{ref}
-	id := coder.ModelID(sha256.Sum256(data))
 	src := realData(b, 32<<20)
 	ctx := context.Background()
 	pred := cm.New(lmcmMemory)
