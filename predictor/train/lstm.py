@@ -222,10 +222,10 @@ class Streams:
             self.cols = np.arange(T)[None, :]
 
     def next_feats(self):
-        """next() and the chunk's match features [B, T] (int64; zeros without host)."""
+        """next() and the chunk's match features [B, T] (int64; None without host)."""
         x, y, fresh = self.next()
         if self.host is None:
-            return x, y, torch.zeros_like(x), fresh
+            return x, y, None, fresh
         fr = fresh.nonzero().flatten()
         if fr.numel():
             idx = fr.cpu().numpy()
