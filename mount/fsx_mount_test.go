@@ -154,8 +154,15 @@ func needTool(t *testing.T, name string) string {
 
 func runIn(t *testing.T, dir string, env []string, name string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
+	// The command starts through sh, which enters dir and then runs name.
+	// This test process serves the mount itself, and Go starts a child with
+	// vfork: the parent's thread is held until the child has exec'd, and a
+	// stop-the-world GC waits for that thread. A child that touched the
+	// mount before its exec (a chdir into it, or exec of a binary stored on
+	// it) would wait for this process to answer while this process waits
+	// for the child: TestRealTools hung that way. sh is not on the mount, and
+	// it reaches the mount only as a process of its own.
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `cd "$1" && shift && exec "$@"`, "sh", dir, name}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
