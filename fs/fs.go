@@ -93,8 +93,11 @@ type FS struct {
 
 	dirtyMu    sync.Mutex
 	dirtyNodes map[*inodeState]struct{}
-	dirtyBytes atomic.Int64
-	dirtyLimit int64
+	// flushingNodes holds the states whose flush is coding blocks: their
+	// bytes still count in dirtyBytes until stored.
+	flushingNodes map[*inodeState]struct{}
+	dirtyBytes    atomic.Int64
+	dirtyLimit    int64
 
 	kick chan struct{}
 	stop chan struct{}
@@ -142,17 +145,18 @@ func New(o Options) (*FS, error) {
 		sched: sched.New(sched.Options{
 			Workers: o.Workers, Background: bg, Batchers: o.Batchers,
 		}),
-		ra:         ra,
-		raMax:      raMax,
-		decoding:   map[cacheKey]*decodeCall{},
-		states:     map[uint64]*inodeState{},
-		dirtyNodes: map[*inodeState]struct{}{},
-		dirtyLimit: o.WriteBuffer,
-		kick:       make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		level:      o.Level,
-		wrote:      make(chan struct{}, 1),
-		recoded:    &recodeCounters{},
+		ra:            ra,
+		raMax:         raMax,
+		decoding:      map[cacheKey]*decodeCall{},
+		states:        map[uint64]*inodeState{},
+		dirtyNodes:    map[*inodeState]struct{}{},
+		flushingNodes: map[*inodeState]struct{}{},
+		dirtyLimit:    o.WriteBuffer,
+		kick:          make(chan struct{}, 1),
+		stop:          make(chan struct{}),
+		level:         o.Level,
+		wrote:         make(chan struct{}, 1),
+		recoded:       &recodeCounters{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.ctx, f.cancel = ctx, cancel
@@ -310,12 +314,29 @@ func (f *FS) markDirty(s *inodeState, added int64) {
 func (f *FS) flushDownTo(ctx context.Context, target int64) error {
 	for f.dirtyBytes.Load() > target {
 		f.dirtyMu.Lock()
-		var victim *inodeState
+		var victim, busy *inodeState
 		for s := range f.dirtyNodes {
 			victim = s
 			break
 		}
+		if victim == nil {
+			// Everything dirty is being coded by flushes in progress:
+			// wait for one, since its bytes count until they are stored.
+			for s := range f.flushingNodes {
+				busy = s
+				break
+			}
+		}
 		f.dirtyMu.Unlock()
+		if busy != nil {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			busy.mu.Lock()
+			busy.waitFlush()
+			busy.mu.Unlock()
+			continue
+		}
 		if victim == nil {
 			return nil
 		}
@@ -376,6 +397,7 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	s.flushing = true
 	f.dirtyMu.Lock()
 	delete(f.dirtyNodes, s)
+	f.flushingNodes[s] = struct{}{}
 	f.dirtyMu.Unlock()
 
 	idx := make([]uint64, 0, len(snap))
@@ -485,11 +507,12 @@ func (f *FS) flushLocked(ctx context.Context, s *inodeState) error {
 	s.inflight = nil
 	s.flushing = false
 	s.flushDone.Broadcast()
+	f.dirtyMu.Lock()
+	delete(f.flushingNodes, s)
 	if len(s.dirty) > 0 {
-		f.dirtyMu.Lock()
 		f.dirtyNodes[s] = struct{}{}
-		f.dirtyMu.Unlock()
 	}
+	f.dirtyMu.Unlock()
 	return err
 }
 
