@@ -60,12 +60,19 @@ type lstmNet struct {
 type lstmLayer struct {
 	wx       *matrix   // 4H x hp, the columns of W_l over h_{l-1}; nil for layer 0
 	wh       *matrix   // 4H x hp, the columns over h_l
-	whBlocks []*matrix // wh cut into whBlockCount blocks of rows (for step)
+	whBlocks []*matrix // wh cut into blocks of rows (for step; see whBlocks)
 	rq       rqVec
 }
 
-// whBlockCount is how many blocks of rows step cuts wh into.
-const whBlockCount = 8
+// whBlocks is how many blocks of rows step cuts a wh of rows rows into:
+// blocks of two panels of the packed weights where they divide the rows (so
+// the blocks share the packed weights: 6 for H = 384), else 8.
+func whBlocks(rows int) int {
+	if rows%(2*vnniPanel) == 0 {
+		return rows / (2 * vnniPanel)
+	}
+	return 8
+}
 
 // lstmState is the state of one block: h of every layer as int16 (values in
 // [-127, 127]), layer l at h[l*hp:], the hp-H padding entries always 0; and c
@@ -191,7 +198,7 @@ func loadLSTM(r *reader, m *Model, arch int) error {
 		} else {
 			ly.wx = newMatrix(padCols(rl.w, 4*h, 2*h, 0, h, hp), 4*h, hp)
 			ly.wh = newMatrix(padCols(rl.w, 4*h, 2*h, h, h, hp), 4*h, hp)
-			ly.whBlocks = ly.wh.blocks(whBlockCount)
+			ly.whBlocks = ly.wh.blocks(whBlocks(4 * h))
 		}
 	}
 	n.wo = newMatrix(padCols(wo, 256, h, 0, h, hp), 256, hp)

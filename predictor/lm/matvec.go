@@ -22,6 +22,7 @@ type matrix struct {
 	rows   int     // a multiple of 4
 	k      int     // columns, a multiple of kAlign, at most maxCols
 	rowsum []int32 // the sum of each row (for kernels that offset the input)
+	vnni   []int8  // the weights packed for the panel kernel (packVNNI), or nil
 	swar   swarMatrix
 }
 
@@ -37,7 +38,46 @@ func newMatrix(w []int8, rows, k int) *matrix {
 		}
 		m.rowsum[r] = s
 	}
+	if hasVNNIPanel() && rows%vnniGroup == 0 {
+		m.vnni = packVNNI(w, rows, k)
+	}
 	return m
+}
+
+// The panel kernel's packing: rows in groups of vnniGroup, groups in panels
+// of vnniPanel rows. Within a group, each run of four columns is 64 bytes:
+// the four weights of each of the 16 rows, row by row (what one VPDPBUSD
+// multiplies by four broadcast inputs). A panel holds its 8 groups' runs
+// interleaved (run q of groups 0 to 7, then run q+1, ...), so that the
+// kernel reads it in order; the groups after the last whole panel follow,
+// one after the other.
+const (
+	vnniGroup = 16
+	vnniPanel = 8 * vnniGroup
+)
+
+// packVNNI packs a rows x k matrix (rows a multiple of vnniGroup, k of 4)
+// for the panel kernel.
+func packVNNI(w []int8, rows, k int) []int8 {
+	p := make([]int8, rows*k)
+	runs := k / 4
+	full := rows / vnniPanel * vnniPanel
+	for r := range rows {
+		lane := r % vnniGroup
+		for c := range k {
+			q, b := c/4, c%4
+			var off int
+			if r < full {
+				panel, g := r/vnniPanel, r%vnniPanel/vnniGroup
+				off = ((panel*runs+q)*8+g)*64 + lane*4 + b
+			} else {
+				g := (r - full) / vnniGroup
+				off = full*k + (g*runs+q)*64 + lane*4 + b
+			}
+			p[off] = w[r*k+c]
+		}
+	}
+	return p
 }
 
 // blocks cuts m into nb matrices of rows/nb rows each (rows/nb a multiple
@@ -50,6 +90,10 @@ func (m *matrix) blocks(nb int) []*matrix {
 	out := make([]*matrix, nb)
 	for i := range out {
 		out[i] = &matrix{w: m.w[i*rb*m.k : (i+1)*rb*m.k], rows: rb, k: m.k, rowsum: m.rowsum[i*rb : (i+1)*rb]}
+		if m.vnni != nil && rb%vnniPanel == 0 {
+			// Whole panels: the block's packed weights are a slice of m's.
+			out[i].vnni = m.vnni[i*rb*m.k : (i+1)*rb*m.k]
+		}
 	}
 	return out
 }

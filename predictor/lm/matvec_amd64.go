@@ -14,7 +14,7 @@ import (
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
-		ks = append(ks, kernel{"avx512vnni", matvecVNNI, requantAVX512Go, addI16AVX2Go})
+		ks = append(ks, kernel{"avx512vnni", matvecVNNIPanel, requantAVX512Go, addI16AVX2Go})
 	}
 	if cpu.X86.HasAVX2 {
 		ks = append(ks, kernel{"avx2", matvecAVX2, requantGo, addI16AVX2Go})
@@ -63,6 +63,35 @@ func matvecAVX2Asm(dst *int32, w *int8, x *int16, rows, k int)
 //
 //go:noescape
 func matvecVNNIAsm(dst *int32, w *int8, x *int16, rowsum *int32, rows, k int)
+
+// hasVNNIPanel reports whether this machine runs the panel kernel, so that
+// newMatrix packs the weights for it.
+func hasVNNIPanel() bool {
+	return cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI
+}
+
+// matvecVNNIPanel is matvecFunc in AVX-512 VNNI assembly on the weights
+// packed by packVNNI; matrices without them (rows not a multiple of 16, or a
+// block of rows that does not start a panel) take matvecVNNI.
+func matvecVNNIPanel(dst []int32, m *matrix, x []int16) {
+	checkMatvec(dst, m, x)
+	if m.vnni == nil {
+		if m.rows > 0 {
+			matvecVNNIAsm(&dst[0], &m.w[0], &x[0], &m.rowsum[0], m.rows, m.k)
+		}
+		return
+	}
+	if len(m.vnni) != m.rows*m.k {
+		panic(fmt.Sprintf("lm: %d packed weights for %d x %d", len(m.vnni), m.rows, m.k))
+	}
+	matvecVNNIPanelAsm(&dst[0], &m.vnni[0], &x[0], &m.rowsum[0], m.rows/vnniPanel, m.rows%vnniPanel/vnniGroup, m.k)
+}
+
+// matvecVNNIPanelAsm computes panels*128 + tail*16 sums of k (a multiple of
+// 64, at most maxCols) products each from weights packed by packVNNI.
+//
+//go:noescape
+func matvecVNNIPanelAsm(dst *int32, p *int8, x *int16, rowsum *int32, panels, tail, k int)
 
 // requantAVX512Go is requantFunc in AVX-512 assembly (matvec_amd64.s).
 func requantAVX512Go(dst, acc, add []int32, p *rqVec, lo, hi int64) {

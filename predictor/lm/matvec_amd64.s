@@ -229,3 +229,142 @@ addloop:
 adddone:
 	VZEROUPPER
 	RET
+
+// The panel kernel (AVX-512 VNNI) reads the weights packed for it (see
+// packVNNI): one VPDPBUSD takes four adjacent columns of 16 rows, the
+// columns' four input bytes broadcast to every lane, so each lane sums one
+// row and no horizontal sums are needed. A panel of 128 rows keeps eight
+// accumulators (eight independent chains) and streams its weights in order;
+// a tail of groups of 16 rows (rows not a multiple of 128) runs one group at
+// a time.
+
+// func matvecVNNIPanelAsm(dst *int32, p *int8, x *int16, rowsum *int32, panels, tail, k int)
+TEXT ·matvecVNNIPanelAsm(SB), 0, $2048-56
+	MOVQ dst+0(FP), DI
+	MOVQ p+8(FP), SI
+	MOVQ x+16(FP), DX
+	MOVQ k+48(FP), R8
+	// The input as bytes h+128 (h XOR 0x80) in the frame.
+	LEAQ 0(SP), BX
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Y7
+	XORQ AX, AX
+panx:
+	VMOVDQU16 (DX)(AX*2), Z6
+	VPMOVWB Z6, Y6
+	VPXOR Y7, Y6, Y6
+	VMOVDQU Y6, (BX)(AX*1)
+	ADDQ $32, AX
+	CMPQ AX, R8
+	JB panx
+	MOVQ rowsum+24(FP), DX
+	MOVQ panels+32(FP), CX
+panel:
+	TESTQ CX, CX
+	JZ tail
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	XORQ AX, AX
+panloop:
+	VPBROADCASTD (BX)(AX*1), Z8
+	VPDPBUSD 0(SI), Z8, Z0
+	VPDPBUSD 64(SI), Z8, Z1
+	VPDPBUSD 128(SI), Z8, Z2
+	VPDPBUSD 192(SI), Z8, Z3
+	VPDPBUSD 256(SI), Z8, Z4
+	VPDPBUSD 320(SI), Z8, Z5
+	VPDPBUSD 384(SI), Z8, Z6
+	VPDPBUSD 448(SI), Z8, Z7
+	VPBROADCASTD 4(BX)(AX*1), Z9
+	VPDPBUSD 512(SI), Z9, Z0
+	VPDPBUSD 576(SI), Z9, Z1
+	VPDPBUSD 640(SI), Z9, Z2
+	VPDPBUSD 704(SI), Z9, Z3
+	VPDPBUSD 768(SI), Z9, Z4
+	VPDPBUSD 832(SI), Z9, Z5
+	VPDPBUSD 896(SI), Z9, Z6
+	VPDPBUSD 960(SI), Z9, Z7
+	ADDQ $1024, SI
+	ADDQ $8, AX
+	CMPQ AX, R8
+	JB panloop
+	// sum of w*(x+128) = sum of w*x + 128*rowsum
+	VMOVDQU32 0(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z0, Z0
+	VMOVDQU32 Z0, 0(DI)
+	VMOVDQU32 64(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z1, Z1
+	VMOVDQU32 Z1, 64(DI)
+	VMOVDQU32 128(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z2, Z2
+	VMOVDQU32 Z2, 128(DI)
+	VMOVDQU32 192(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z3, Z3
+	VMOVDQU32 Z3, 192(DI)
+	VMOVDQU32 256(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z4, Z4
+	VMOVDQU32 Z4, 256(DI)
+	VMOVDQU32 320(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z5, Z5
+	VMOVDQU32 Z5, 320(DI)
+	VMOVDQU32 384(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z6, Z6
+	VMOVDQU32 Z6, 384(DI)
+	VMOVDQU32 448(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z7, Z7
+	VMOVDQU32 Z7, 448(DI)
+	ADDQ $512, DI
+	ADDQ $512, DX
+	DECQ CX
+	JMP panel
+tail:
+	MOVQ tail+40(FP), CX
+tailgroup:
+	TESTQ CX, CX
+	JZ pandone
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	XORQ AX, AX
+tailloop:
+	VPBROADCASTD (BX)(AX*1), Z8
+	VPDPBUSD 0(SI), Z8, Z0
+	VPBROADCASTD 4(BX)(AX*1), Z9
+	VPDPBUSD 64(SI), Z9, Z1
+	VPBROADCASTD 8(BX)(AX*1), Z10
+	VPDPBUSD 128(SI), Z10, Z2
+	VPBROADCASTD 12(BX)(AX*1), Z11
+	VPDPBUSD 192(SI), Z11, Z3
+	ADDQ $256, SI
+	ADDQ $16, AX
+	CMPQ AX, R8
+	JB tailloop
+	VPADDD Z1, Z0, Z0
+	VPADDD Z3, Z2, Z2
+	VPADDD Z2, Z0, Z0
+	VMOVDQU32 0(DX), Z10
+	VPSLLD $7, Z10, Z10
+	VPSUBD Z10, Z0, Z0
+	VMOVDQU32 Z0, 0(DI)
+	ADDQ $64, DI
+	ADDQ $64, DX
+	DECQ CX
+	JMP tailgroup
+pandone:
+	VZEROUPPER
+	RET

@@ -7,3 +7,6 @@ package lm
 func kernels() []kernel {
 	return []kernel{{"swar", matvecSWAR, requantGo, addI16Go}, {"go", matvecGo, requantGo, addI16Go}}
 }
+
+// hasVNNIPanel reports whether this build runs the panel kernel: never here.
+func hasVNNIPanel() bool { return false }

@@ -24,6 +24,10 @@ func TestMatvecKernels(t *testing.T) {
 		{"random 36x192", 36, 192, random, random},
 		{"random 2048x512", 2048, 512, random, random},
 		{"random 256x1024", 256, 1024, random, random},
+		{"random 1536x384 (lstm2's gates)", 1536, 384, random, random},
+		{"random 144x128 (a panel and a group)", 144, 128, random, random},
+		{"random 48x64 (groups only)", 48, 64, random, random},
+		{"random 400x2048 (panels and groups, widest)", 400, 2048, random, random},
 		{"all +127", 12, 2048, func(int) int { return 127 }, func(int) int { return 127 }},
 		{"-127 times +127", 8, 2048, func(int) int { return -127 }, func(int) int { return 127 }},
 		{"-127 times -127", 8, 2048, func(int) int { return -127 }, func(int) int { return -127 }},
@@ -48,6 +52,9 @@ func TestMatvecKernels(t *testing.T) {
 				s += int64(w[r*c.k+i]) * int64(x[i])
 			}
 			want[r] = int32(s)
+		}
+		if c.rows%vnniGroup == 0 && hasVNNIPanel() && m.vnni == nil {
+			t.Fatalf("%s: no packed weights for the panel kernel", c.name)
 		}
 		for _, k := range kernels() {
 			got := make([]int32, c.rows+4)
@@ -198,6 +205,41 @@ func TestAddI16Kernels(t *testing.T) {
 			}
 			if dst[ln] != 12345 {
 				t.Fatalf("kernel %s, length %d: wrote past dst", k.name, ln)
+			}
+		}
+	}
+}
+
+// TestMatvecBlocks: the blocks of rows that step uses give the rows of the
+// whole matrix on every kernel, whether a block's rows start a panel of the
+// packed weights (then they share them) or not.
+func TestMatvecBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct{ rows, k, nb int }{{1536, 384, 6}, {1536, 768, 8}, {2048, 512, 8}, {256, 64, 2}, {48, 64, 3}} {
+		w := make([]int8, c.rows*c.k)
+		for i := range w {
+			w[i] = int8(rng.IntN(255) - 127)
+		}
+		x := make([]int16, c.k)
+		for i := range x {
+			x[i] = int16(rng.IntN(255) - 127)
+		}
+		m := newMatrix(w, c.rows, c.k)
+		want := make([]int32, c.rows)
+		matvecGo(want, m, x)
+		rb := c.rows / c.nb
+		for _, k := range kernels() {
+			for i, b := range m.blocks(c.nb) {
+				if shared := b.vnni != nil; m.vnni != nil && shared != (rb%vnniPanel == 0) {
+					t.Fatalf("%dx%d in %d blocks: block %d shares packed weights: %v", c.rows, c.k, c.nb, i, shared)
+				}
+				got := make([]int32, rb)
+				k.mv(got, b, x)
+				for r := range got {
+					if got[r] != want[i*rb+r] {
+						t.Fatalf("%dx%d in %d blocks, kernel %s: block %d row %d = %d, want %d", c.rows, c.k, c.nb, k.name, i, r, got[r], want[i*rb+r])
+					}
+				}
 			}
 		}
 	}
