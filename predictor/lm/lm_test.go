@@ -109,7 +109,7 @@ func TestVectorsLSTM(t *testing.T) {
 			if m.Config().Arch != ArchLSTM1 {
 				t.Fatalf("tiny_lstm.lmm has architecture %d", m.Config().Arch)
 			}
-			m.lstm.mv, m.lstm.rq, m.lstm.add16 = k.mv, k.rq, k.add16
+			m.lstm.useKernel(&k)
 			checkVectors(t, m, v, "lstm.py")
 		})
 	}
@@ -141,7 +141,7 @@ func TestVectorsLSTM2(t *testing.T) {
 			if m.Arch() != ArchLSTM2 {
 				t.Fatalf("tiny_lstm2.lmm has architecture %d", m.Arch())
 			}
-			m.lstm.mv, m.lstm.rq, m.lstm.add16 = k.mv, k.rq, k.add16
+			m.lstm.useKernel(&k)
 			checkVectors(t, m, v, "lstm.py")
 		})
 	}

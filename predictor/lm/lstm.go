@@ -48,6 +48,7 @@ type lstmNet struct {
 	rqo       rqVec   // output requantisation and bias
 	exp       []uint32
 	mv        matvecFunc
+	mvMany    matvecManyFunc
 	rq        requantFunc
 	add16     addI16Func
 
@@ -83,17 +84,22 @@ type lstmState struct {
 }
 
 type lstmScratch struct {
-	acc   []int32    // 4H (and 256 for the head)
-	part  []int32    // 4H: the sums over a layer's input half
-	z     []int32    // 4H: the gate values of a layer
-	rec   []int32    // (NL-1) x 4H: the recurrent-half sums of layers 1.. (see step)
-	flip  bool       // the order of the last step (see step)
-	seq   []int16    // scoreChunk x hp: one layer's h after each step of a chunk
-	pre   []int32    // scoreChunk x 4H: the input-half sums of a chunk
-	st    *lstmState // Score's state
-	in0   []int32    // 4H: T0[x] + T1[f] (lstm2)
-	fs    []uint16   // scoreChunk: the match features of a chunk (lstm2)
-	match *Matcher   // Score's match model (lstm2)
+	acc   []int32          // 4H (and 256 for the head)
+	part  []int32          // 4H: the sums over a layer's input half
+	z     []int32          // 4H: the gate values of a layer
+	rec   []int32          // (NL-1) x 4H: the recurrent-half sums of layers 1.. (see step)
+	flip  bool             // the order of the last step (see step)
+	seq   []int16          // scoreChunk x hp: one layer's h after each step of a chunk
+	pre   []int32          // scoreChunk x 4H: the input-half sums of a chunk
+	pre2  []int32          // scoreChunk x 4H: stepMany's input-half sums
+	out   []int32          // scoreChunk x 256: the output layer's sums (distMany)
+	dsts  [][]int32        // scoreChunk: the destinations of an mvMany
+	xs    [][]int16        // scoreChunk: the vectors of an mvMany
+	ds    []predictor.Dist // scoreChunk: a chunk's distributions
+	st    *lstmState       // Score's state
+	in0   []int32          // 4H: T0[x] + T1[f] (lstm2)
+	fs    []uint16         // scoreChunk: the match features of a chunk (lstm2)
+	match *Matcher         // Score's match model (lstm2)
 	logit [256]int32
 }
 
@@ -206,7 +212,8 @@ func loadLSTM(r *reader, m *Model, arch int) error {
 	n.sig, n.tanh = (*[tableLen]int32)(sig), (*[tableLen]int32)(tanh)
 	n.zero = make([]int32, max(4*h, 256))
 	k := kernels()[0]
-	n.mv, n.rq, n.add16, m.kernel = k.mv, k.rq, k.add16, k.name
+	n.useKernel(&k)
+	m.kernel = k.name
 	n.initBOS()
 	m.lstm = n
 	return nil

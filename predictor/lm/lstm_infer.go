@@ -7,6 +7,11 @@ import (
 	"github.com/lmfs/lmfs/predictor"
 )
 
+// useKernel makes n run kernel k.
+func (n *lstmNet) useKernel(k *kernel) {
+	n.mv, n.mvMany, n.rq, n.add16 = k.mv, k.many(), k.rq, k.add16
+}
+
 func (n *lstmNet) newState() *lstmState {
 	return &lstmState{h: make([]int16, n.nl*n.hp), c: make([]int32, n.nl*n.h)}
 }
@@ -115,31 +120,61 @@ func (n *lstmNet) input0(x int, f uint16, sc *lstmScratch) []int32 {
 	return in
 }
 
-// stepMany steps several states at once, layer by layer, so that each
-// layer's matrices serve every state while in cache; fs holds the match
+// stepMany steps several states at once, layer by layer, each layer's
+// matrices multiplying every state's vector in one mvMany (a kernel that
+// reuses each weight it loads for several vectors); fs holds the match
 // features of lstm2 (ignored for lstm1). The states must be distinct.
 func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, fs []uint16, sc *lstmScratch) {
-	H, hp := n.h, n.hp
+	H4, hp := 4*n.h, n.hp
 	sc.ensureChunk(n)
 	for len(sts) > 0 {
 		g := min(len(sts), scoreChunk)
+		dst, xs := sc.dsts[:g], sc.xs[:g]
 		for l := range n.layers {
-			if l == 0 {
+			ly := &n.layers[l]
+			// Every sum over the recurrent half before any h_l changes.
+			for i, st := range sts[:g] {
+				dst[i], xs[i] = sc.pre[i*H4:(i+1)*H4], st.h[l*hp:(l+1)*hp]
+			}
+			n.mvMany(dst, ly.wh, xs)
+			if l > 0 {
+				// h_{l-1} after this step.
 				for i, st := range sts[:g] {
-					n.layer(l, st, int(syms[i]), fs[i], sc, nil)
+					dst[i], xs[i] = sc.pre2[i*H4:(i+1)*H4], st.h[(l-1)*hp:l*hp]
 				}
-				continue
-			}
-			// Both halves of W_l are as large as W_0: one after the other.
-			for i, st := range sts[:g] {
-				n.mv(sc.pre[i*4*H:(i+1)*4*H], n.layers[l].wh, st.h[l*hp:l*hp+hp])
+				n.mvMany(dst, ly.wx, xs)
 			}
 			for i, st := range sts[:g] {
-				n.layer(l, st, int(syms[i]), fs[i], sc, sc.pre[i*4*H:(i+1)*4*H])
+				acc := sc.pre[i*H4 : (i+1)*H4]
+				if l == 0 {
+					n.gates(0, st, acc, n.input0(int(syms[i]), fs[i], sc), sc)
+					continue
+				}
+				for j, v := range sc.pre2[i*H4 : (i+1)*H4] {
+					acc[j] += v
+				}
+				n.gates(l, st, acc, n.zero, sc)
 			}
 		}
 		sts, syms, fs = sts[g:], syms[g:], fs[g:]
 	}
+}
+
+// distMany computes the distribution of the next byte from each top-layer h
+// in hs (at most scoreChunk) into sc.ds, the output layer in one mvMany.
+func (n *lstmNet) distMany(hs [][]int16, sc *lstmScratch) []predictor.Dist {
+	sc.ensureChunk(n)
+	dst := sc.dsts[:len(hs)]
+	for i := range hs {
+		dst[i] = sc.out[i*256 : (i+1)*256]
+	}
+	n.mvMany(dst, n.wo, hs)
+	ds := sc.ds[:len(hs)]
+	for i := range hs {
+		n.rq(sc.logit[:], dst[i], n.zero[:256], &n.rqo, -maxLogit, maxLogit)
+		freqsFromLogits(n.exp, &sc.logit, &ds[i])
+	}
+	return ds
 }
 
 // ensureChunk allocates the buffers of chunked stepping.
@@ -147,6 +182,11 @@ func (sc *lstmScratch) ensureChunk(n *lstmNet) {
 	if sc.seq == nil {
 		sc.seq = make([]int16, scoreChunk*n.hp)
 		sc.pre = make([]int32, scoreChunk*4*n.h)
+		sc.pre2 = make([]int32, scoreChunk*4*n.h)
+		sc.out = make([]int32, scoreChunk*256)
+		sc.dsts = make([][]int32, scoreChunk)
+		sc.xs = make([][]int16, scoreChunk)
+		sc.ds = make([]predictor.Dist, scoreChunk)
 		sc.fs = make([]uint16, scoreChunk)
 	}
 }
@@ -261,9 +301,12 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 				}
 			}
 			n.stepChunk(st, syms, fs, sc)
+			hs := sc.xs[:len(syms)]
 			for t := range syms {
-				n.distFrom(sc.seq[t*n.hp:(t+1)*n.hp], sc, &d)
-				if err := emit(bi, s0+t+1, &d); err != nil {
+				hs[t] = sc.seq[t*n.hp : (t+1)*n.hp]
+			}
+			for t := range n.distMany(hs, sc) {
+				if err := emit(bi, s0+t+1, &sc.ds[t]); err != nil {
 					return err
 				}
 			}
@@ -282,9 +325,11 @@ func (n *lstmNet) stepChunk(st *lstmState, syms []byte, fs []uint16, sc *lstmScr
 		ly := &n.layers[l]
 		if l > 0 {
 			// sc.seq holds h_{l-1} after each step.
+			dst, xs := sc.dsts[:len(syms)], sc.xs[:len(syms)]
 			for t := range syms {
-				n.mv(sc.pre[t*4*H:(t+1)*4*H], ly.wx, sc.seq[t*hp:(t+1)*hp])
+				dst[t], xs[t] = sc.pre[t*4*H:(t+1)*4*H], sc.seq[t*hp:(t+1)*hp]
 			}
+			n.mvMany(dst, ly.wx, xs)
 		}
 		h := st.h[l*hp : (l+1)*hp]
 		for t, x := range syms {
@@ -371,12 +416,31 @@ func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Di
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// The streams' output layers in chunks, one mvMany each.
+	n, sc := s.n, s.sc
+	sc.ensureChunk(n)
+	top := (n.nl - 1) * n.hp
+	var which [scoreChunk]int
+	hs := sc.xs[:0]
+	flush := func() {
+		for k, d := range n.distMany(hs, sc) {
+			dst[which[k]] = d
+		}
+		hs = sc.xs[:0]
+	}
 	for i, id := range ids {
 		if s.fresh[id] == freshYes {
-			dst[i] = s.n.dist0
+			dst[i] = n.dist0
 			continue
 		}
-		s.n.dist(s.st[id], s.sc, &dst[i])
+		which[len(hs)] = i
+		hs = append(hs, s.st[id].h[top:top+n.hp])
+		if len(hs) == scoreChunk {
+			flush()
+		}
+	}
+	if len(hs) > 0 {
+		flush()
 	}
 	return nil
 }

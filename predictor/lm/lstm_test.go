@@ -241,7 +241,8 @@ func loadWith(t testing.TB, p *lmtest.LSTM, k *kernel) *Model {
 		t.Fatal(err)
 	}
 	if k != nil {
-		m.lstm.mv, m.lstm.rq, m.lstm.add16, m.kernel = k.mv, k.rq, k.add16, k.name
+		m.lstm.useKernel(k)
+		m.kernel = k.name
 	}
 	return m
 }

@@ -144,10 +144,28 @@ func addI16Go(dst, a []int32, b []int16) {
 	}
 }
 
+// matvecManyFunc sets dst[i] to m times x[i] for every i (as matvecFunc),
+// faster than one by one where a kernel reuses each weight it loads.
+type matvecManyFunc func(dst [][]int32, m *matrix, x [][]int16)
+
+// many returns k's matvecManyFunc: its own, or mv vector by vector.
+func (k *kernel) many() matvecManyFunc {
+	if k.mvMany != nil {
+		return k.mvMany
+	}
+	mv := k.mv
+	return func(dst [][]int32, m *matrix, x [][]int16) {
+		for i := range dst {
+			mv(dst[i], m, x[i])
+		}
+	}
+}
+
 // kernel is a named set of the routines that lstm1 and lstm2 run per byte.
 type kernel struct {
-	name  string
-	mv    matvecFunc
-	rq    requantFunc
-	add16 addI16Func
+	name   string
+	mv     matvecFunc
+	mvMany matvecManyFunc // nil: mv for each vector
+	rq     requantFunc
+	add16  addI16Func
 }

@@ -14,12 +14,12 @@ import (
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
-		ks = append(ks, kernel{"avx512vnni", matvecVNNIPanel, requantAVX512Go, addI16AVX2Go})
+		ks = append(ks, kernel{"avx512vnni", matvecVNNIPanel, matvecManyVNNIPanel, requantAVX512Go, addI16AVX2Go})
 	}
 	if cpu.X86.HasAVX2 {
-		ks = append(ks, kernel{"avx2", matvecAVX2, requantGo, addI16AVX2Go})
+		ks = append(ks, kernel{"avx2", matvecAVX2, nil, requantGo, addI16AVX2Go})
 	}
-	return append(ks, kernel{"swar", matvecSWAR, requantGo, addI16Go}, kernel{"go", matvecGo, requantGo, addI16Go})
+	return append(ks, kernel{"swar", matvecSWAR, nil, requantGo, addI16Go}, kernel{"go", matvecGo, nil, requantGo, addI16Go})
 }
 
 // addI16AVX2Go is addI16Func in AVX2 assembly (matvec_amd64.s).
@@ -86,6 +86,27 @@ func matvecVNNIPanel(dst []int32, m *matrix, x []int16) {
 	}
 	matvecVNNIPanelAsm(&dst[0], &m.vnni[0], &x[0], &m.rowsum[0], m.rows/vnniPanel, m.rows%vnniPanel/vnniGroup, m.k)
 }
+
+// matvecManyVNNIPanel is matvecManyFunc with the four-vector panel kernel
+// for the vectors in fours, where m has whole panels of packed weights.
+func matvecManyVNNIPanel(dst [][]int32, m *matrix, x [][]int16) {
+	i := 0
+	if m.vnni != nil && m.rows%vnniPanel == 0 {
+		for ; i+4 <= len(dst); i += 4 {
+			for j := i; j < i+4; j++ {
+				checkMatvec(dst[j], m, x[j])
+			}
+			matvec4VNNIPanelAsm(&dst[i][0], &dst[i+1][0], &dst[i+2][0], &dst[i+3][0], &m.vnni[0],
+				&x[i][0], &x[i+1][0], &x[i+2][0], &x[i+3][0], &m.rowsum[0], m.rows/vnniPanel, m.k)
+		}
+	}
+	for ; i < len(dst); i++ {
+		matvecVNNIPanel(dst[i], m, x[i])
+	}
+}
+
+//go:noescape
+func matvec4VNNIPanelAsm(dst0, dst1, dst2, dst3 *int32, p *int8, x0, x1, x2, x3 *int16, rowsum *int32, panels, k int)
 
 // matvecVNNIPanelAsm computes panels*128 + tail*16 sums of k (a multiple of
 // 64, at most maxCols) products each from weights packed by packVNNI.

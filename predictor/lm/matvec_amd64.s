@@ -368,3 +368,173 @@ tailloop:
 pandone:
 	VZEROUPPER
 	RET
+
+// The four-vector panel kernel multiplies the packed weights by four input
+// vectors at once: each 64-byte run of weights is loaded once (from L2, the
+// bound of the one-vector kernel) and used by four VPDPBUSD. A panel runs as
+// two halves of four groups; sixteen accumulators (4 groups x 4 vectors).
+
+// func matvec4VNNIPanelAsm(dst0, dst1, dst2, dst3 *int32, p *int8, x0, x1, x2, x3 *int16, rowsum *int32, panels, k int)
+TEXT ·matvec4VNNIPanelAsm(SB), 0, $8192-96
+	MOVQ k+88(FP), R8
+	// The inputs as bytes h+128 in the frame, vector v at 2048*v.
+	LEAQ 0(SP), BX
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Y7
+	MOVQ x0+40(FP), DX
+	XORQ AX, AX
+p4x0:
+	VMOVDQU16 (DX)(AX*2), Z6
+	VPMOVWB Z6, Y6
+	VPXOR Y7, Y6, Y6
+	VMOVDQU Y6, 0(BX)(AX*1)
+	ADDQ $32, AX
+	CMPQ AX, R8
+	JB p4x0
+	MOVQ x1+48(FP), DX
+	XORQ AX, AX
+p4x1:
+	VMOVDQU16 (DX)(AX*2), Z6
+	VPMOVWB Z6, Y6
+	VPXOR Y7, Y6, Y6
+	VMOVDQU Y6, 2048(BX)(AX*1)
+	ADDQ $32, AX
+	CMPQ AX, R8
+	JB p4x1
+	MOVQ x2+56(FP), DX
+	XORQ AX, AX
+p4x2:
+	VMOVDQU16 (DX)(AX*2), Z6
+	VPMOVWB Z6, Y6
+	VPXOR Y7, Y6, Y6
+	VMOVDQU Y6, 4096(BX)(AX*1)
+	ADDQ $32, AX
+	CMPQ AX, R8
+	JB p4x2
+	MOVQ x3+64(FP), DX
+	XORQ AX, AX
+p4x3:
+	VMOVDQU16 (DX)(AX*2), Z6
+	VPMOVWB Z6, Y6
+	VPXOR Y7, Y6, Y6
+	VMOVDQU Y6, 6144(BX)(AX*1)
+	ADDQ $32, AX
+	CMPQ AX, R8
+	JB p4x3
+	MOVQ p+32(FP), SI
+	MOVQ rowsum+72(FP), DX
+	MOVQ dst0+0(FP), DI
+	MOVQ dst1+8(FP), R9
+	MOVQ dst2+16(FP), R10
+	MOVQ dst3+24(FP), R11
+	MOVQ panels+80(FP), CX
+	SHLQ $1, CX // halves
+	XORQ R12, R12 // byte offset of the half's first row in dst and rowsum
+	MOVQ SI, R13 // the panel's first run
+p4half:
+	TESTQ CX, CX
+	JZ p4done
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ R13, SI
+	XORQ AX, AX
+p4loop:
+	VPBROADCASTD (BX)(AX*1), Z16
+	VPBROADCASTD 2048(BX)(AX*1), Z17
+	VPBROADCASTD 4096(BX)(AX*1), Z18
+	VPBROADCASTD 6144(BX)(AX*1), Z19
+	VMOVDQU64 0(SI), Z20
+	VMOVDQU64 64(SI), Z21
+	VMOVDQU64 128(SI), Z22
+	VMOVDQU64 192(SI), Z23
+	VPDPBUSD Z20, Z16, Z0
+	VPDPBUSD Z20, Z17, Z1
+	VPDPBUSD Z20, Z18, Z2
+	VPDPBUSD Z20, Z19, Z3
+	VPDPBUSD Z21, Z16, Z4
+	VPDPBUSD Z21, Z17, Z5
+	VPDPBUSD Z21, Z18, Z6
+	VPDPBUSD Z21, Z19, Z7
+	VPDPBUSD Z22, Z16, Z8
+	VPDPBUSD Z22, Z17, Z9
+	VPDPBUSD Z22, Z18, Z10
+	VPDPBUSD Z22, Z19, Z11
+	VPDPBUSD Z23, Z16, Z12
+	VPDPBUSD Z23, Z17, Z13
+	VPDPBUSD Z23, Z18, Z14
+	VPDPBUSD Z23, Z19, Z15
+	ADDQ $512, SI
+	ADDQ $4, AX
+	CMPQ AX, R8
+	JB p4loop
+	VMOVDQU32 0(DX)(R12*1), Z24
+	VPSLLD $7, Z24, Z24
+	VPSUBD Z24, Z0, Z0
+	VMOVDQU32 Z0, 0(DI)(R12*1)
+	VPSUBD Z24, Z1, Z1
+	VMOVDQU32 Z1, 0(R9)(R12*1)
+	VPSUBD Z24, Z2, Z2
+	VMOVDQU32 Z2, 0(R10)(R12*1)
+	VPSUBD Z24, Z3, Z3
+	VMOVDQU32 Z3, 0(R11)(R12*1)
+	VMOVDQU32 64(DX)(R12*1), Z24
+	VPSLLD $7, Z24, Z24
+	VPSUBD Z24, Z4, Z4
+	VMOVDQU32 Z4, 64(DI)(R12*1)
+	VPSUBD Z24, Z5, Z5
+	VMOVDQU32 Z5, 64(R9)(R12*1)
+	VPSUBD Z24, Z6, Z6
+	VMOVDQU32 Z6, 64(R10)(R12*1)
+	VPSUBD Z24, Z7, Z7
+	VMOVDQU32 Z7, 64(R11)(R12*1)
+	VMOVDQU32 128(DX)(R12*1), Z24
+	VPSLLD $7, Z24, Z24
+	VPSUBD Z24, Z8, Z8
+	VMOVDQU32 Z8, 128(DI)(R12*1)
+	VPSUBD Z24, Z9, Z9
+	VMOVDQU32 Z9, 128(R9)(R12*1)
+	VPSUBD Z24, Z10, Z10
+	VMOVDQU32 Z10, 128(R10)(R12*1)
+	VPSUBD Z24, Z11, Z11
+	VMOVDQU32 Z11, 128(R11)(R12*1)
+	VMOVDQU32 192(DX)(R12*1), Z24
+	VPSLLD $7, Z24, Z24
+	VPSUBD Z24, Z12, Z12
+	VMOVDQU32 Z12, 192(DI)(R12*1)
+	VPSUBD Z24, Z13, Z13
+	VMOVDQU32 Z13, 192(R9)(R12*1)
+	VPSUBD Z24, Z14, Z14
+	VMOVDQU32 Z14, 192(R10)(R12*1)
+	VPSUBD Z24, Z15, Z15
+	VMOVDQU32 Z15, 192(R11)(R12*1)
+	ADDQ $256, R12
+	// The next half: the other four groups of this panel's runs, or the
+	// first four of the next panel (which starts where this one's runs
+	// end, 512 bytes a run of k/4).
+	TESTQ $256, R12
+	JNZ p4second
+	MOVQ SI, R13
+	SUBQ $256, R13
+	JMP p4next
+p4second:
+	ADDQ $256, R13
+p4next:
+	DECQ CX
+	JMP p4half
+p4done:
+	VZEROUPPER
+	RET

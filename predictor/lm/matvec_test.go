@@ -244,3 +244,58 @@ func TestMatvecBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestMatvecMany checks every kernel's many-vector product against the
+// one-vector Go kernel, for counts of vectors that do and do not fill the
+// four-vector kernel, on shapes with and without whole panels, and on the
+// extremes.
+func TestMatvecMany(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct {
+		rows, k int
+		ext     bool // every weight and input at +-127
+	}{{1536, 384, false}, {256, 768, false}, {128, 64, false}, {144, 128, false}, {36, 192, false}, {256, 2048, true}} {
+		w := make([]int8, c.rows*c.k)
+		for i := range w {
+			w[i] = int8(rng.IntN(255) - 127)
+			if c.ext {
+				w[i] = 127
+			}
+		}
+		m := newMatrix(w, c.rows, c.k)
+		for _, n := range []int{1, 3, 4, 5, 8, 9} {
+			xs := make([][]int16, n)
+			want := make([][]int32, n)
+			got := make([][]int32, n)
+			for i := range xs {
+				xs[i] = make([]int16, c.k)
+				for j := range xs[i] {
+					xs[i][j] = int16(rng.IntN(255) - 127)
+					if c.ext {
+						xs[i][j] = int16(127 - 254*(i&1))
+					}
+				}
+				want[i] = make([]int32, c.rows)
+				matvecGo(want[i], m, xs[i])
+			}
+			for _, k := range kernels() {
+				buf := make([]int32, n*(c.rows+4))
+				for i := range got {
+					got[i] = buf[i*(c.rows+4) : i*(c.rows+4)+c.rows]
+					buf[i*(c.rows+4)+c.rows] = 12345 // must stay untouched
+				}
+				k.many()(got, m, xs)
+				for i := range got {
+					for r := range got[i] {
+						if got[i][r] != want[i][r] {
+							t.Fatalf("%dx%d, %d vectors, kernel %s: vector %d row %d = %d, want %d", c.rows, c.k, n, k.name, i, r, got[i][r], want[i][r])
+						}
+					}
+					if buf[i*(c.rows+4)+c.rows] != 12345 {
+						t.Fatalf("%dx%d, %d vectors, kernel %s wrote past vector %d", c.rows, c.k, n, k.name, i)
+					}
+				}
+			}
+		}
+	}
+}
