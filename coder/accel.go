@@ -365,7 +365,7 @@ func (c *ByteCodec) Device() string { return c.acc.device() }
 
 // EncodeBatch implements BatchCodec.
 func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
-	return encodeBatch(len(srcs), c.acc, func(i int) ([]byte, error) { return c.encodeCPU(ctx, nil, srcs[i]) },
+	return encodeBatch(len(srcs), c.acc, func(start, end int, out [][]byte, errs []error) { c.encodeGroup(ctx, srcs[start:end], out, errs) },
 		func(start, end int, out [][]byte, errs []error) { c.encodeAccel(ctx, srcs[start:end], out, errs) })
 }
 
@@ -377,14 +377,14 @@ func (c *ByteCodec) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []
 
 // encodeBatch codes n blocks: with the accelerator a, in its overlapping
 // parts by accel(start, end, out[start:end], errs[start:end]); without one
-// (a nil), block i by cpu(i), in parallel.
-func encodeBatch(n int, a *accel, cpu func(i int) ([]byte, error), accel func(start, end int, out [][]byte, errs []error)) ([][]byte, error) {
+// (a nil), in groups on the CPU cores by cpu (see inGroups).
+func encodeBatch(n int, a *accel, cpu func(start, end int, out [][]byte, errs []error), accel func(start, end int, out [][]byte, errs []error)) ([][]byte, error) {
 	out := make([][]byte, n)
 	errs := make([]error, n)
 	if a != nil {
 		a.pipelined(n, func(start, end int) { accel(start, end, out[start:end], errs[start:end]) })
 	} else {
-		parallelFor(n, func(i int) { out[i], errs[i] = cpu(i) })
+		inGroups(n, func(start, end int) { cpu(start, end, out[start:end], errs[start:end]) })
 	}
 	return out, firstErr(errs)
 }
@@ -414,7 +414,7 @@ func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens 
 	if len(payloads) != len(rawLens) {
 		return nil, fmt.Errorf("%d payloads but %d lengths", len(payloads), len(rawLens))
 	}
-	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeCPU)
+	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeGroup)
 }
 
 func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
@@ -499,7 +499,7 @@ func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error)
 	if c.full() != nil {
 		return c.acc.sequential(len(srcs), func(start, end int, out [][]byte, errs []error) { c.encodeFull(ctx, srcs[start:end], out, errs) })
 	}
-	return encodeBatch(len(srcs), c.acc, func(i int) ([]byte, error) { return c.encodeCPU(ctx, nil, srcs[i]) },
+	return encodeBatch(len(srcs), c.acc, func(start, end int, out [][]byte, errs []error) { c.encodeGroup(ctx, srcs[start:end], out, errs) },
 		func(start, end int, out [][]byte, errs []error) { c.encodeAccel(ctx, srcs[start:end], out, errs) })
 }
 
@@ -646,7 +646,7 @@ func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int
 			c.decodeFull(ctx, payloads[start:end], rawLens[start:end], out, errs)
 		})
 	}
-	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeCPU)
+	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeGroup)
 }
 
 // decodeFull decodes lm+cm payloads entirely on the accelerator
@@ -790,22 +790,12 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 					b.err = fmt.Errorf("accelerator gave an invalid distribution: %w", err)
 					return
 				}
-				lo, hi := 0, 256
-				for k := range 8 {
-					mid := (lo + hi) / 2
-					bit := b.d.DecodeBit(b.s.p(k, lo, int32(symbolP(&b.s.cum, lo, mid, hi))))
-					b.s.update(bit)
-					if bit != 0 {
-						lo = mid
-					} else {
-						hi = mid
-					}
-				}
+				x := b.s.decodeByte(&b.d)
 				if b.d.Overrun() {
 					b.err = fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, pos, rawLens[b.i])
 				}
-				syms[j] = byte(lo)
-				b.out = append(b.out, byte(lo))
+				syms[j] = x
+				b.out = append(b.out, x)
 			})
 			// The blocks that go on get their byte pushed and their next
 			// table predicted.
@@ -904,18 +894,21 @@ func (a *accel) decodeBatched(ctx context.Context, dst, payload []byte, rawLen i
 }
 
 // decodeBatch decodes payloads on acc in pipelined groups (onAcc) or,
-// without one, block by block on the CPU cores (cpu).
+// without one, in groups on the CPU cores (cpu; see inGroups).
 func decodeBatch(ctx context.Context, acc *accel, payloads [][]byte, rawLens []int,
 	onAcc func(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error),
-	cpu func(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error)) ([][]byte, error) {
+	cpu func(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error)) ([][]byte, error) {
 	out := make([][]byte, len(payloads))
 	errs := make([]error, len(payloads))
+	run := func(f func(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error)) func(start, end int) {
+		return func(start, end int) {
+			f(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
+		}
+	}
 	if acc != nil {
-		acc.pipelined(len(payloads), func(start, end int) {
-			onAcc(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
-		})
+		acc.pipelined(len(payloads), run(onAcc))
 	} else {
-		parallelFor(len(payloads), func(i int) { out[i], errs[i] = cpu(ctx, nil, payloads[i], rawLens[i]) })
+		inGroups(len(payloads), run(cpu))
 	}
 	return out, firstErr(errs)
 }

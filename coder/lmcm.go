@@ -243,22 +243,41 @@ func (c *LMCM) encodeWith(dst, src []byte, drive func(s *lmcmState, code func(po
 	defer c.release(s)
 	e := Encoder{}
 	e.Reset(append(dst, params))
-	err = drive(s, func(pos int, pl []uint16) {
-		x := src[pos]
-		lo := 0 // the first symbol of the current node
-		for k := range 8 {
-			bit := int(x>>(7-k)) & 1
-			e.EncodeBit(bit, s.p(k, lo, int32(pl[k])))
-			s.update(bit)
-			if bit != 0 {
-				lo += 128 >> k
-			}
-		}
-	})
+	err = drive(s, func(pos int, pl []uint16) { s.encodeByte(&e, src[pos], pl) })
 	if err != nil {
 		return dst, err
 	}
 	return e.Finish(), nil
+}
+
+// encodeByte codes byte x with e, pl the LM's probabilities of a 1 at the
+// eight bit-tree nodes on its path (pathProbs).
+func (s *lmcmState) encodeByte(e *Encoder, x byte, pl []uint16) {
+	lo := 0 // the first symbol of the current node
+	for k := range 8 {
+		bit := int(x>>(7-k)) & 1
+		e.EncodeBit(bit, s.p(k, lo, int32(pl[k])))
+		s.update(bit)
+		if bit != 0 {
+			lo += 128 >> k
+		}
+	}
+}
+
+// decodeByte decodes a byte from d with the LM's table in s.cum.
+func (s *lmcmState) decodeByte(d *Decoder) byte {
+	lo, hi := 0, 256
+	for k := range 8 {
+		mid := (lo + hi) / 2
+		bit := d.DecodeBit(s.p(k, lo, int32(symbolP(&s.cum, lo, mid, hi))))
+		s.update(bit)
+		if bit != 0 {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return byte(lo)
 }
 
 // Decode implements Codec. With an accelerator, concurrent calls are
@@ -303,22 +322,11 @@ func (c *LMCM) decodeCPU(ctx context.Context, dst, payload []byte, rawLen int) (
 		if err := cumulate(&dist[0], &s.cum); err != nil {
 			return dst[:start], err
 		}
-		lo, hi := 0, 256
-		for k := range 8 {
-			mid := (lo + hi) / 2
-			bit := d.DecodeBit(s.p(k, lo, int32(symbolP(&s.cum, lo, mid, hi))))
-			s.update(bit)
-			if bit != 0 {
-				lo = mid
-			} else {
-				hi = mid
-			}
-		}
-		sym[0] = byte(lo)
+		sym[0] = s.decodeByte(&d)
 		if err := st.Push(ids, sym); err != nil {
 			return dst[:start], err
 		}
-		dst = append(dst, byte(lo))
+		dst = append(dst, sym[0])
 	}
 	if err := d.Finish(); err != nil {
 		return dst[:start], fmt.Errorf("%s: %w", c.name, err)

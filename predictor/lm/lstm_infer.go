@@ -161,20 +161,23 @@ func (n *lstmNet) stepMany(sts []*lstmState, syms []byte, fs []uint16, sc *lstmS
 }
 
 // distMany computes the distribution of the next byte from each top-layer h
-// in hs (at most scoreChunk) into sc.ds, the output layer in one mvMany.
-func (n *lstmNet) distMany(hs [][]int16, sc *lstmScratch) []predictor.Dist {
+// in hs (at most scoreChunk) into out[i] (sc.ds[i] where out is nil), the
+// output layer in one mvMany.
+func (n *lstmNet) distMany(hs [][]int16, sc *lstmScratch, out []*predictor.Dist) {
 	sc.ensureChunk(n)
 	dst := sc.dsts[:len(hs)]
 	for i := range hs {
 		dst[i] = sc.out[i*256 : (i+1)*256]
 	}
 	n.mvMany(dst, n.wo, hs)
-	ds := sc.ds[:len(hs)]
 	for i := range hs {
+		d := &sc.ds[i]
+		if out != nil {
+			d = out[i]
+		}
 		n.rq(sc.logit[:], dst[i], n.zero[:256], &n.rqo, -maxLogit, maxLogit)
-		freqsFromLogits(n.exp, &sc.logit, &ds[i])
+		freqsFromLogits(n.exp, &sc.logit, d)
 	}
-	return ds
 }
 
 // ensureChunk allocates the buffers of chunked stepping.
@@ -276,7 +279,19 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 	if n.t1 != nil && sc.match == nil {
 		sc.match = NewMatcher()
 	}
-	for bi, blk := range blocks {
+	// Blocks in groups of up to lockstepMax stepped together (every matrix
+	// multiplies several blocks' vectors at once); the last few, fewer
+	// than lockstepMin, one by one in chunks of positions.
+	first := 0
+	for len(blocks)-first >= lockstepMin {
+		g := min(lockstepMax, len(blocks)-first)
+		if err := n.scoreLockstep(ctx, blocks, first, first+g, sc, emit); err != nil {
+			return err
+		}
+		first += g
+	}
+	for bi := first; bi < len(blocks); bi++ {
+		blk := blocks[bi]
 		if len(blk) == 0 {
 			continue
 		}
@@ -305,7 +320,8 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 			for t := range syms {
 				hs[t] = sc.seq[t*n.hp : (t+1)*n.hp]
 			}
-			for t := range n.distMany(hs, sc) {
+			n.distMany(hs, sc, nil)
+			for t := range hs {
 				if err := emit(bi, s0+t+1, &sc.ds[t]); err != nil {
 					return err
 				}
@@ -313,6 +329,84 @@ func (n *lstmNet) score(ctx context.Context, blocks [][]byte, emit func(b, pos i
 		}
 	}
 	return nil
+}
+
+// Score's groups of blocks in lockstep: from lockstepMin blocks (the
+// four-vector kernel's width) to lockstepMax.
+const (
+	lockstepMin = 4
+	lockstepMax = 8
+)
+
+// scoreLockstep scores blocks[lo:hi] together: per position, one stepMany
+// over the blocks that go on and one distMany, emitting each block's tables
+// in order.
+func (n *lstmNet) scoreLockstep(ctx context.Context, blocks [][]byte, lo, hi int, sc *lstmScratch, emit func(b, pos int, d *predictor.Dist) error) error {
+	g := hi - lo
+	sts := make([]*lstmState, g)
+	var ms []*Matcher
+	if n.t1 != nil {
+		ms = make([]*Matcher, g)
+	}
+	defer func() {
+		for _, m := range ms {
+			if m != nil {
+				n.putMatcher(m)
+			}
+		}
+	}()
+	for k := range g {
+		if len(blocks[lo+k]) == 0 {
+			continue
+		}
+		sts[k] = n.newState()
+		sts[k].set(&n.bos)
+		if ms != nil {
+			ms[k] = n.getMatcher()
+		}
+		d := n.dist0
+		if err := emit(lo+k, 0, &d); err != nil {
+			return err
+		}
+	}
+	act := make([]*lstmState, 0, g)
+	syms := make([]byte, 0, g)
+	fs := make([]uint16, 0, g)
+	which := make([]int, 0, g)
+	top := (n.nl - 1) * n.hp
+	for t := 0; ; t++ {
+		act, syms, fs, which = act[:0], syms[:0], fs[:0], which[:0]
+		for k := range g {
+			blk := blocks[lo+k]
+			if t >= len(blk)-1 {
+				continue
+			}
+			var f uint16
+			if ms != nil {
+				f = ms[k].Push(blk[t])
+			}
+			act, syms, fs, which = append(act, sts[k]), append(syms, blk[t]), append(fs, f), append(which, lo+k)
+		}
+		if len(act) == 0 {
+			return nil
+		}
+		if t%scoreChunk == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		n.stepMany(act, syms, fs, sc)
+		hs := sc.xs[:len(act)]
+		for i, st := range act {
+			hs[i] = st.h[top : top+n.hp]
+		}
+		n.distMany(hs, sc, nil)
+		for i, b := range which {
+			if err := emit(b, t+1, &sc.ds[i]); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // stepChunk takes the steps over syms (at most scoreChunk) with match
@@ -420,12 +514,10 @@ func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Di
 	n, sc := s.n, s.sc
 	sc.ensureChunk(n)
 	top := (n.nl - 1) * n.hp
-	var which [scoreChunk]int
+	var outs [scoreChunk]*predictor.Dist
 	hs := sc.xs[:0]
 	flush := func() {
-		for k, d := range n.distMany(hs, sc) {
-			dst[which[k]] = d
-		}
+		n.distMany(hs, sc, outs[:len(hs)])
 		hs = sc.xs[:0]
 	}
 	for i, id := range ids {
@@ -433,7 +525,7 @@ func (s *lstmStreams) Predict(ctx context.Context, ids []int, dst []predictor.Di
 			dst[i] = n.dist0
 			continue
 		}
-		which[len(hs)] = i
+		outs[len(hs)] = &dst[i]
 		hs = append(hs, s.st[id].h[top:top+n.hp])
 		if len(hs) == scoreChunk {
 			flush()

@@ -621,8 +621,9 @@ func TestLSTMLoadRejectsBadFiles(t *testing.T) {
 	}
 }
 
-// BenchmarkLSTM measures encoding (Score), decoding (a stream, one Predict
-// and Push per byte) and decoding eight blocks at once (decode8) in bytes
+// BenchmarkLSTM measures encoding (Score) of one block and of eight at once
+// (encode8), decoding (a stream, one Predict and Push per byte) and decoding
+// eight blocks at once (decode8) in bytes
 // per second on one core, for random
 // models of the shapes lstm.py trains (s, m, m2, l2: H = 384 and 512, one
 // and two layers), lstm1 and lstm2 (names starting "lstm2-"), on each
@@ -651,6 +652,20 @@ func benchLSTM(b *testing.B, p *lmtest.LSTM, k kernel, text []byte) {
 		defer reportKBs(b, len(text))
 		for b.Loop() {
 			if err := m.Score(context.Background(), [][]byte{text}, func(int, int, *predictor.Dist) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run(prefix+"/encode8", func(b *testing.B) {
+		// Eight blocks scored in one call (stepped in lockstep).
+		blocks := make([][]byte, 8)
+		for j := range blocks {
+			blocks[j] = append(append([]byte(nil), text[j*16:]...), text[:j*16]...)
+		}
+		b.ReportMetric(float64(m.MACs()), "MACs/byte")
+		defer reportKBs(b, 8*len(text))
+		for b.Loop() {
+			if err := m.Score(context.Background(), blocks, func(int, int, *predictor.Dist) error { return nil }); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -908,4 +923,59 @@ func FuzzLSTM2ScoreStreams(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestScoreLockstepMatchesOneByOne: Score over many blocks (groups stepped
+// in lockstep, the four-vector kernel on whole panels) gives every table
+// that Score of each block alone gives (chunks of positions), on every
+// kernel, for models with and without whole panels and blocks of different
+// lengths (empty, one byte, longer than a chunk).
+func TestScoreLockstepMatchesOneByOne(t *testing.T) {
+	text := []byte("The quick brown fox jumps over the lazy dog. The quick brown fox jumps again. func main() { println(42) }\n")
+	var blocks [][]byte
+	for i := range 11 {
+		blocks = append(blocks, text[i*7%len(text):min(len(text), i*7%len(text)+i*13)])
+	}
+	blocks[3] = nil
+	blocks[5] = text[:1]
+	for _, p := range []*lmtest.LSTM{lmtest.RandomLSTM(5, 2, 384), lmtest.RandomLSTM2(6, 2, 384), lmtest.RandomLSTM2(7, 1, 48)} {
+		for _, k := range kernels() {
+			if p.Hidden > 64 && (k.name == "go" || k.name == "swar") {
+				continue // slow; they share the code around the kernel
+			}
+			m := loadWith(t, p, &k)
+			want := make([][]predictor.Dist, len(blocks))
+			for i, b := range blocks {
+				err := m.Score(context.Background(), [][]byte{b}, func(_, pos int, d *predictor.Dist) error {
+					if pos != len(want[i]) {
+						return fmt.Errorf("block %d: position %d after %d", i, pos, len(want[i]))
+					}
+					want[i] = append(want[i], *d)
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := make([]int, len(blocks))
+			err := m.Score(context.Background(), blocks, func(b, pos int, d *predictor.Dist) error {
+				if pos != got[b] {
+					return fmt.Errorf("block %d: position %d after %d", b, pos, got[b])
+				}
+				if *d != want[b][pos] {
+					return fmt.Errorf("block %d position %d: the table differs from the block scored alone", b, pos)
+				}
+				got[b]++
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("H%d arch %d, kernel %s: %v", p.Hidden, m.Arch(), k.name, err)
+			}
+			for i, b := range blocks {
+				if got[i] != len(b) {
+					t.Fatalf("H%d, kernel %s: block %d got %d tables for %d bytes", p.Hidden, k.name, i, got[i], len(b))
+				}
+			}
+		}
+	}
 }

@@ -1,0 +1,291 @@
+package coder
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/lmfs/lmfs/predictor"
+)
+
+// Without an accelerator, the LM codecs' batch methods code their blocks in
+// groups, one group per goroutine on the CPU cores: the Go LM steps a
+// group's blocks in lockstep, so that each weight it loads serves several
+// blocks (predictor/lm's many-vector kernels). The payloads are those of
+// the one-block methods, bit for bit.
+
+// lockstepMax is the most blocks of a group.
+const lockstepMax = 8
+
+// lockstepGroups cuts n blocks into groups for the CPU cores: as many groups
+// as cores while that keeps them at lockstepMax blocks or fewer, of sizes
+// differing by one at most. It returns each group's end.
+func lockstepGroups(n, cores int) []int {
+	if n == 0 {
+		return nil
+	}
+	g := max(cores, (n+lockstepMax-1)/lockstepMax)
+	g = min(g, n)
+	ends := make([]int, g)
+	for i := range g {
+		ends[i] = (i + 1) * n / g
+	}
+	return ends
+}
+
+// inGroups runs f on every group of n blocks, the groups in parallel.
+func inGroups(n int, f func(start, end int)) {
+	ends := lockstepGroups(n, runtime.GOMAXPROCS(0))
+	parallelFor(len(ends), func(i int) {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		f(start, ends[i])
+	})
+}
+
+// encodeGroup codes srcs with the Go LM, stepped together, into out and errs.
+func (c *LMCM) encodeGroup(ctx context.Context, srcs, out [][]byte, errs []error) {
+	if len(srcs) == 1 {
+		out[0], errs[0] = c.encodeCPU(ctx, nil, srcs[0])
+		return
+	}
+	type block struct {
+		s  *lmcmState
+		e  Encoder
+		pl [8]uint16
+	}
+	bs := make([]*block, len(srcs))
+	defer func() {
+		for _, b := range bs {
+			if b != nil {
+				c.release(b.s)
+			}
+		}
+	}()
+	for i, src := range srcs {
+		if len(src) == 0 {
+			continue
+		}
+		params := c.cm.Params(len(src))
+		s, err := c.newState(len(src), params)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		bs[i] = &block{s: s}
+		bs[i].e.Reset([]byte{params})
+	}
+	err := c.lm.Score(ctx, srcs, func(i, pos int, d *predictor.Dist) error {
+		b := bs[i]
+		if b == nil {
+			return nil
+		}
+		if err := cumulate(d, &b.s.cum); err != nil {
+			return err
+		}
+		pathProbs(&b.s.cum, srcs[i][pos], b.pl[:])
+		b.s.encodeByte(&b.e, srcs[i][pos], b.pl[:])
+		return nil
+	})
+	for i, b := range bs {
+		switch {
+		case err != nil:
+			errs[i] = err
+		case b != nil:
+			out[i] = b.e.Finish()
+		}
+	}
+}
+
+// decodeGroup decodes payloads with the Go LM, stepped together, into out
+// and errs; a damaged block leaves the group with its error (that of
+// decodeCPU), the others go on.
+func (c *LMCM) decodeGroup(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	if len(payloads) == 1 {
+		out[0], errs[0] = c.decodeCPU(ctx, nil, payloads[0], rawLens[0])
+		return
+	}
+	type block struct {
+		i   int
+		s   *lmcmState
+		d   Decoder
+		out []byte
+	}
+	var bs []*block
+	defer func() {
+		for _, b := range bs {
+			c.release(b.s)
+		}
+	}()
+	for i, p := range payloads {
+		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
+			if errs[i] = err; err == nil {
+				out[i] = []byte{}
+			}
+			continue
+		}
+		s, err := c.newState(rawLens[i], p[0])
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		b := &block{i: i, s: s, out: make([]byte, 0, rawLens[i])}
+		b.d.Reset(p[1:])
+		bs = append(bs, b)
+	}
+	if len(bs) == 0 {
+		return
+	}
+	st, err := c.lm.Streams(ctx, len(bs))
+	if err != nil {
+		for _, b := range bs {
+			errs[b.i] = err
+		}
+		return
+	}
+	defer st.Close()
+	act := make([]int, 0, len(bs)) // the streams (indices in bs) that go on
+	for k := range bs {
+		act = append(act, k)
+	}
+	dists := make([]predictor.Dist, len(bs))
+	syms := make([]byte, 0, len(bs))
+	next := make([]int, 0, len(bs))
+	for pos := 0; len(act) > 0; pos++ {
+		if err := st.Predict(ctx, act, dists[:len(act)]); err != nil {
+			for _, k := range act {
+				errs[bs[k].i] = err
+			}
+			return
+		}
+		next, syms = next[:0], syms[:0]
+		for j, k := range act {
+			b := bs[k]
+			if pos%ctxEvery == 0 && b.d.Overrun() {
+				errs[b.i] = fmt.Errorf("%w: %s payload ends after %d of %d bytes", ErrCorrupt, c.name, pos, rawLens[b.i])
+				continue
+			}
+			if err := cumulate(&dists[j], &b.s.cum); err != nil {
+				errs[b.i] = err
+				continue
+			}
+			x := b.s.decodeByte(&b.d)
+			b.out = append(b.out, x)
+			if pos+1 < rawLens[b.i] {
+				next, syms = append(next, k), append(syms, x)
+			}
+		}
+		act, next = next, act
+		if len(act) > 0 {
+			if err := st.Push(act, syms); err != nil {
+				for _, k := range act {
+					errs[bs[k].i] = err
+				}
+				return
+			}
+		}
+	}
+	for _, b := range bs {
+		if errs[b.i] != nil {
+			continue
+		}
+		if err := b.d.Finish(); err != nil {
+			errs[b.i] = fmt.Errorf("%s: %w", c.name, err)
+			continue
+		}
+		out[b.i] = b.out
+	}
+}
+
+// encodeGroup codes srcs with the Go model, scored together.
+func (c *ByteCodec) encodeGroup(ctx context.Context, srcs, out [][]byte, errs []error) {
+	if len(srcs) == 1 {
+		out[0], errs[0] = c.encodeCPU(ctx, nil, srcs[0])
+		return
+	}
+	res, err := EncodeBytes(ctx, c.pred, srcs)
+	for i := range srcs {
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		out[i] = res[i]
+	}
+}
+
+// decodeGroup decodes payloads with the Go model, stepped together; when a
+// block fails, each block is decoded alone, which names the damage.
+func (c *ByteCodec) decodeGroup(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	if len(payloads) > 1 {
+		var idx []int
+		var pays [][]byte
+		var lens []int
+		for i, p := range payloads {
+			if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
+				if errs[i] = err; err == nil {
+					out[i] = []byte{}
+				}
+				continue
+			}
+			idx, pays, lens = append(idx, i), append(pays, p), append(lens, rawLens[i])
+		}
+		res, err := DecodeBytes(ctx, c.pred, pays, lens)
+		if err == nil {
+			for k, i := range idx {
+				out[i] = res[k]
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			for _, i := range idx {
+				errs[i] = ctx.Err()
+			}
+			return
+		}
+	}
+	for i := range payloads {
+		out[i], errs[i] = c.decodeCPU(ctx, nil, payloads[i], rawLens[i])
+	}
+}
+
+// GroupCodec is a codec whose model codes several blocks faster together
+// than one by one on one core (the LM codecs without an accelerator: their
+// Go LM steps the blocks in lockstep). Its group methods run on the calling
+// goroutine; their payloads and errors are those of Encode and Decode.
+type GroupCodec interface {
+	Codec
+	// Device names where the codec's model runs ("cpu": the group methods
+	// pay only there).
+	Device() string
+	// EncodeGroup returns each block's payload, or its error.
+	EncodeGroup(ctx context.Context, srcs [][]byte) ([][]byte, []error)
+	// DecodeGroup returns each payload's decoded bytes, or its error.
+	DecodeGroup(ctx context.Context, payloads [][]byte, rawLens []int) ([][]byte, []error)
+}
+
+var (
+	_ GroupCodec = (*LMCM)(nil)
+	_ GroupCodec = (*ByteCodec)(nil)
+)
+
+// EncodeGroup implements GroupCodec.
+func (c *LMCM) EncodeGroup(ctx context.Context, srcs [][]byte) ([][]byte, []error) {
+	return batchRun(len(srcs), func(out [][]byte, errs []error) { c.encodeGroup(ctx, srcs, out, errs) })
+}
+
+// DecodeGroup implements GroupCodec.
+func (c *LMCM) DecodeGroup(ctx context.Context, payloads [][]byte, rawLens []int) ([][]byte, []error) {
+	return batchRun(len(payloads), func(out [][]byte, errs []error) { c.decodeGroup(ctx, payloads, rawLens, out, errs) })
+}
+
+// EncodeGroup implements GroupCodec.
+func (c *ByteCodec) EncodeGroup(ctx context.Context, srcs [][]byte) ([][]byte, []error) {
+	return batchRun(len(srcs), func(out [][]byte, errs []error) { c.encodeGroup(ctx, srcs, out, errs) })
+}
+
+// DecodeGroup implements GroupCodec.
+func (c *ByteCodec) DecodeGroup(ctx context.Context, payloads [][]byte, rawLens []int) ([][]byte, []error) {
+	return batchRun(len(payloads), func(out [][]byte, errs []error) { c.decodeGroup(ctx, payloads, rawLens, out, errs) })
+}
