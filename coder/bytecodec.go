@@ -17,13 +17,16 @@ type ByteCodec struct {
 	name  string
 	model ModelID
 	pred  predictor.ByteModel
-	acc   *accel // nil: the model runs on the CPU (pred)
+	acc   *accel    // nil: the model runs on the CPU (pred)
+	grp   *gatherer // without acc: groups concurrent Decode calls
 }
 
 // NewByteCodec returns a codec with the given id and name that codes with
 // pred, whose model file has the SHA-256 model.
 func NewByteCodec(id ID, name string, model ModelID, pred predictor.ByteModel) *ByteCodec {
-	return &ByteCodec{id: id, name: name, model: model, pred: pred}
+	c := &ByteCodec{id: id, name: name, model: model, pred: pred}
+	c.grp = &gatherer{run: c.decodeGroup}
+	return c
 }
 
 // NewLM returns the neural LM codec (id 4) for model m.
@@ -65,15 +68,16 @@ func (c *ByteCodec) encodeCPU(ctx context.Context, dst, src []byte) ([]byte, err
 	return e.Finish(), nil
 }
 
-// Decode implements Codec. With an accelerator, concurrent calls are
-// decoded together in batches.
+// Decode implements Codec. Concurrent calls are decoded together: in
+// batches on an accelerator, else in lockstep groups on the CPU cores
+// (gatherer).
 func (c *ByteCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
 	if c.acc != nil && rawLen > 0 && len(payload) > 0 {
 		return c.acc.decodeBatched(ctx, dst, payload, rawLen, func(ctx context.Context, pays [][]byte, lens []int) ([][]byte, []error) {
 			return batchRun(len(pays), func(out [][]byte, errs []error) { c.decodeAccel(ctx, pays, lens, out, errs) })
 		})
 	}
-	return c.decodeCPU(ctx, dst, payload, rawLen)
+	return c.grp.decode(ctx, dst, payload, rawLen)
 }
 
 // decodeCPU decodes with the Go model.

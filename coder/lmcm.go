@@ -33,7 +33,8 @@ type LMCM struct {
 	model ModelID
 	lm    predictor.ByteModel
 	cm    *cm.Predictor
-	acc   *accel // nil: the LM runs on the CPU (lm)
+	acc   *accel    // nil: the LM runs on the CPU (lm)
+	grp   *gatherer // without acc: groups concurrent Decode calls
 	// mixers pools the mixers of id 6 (*lmmix.Mixer, about 110 KiB each)
 	// or id 7 (*lmmix.Mixer7).
 	mixers sync.Pool
@@ -91,7 +92,9 @@ func NewLMCM1Model(m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
 }
 
 func newLMCM(id ID, m predictor.ByteModel, model ModelID, cmMemory int64) *LMCM {
-	return &LMCM{id: id, name: builtinNames[id], model: model, lm: m, cm: cm.New(cmMemory)}
+	c := &LMCM{id: id, name: builtinNames[id], model: model, lm: m, cm: cm.New(cmMemory)}
+	c.grp = &gatherer{run: c.decodeGroup}
+	return c
 }
 
 // ID implements Codec.
@@ -280,15 +283,16 @@ func (s *lmcmState) decodeByte(d *Decoder) byte {
 	return byte(lo)
 }
 
-// Decode implements Codec. With an accelerator, concurrent calls are
-// decoded together in batches.
+// Decode implements Codec. Concurrent calls are decoded together: in
+// batches on an accelerator, else in lockstep groups on the CPU cores
+// (gatherer).
 func (c *LMCM) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
 	if c.acc != nil && rawLen > 0 && len(payload) > 0 {
 		return c.acc.decodeBatched(ctx, dst, payload, rawLen, func(ctx context.Context, pays [][]byte, lens []int) ([][]byte, []error) {
 			return batchRun(len(pays), func(out [][]byte, errs []error) { c.decodeAccel(ctx, pays, lens, out, errs) })
 		})
 	}
-	return c.decodeCPU(ctx, dst, payload, rawLen)
+	return c.grp.decode(ctx, dst, payload, rawLen)
 }
 
 // decodeCPU decodes with the Go LM.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
+	"time"
 
 	"github.com/lmfs/lmfs/predictor"
 )
@@ -288,4 +290,116 @@ func (c *ByteCodec) EncodeGroup(ctx context.Context, srcs [][]byte) ([][]byte, [
 // DecodeGroup implements GroupCodec.
 func (c *ByteCodec) DecodeGroup(ctx context.Context, payloads [][]byte, rawLens []int) ([][]byte, []error) {
 	return batchRun(len(payloads), func(out [][]byte, errs []error) { c.decodeGroup(ctx, payloads, rawLens, out, errs) })
+}
+
+// LockstepWidth is how many concurrent single-block Decode calls of an LM
+// codec on the CPU a core decodes together (a gatherer's group: the
+// four-vector kernel's width; a wider group would leave cores idle while
+// fewer calls wait). A caller that decodes such blocks one per call should
+// keep about this many calls per core in flight.
+const LockstepWidth = 4
+
+// gatherer runs concurrent single-block decode calls of a CPU group codec in
+// groups: a call queues its block and waits; up to GOMAXPROCS runners each
+// take up to LockstepWidth queued blocks at a time and decode them together.
+// With no other call waiting, a block is decoded alone, as by decodeCPU.
+type gatherer struct {
+	mu      sync.Mutex
+	queue   []*gatherReq
+	runners int
+	run     func(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error)
+}
+
+// gatherWait is how long a runner with fewer than LockstepWidth calls
+// queued waits for more before it starts a group.
+const gatherWait = 2 * time.Millisecond
+
+type gatherReq struct {
+	ctx     context.Context
+	payload []byte
+	rawLen  int
+	out     []byte
+	err     error
+	done    chan struct{}
+}
+
+// decode decodes one payload as part of a group of concurrent calls.
+func (g *gatherer) decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
+	r := &gatherReq{ctx: ctx, payload: payload, rawLen: rawLen, done: make(chan struct{})}
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	if g.runners < runtime.GOMAXPROCS(0) {
+		g.runners++
+		go g.runner()
+	}
+	g.mu.Unlock()
+	<-r.done
+	if r.err != nil {
+		return dst, r.err
+	}
+	return append(dst, r.out...), nil
+}
+
+// runner decodes queued groups until the queue is empty.
+func (g *gatherer) runner() {
+	for {
+		g.mu.Lock()
+		if q := len(g.queue); q > 0 && q < LockstepWidth {
+			// Calls made together arrive microseconds apart: a moment's
+			// wait (a block takes far longer to decode) fills the group.
+			g.mu.Unlock()
+			time.Sleep(gatherWait)
+			g.mu.Lock()
+		}
+		n := min(len(g.queue), LockstepWidth)
+		if n == 0 {
+			g.runners--
+			g.mu.Unlock()
+			return
+		}
+		batch := g.queue[:n:n]
+		g.queue = g.queue[n:]
+		g.mu.Unlock()
+		// A call whose context ends is answered with its error; the group
+		// decodes the others under the first live call's context.
+		ctx := context.Background()
+		var live []*gatherReq
+		for _, r := range batch {
+			if err := r.ctx.Err(); err != nil {
+				r.err = err
+				close(r.done)
+				continue
+			}
+			if len(live) == 0 {
+				ctx = r.ctx
+			}
+			live = append(live, r)
+		}
+		if len(live) == 0 {
+			continue
+		}
+		pays := make([][]byte, len(live))
+		lens := make([]int, len(live))
+		for i, r := range live {
+			pays[i], lens[i] = r.payload, r.rawLen
+		}
+		out := make([][]byte, len(live))
+		errs := make([]error, len(live))
+		g.run(ctx, pays, lens, out, errs)
+		for i, r := range live {
+			if errs[i] != nil && ctx.Err() != nil && r.ctx.Err() == nil {
+				// Another call's context ended the group: this one
+				// decodes alone.
+				out[i], errs[i] = g.runOne(r)
+			}
+			r.out, r.err = out[i], errs[i]
+			close(r.done)
+		}
+	}
+}
+
+func (g *gatherer) runOne(r *gatherReq) ([]byte, error) {
+	out, errs := make([][]byte, 1), make([]error, 1)
+	g.run(r.ctx, [][]byte{r.payload}, []int{r.rawLen}, out, errs)
+	return out[0], errs[0]
 }

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/lmfs/lmfs/predictor/lm"
 )
@@ -191,5 +195,129 @@ func BenchmarkLMBatchCPU(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestGathererGroupsWaitingCalls: calls that wait while a group runs are
+// decoded together, at most LockstepWidth at a time, in order; a call whose
+// context ends while it waits gets its context's error.
+func TestGathererGroupsWaitingCalls(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one runner
+	started, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var groups [][]int
+	g := &gatherer{run: func(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error) {
+		if len(groups) == 0 {
+			close(started)
+			<-release
+		}
+		mu.Lock()
+		var ids []int
+		for i, p := range pays {
+			ids = append(ids, int(p[0]))
+			out[i] = []byte{p[0] + 100}
+		}
+		groups = append(groups, ids)
+		mu.Unlock()
+	}}
+	var wg sync.WaitGroup
+	results := make([][]byte, 7)
+	errs := make([]error, 7)
+	call := func(i int, ctx context.Context) {
+		defer wg.Done()
+		results[i], errs[i] = g.decode(ctx, nil, []byte{byte(i)}, 1)
+	}
+	wg.Add(1)
+	go call(0, context.Background())
+	waitQueue := func(n int) {
+		for {
+			g.mu.Lock()
+			q := len(g.queue)
+			g.mu.Unlock()
+			if q == n {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	<-started // call 0 runs (and waits for release)
+	cancelled, cancel := context.WithCancel(context.Background())
+	for i := 1; i < 7; i++ {
+		ctx := context.Background()
+		if i == 3 {
+			ctx = cancelled
+		}
+		wg.Add(1)
+		go call(i, ctx)
+		waitQueue(i)
+	}
+	cancel()
+	close(release)
+	wg.Wait()
+	if got := fmt.Sprint(groups); got != "[[0] [1 2 4] [5 6]]" {
+		t.Errorf("groups %s, want [[0] [1 2 4] [5 6]] (call 3 cancelled)", got)
+	}
+	for i := range 7 {
+		if i == 3 {
+			if !errors.Is(errs[i], context.Canceled) {
+				t.Errorf("cancelled call: %v", errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil || len(results[i]) != 1 || results[i][0] != byte(i+100) {
+			t.Errorf("call %d: %v %v", i, results[i], errs[i])
+		}
+	}
+}
+
+// TestConcurrentDecodeOnCPU: many concurrent Decode calls of the LM codecs
+// (gathered into groups) decode every block, and a damaged payload among
+// them gets the error it gets alone.
+func TestConcurrentDecodeOnCPU(t *testing.T) {
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	in := lmInputs(t)
+	var blocks [][]byte
+	for _, n := range []string{"text", "code", "binary", "zeros", "one", "two"} {
+		b := in[n]
+		blocks = append(blocks, b[:min(len(b), 400)])
+	}
+	blocks = append(blocks, in["text"][50:300], in["code"][100:350])
+	for _, c := range []Codec{NewLM(m), NewLMCM(m, 1<<20)} {
+		pays := make([][]byte, len(blocks))
+		for i, b := range blocks {
+			if pays[i], err = c.Encode(ctx, nil, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bad := len(blocks) - 1
+		cut := pays[bad][:len(pays[bad])/3]
+		_, alone := c.Decode(ctx, nil, cut, len(blocks[bad]))
+		if alone == nil {
+			t.Fatalf("%s: a payload cut to a third decoded", c.Name())
+		}
+		var wg sync.WaitGroup
+		for i := range blocks {
+			wg.Go(func() {
+				p := pays[i]
+				if i == bad {
+					p = cut
+				}
+				got, err := c.Decode(ctx, []byte("x"), p, len(blocks[i]))
+				if i == bad {
+					if err == nil || err.Error() != alone.Error() {
+						t.Errorf("%s: the damaged block among others: %v, alone: %v", c.Name(), err, alone)
+					}
+					return
+				}
+				if err != nil || !bytes.Equal(got, append([]byte("x"), blocks[i]...)) {
+					t.Errorf("%s: block %d decoded wrong: %v", c.Name(), i, err)
+				}
+			})
+		}
+		wg.Wait()
 	}
 }

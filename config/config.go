@@ -83,7 +83,8 @@ type CodecConfig struct {
 	ZstdLevel int `mapstructure:"zstd_level" yaml:"zstd_level"`
 	// CMMemory bounds the context-mixing model's tables per coder, in bytes.
 	CMMemory Size `mapstructure:"cm_memory" yaml:"cm_memory"`
-	// Workers is the number of blocks coded in parallel (0: one per core).
+	// Workers is the number of blocks coded in parallel (0: one per core;
+	// the mount uses four per core when the neural LM runs on the CPU).
 	Workers int `mapstructure:"workers" yaml:"workers"`
 }
 

@@ -61,6 +61,25 @@ func gpuWorkers(reg *coder.Registry, c *config.Config, nw int) int {
 	return nw
 }
 
+// decodeWorkers returns the number of blocks to decode at once: with the LM
+// codecs on a GPU, as gpuWorkers; on the CPU, with codec.workers unset,
+// coder.LockstepWidth per core, so that their blocks decode in lockstep
+// groups; else nw.
+func decodeWorkers(reg *coder.Registry, c *config.Config, nw int) int {
+	if n := gpuWorkers(reg, c, nw); n != nw {
+		return n
+	}
+	if c.Codec.Workers > 0 {
+		return nw
+	}
+	if cd, err := reg.ByName("lm+cm"); err == nil {
+		if gc, ok := cd.(coder.GroupCodec); ok && gc.Device() == "cpu" {
+			return coder.LockstepWidth * nw
+		}
+	}
+	return nw
+}
+
 // blockSizeFlag parses --block-size (e.g. 65536, 64KiB, 1M): any size from 1
 // byte to coder.MaxBlockSize; empty means fs.block_size.
 func blockSizeFlag(s string, c *config.Config) (int, error) {
@@ -344,7 +363,7 @@ predictor/lm/testdata/wmlp1.lmm in the source tree) needs that model file given 
 				return err
 			}
 			prog, done := a.progress("decompress", -1)
-			st, err := archive.Decompress(cmd.Context(), o.w, r, reg, archive.Options{Workers: gpuWorkers(reg, c, workers(c)), Progress: prog})
+			st, err := archive.Decompress(cmd.Context(), o.w, r, reg, archive.Options{Workers: decodeWorkers(reg, c, workers(c)), Progress: prog})
 			done()
 			if err := o.finish(err); err != nil {
 				return fmt.Errorf("decompress %s: %w", in, err)
