@@ -51,6 +51,7 @@ type lstmNet struct {
 	mvMany    matvecManyFunc
 	rq        requantFunc
 	add16     addI16Func
+	gateFn    gatesFunc
 
 	bos   lstmState      // the state after step(BOS), where every block starts
 	dist0 predictor.Dist // the distribution of byte 0 of every block

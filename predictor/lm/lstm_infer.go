@@ -9,7 +9,7 @@ import (
 
 // useKernel makes n run kernel k.
 func (n *lstmNet) useKernel(k *kernel) {
-	n.mv, n.mvMany, n.rq, n.add16 = k.mv, k.many(), k.rq, k.add16
+	n.mv, n.mvMany, n.rq, n.add16, n.gateFn = k.mv, k.many(), k.rq, k.add16, k.gates
 }
 
 func (n *lstmNet) newState() *lstmState {
@@ -202,8 +202,18 @@ func (n *lstmNet) gates(l int, st *lstmState, acc, in0 []int32, sc *lstmScratch)
 	n.rq(z, acc[:4*H], in0[:4*H], &n.layers[l].rq, zMin, zMax)
 	h := st.h[l*n.hp : l*n.hp+H]
 	c := st.c[l*H : l*H+H]
+	n.gateFn(h, c, z, n.sig, n.tanh)
+}
+
+// gatesFunc sets, for every unit u < len(h), the cell c[u] and output h[u]
+// from the gate sums z (the input, forget, cell and output gates' len(h)
+// sums one after the other) and c[u] (SPEC.md, lstm1 "Step").
+type gatesFunc func(h []int16, c, z []int32, sig, tanh *[tableLen]int32)
+
+func gatesGo(h []int16, c, z []int32, sig, tanh *[tableLen]int32) {
+	H := len(h)
+	c, z = c[:H], z[:4*H]
 	zi, zf, zg, zo := z[:H], z[H:2*H], z[2*H:3*H], z[3*H:4*H]
-	sig, tanh := n.sig, n.tanh
 	for u := range h {
 		ig := sig[(zi[u]+2048)&(tableLen-1)]
 		fg := sig[(zf[u]+2048)&(tableLen-1)]

@@ -168,4 +168,5 @@ type kernel struct {
 	mvMany matvecManyFunc // nil: mv for each vector
 	rq     requantFunc
 	add16  addI16Func
+	gates  gatesFunc
 }

@@ -14,12 +14,12 @@ import (
 func kernels() []kernel {
 	var ks []kernel
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
-		ks = append(ks, kernel{"avx512vnni", matvecVNNIPanel, matvecManyVNNIPanel, requantAVX512Go, addI16AVX2Go})
+		ks = append(ks, kernel{"avx512vnni", matvecVNNIPanel, matvecManyVNNIPanel, requantAVX512Go, addI16AVX2Go, gatesAVX512Go})
 	}
 	if cpu.X86.HasAVX2 {
-		ks = append(ks, kernel{"avx2", matvecAVX2, nil, requantGo, addI16AVX2Go})
+		ks = append(ks, kernel{"avx2", matvecAVX2, nil, requantGo, addI16AVX2Go, gatesGo})
 	}
-	return append(ks, kernel{"swar", matvecSWAR, nil, requantGo, addI16Go}, kernel{"go", matvecGo, nil, requantGo, addI16Go})
+	return append(ks, kernel{"swar", matvecSWAR, nil, requantGo, addI16Go, gatesGo}, kernel{"go", matvecGo, nil, requantGo, addI16Go, gatesGo})
 }
 
 // addI16AVX2Go is addI16Func in AVX2 assembly (matvec_amd64.s).
@@ -63,6 +63,25 @@ func matvecAVX2Asm(dst *int32, w *int8, x *int16, rows, k int)
 //
 //go:noescape
 func matvecVNNIAsm(dst *int32, w *int8, x *int16, rowsum *int32, rows, k int)
+
+// gatesAVX512Go is gatesFunc in AVX-512 assembly for widths that are a
+// multiple of 16 (gatesGo otherwise).
+func gatesAVX512Go(h []int16, c, z []int32, sig, tanh *[tableLen]int32) {
+	n := len(h)
+	if n%16 != 0 {
+		gatesGo(h, c, z, sig, tanh)
+		return
+	}
+	if len(c) < n || len(z) < 4*n {
+		panic(fmt.Sprintf("lm: gates of %d units from %d cells and %d sums", n, len(c), len(z)))
+	}
+	if n > 0 {
+		gatesAVX512(&h[0], &c[0], &z[0], &sig[0], &tanh[0], n)
+	}
+}
+
+//go:noescape
+func gatesAVX512(h *int16, c, z, sig, tanh *int32, n int)
 
 // hasVNNIPanel reports whether this machine runs the panel kernel, so that
 // newMatrix packs the weights for it.

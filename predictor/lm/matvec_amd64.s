@@ -538,3 +538,94 @@ p4next:
 p4done:
 	VZEROUPPER
 	RET
+
+// The gate nonlinearities of 16 units at a time (lstm1 and lstm2 "Step"):
+// the table lookups as VPGATHERDD, the products in int32 as in Go
+// (VPMULLD keeps the low 32 bits), the shifts arithmetic, the clamps
+// VPMAXSD/VPMINSD.
+
+// func gatesAVX512(h *int16, c, z, sig, tanh *int32, n int)
+TEXT ·gatesAVX512(SB), NOSPLIT, $0-48
+	MOVQ h+0(FP), DI
+	MOVQ c+8(FP), SI
+	MOVQ z+16(FP), DX
+	MOVQ sig+24(FP), R8
+	MOVQ tanh+32(FP), R9
+	MOVQ n+40(FP), CX
+	MOVQ CX, R10
+	SHLQ $2, R10 // bytes from one gate's sums to the next's
+	MOVL $2048, AX
+	VPBROADCASTD AX, Z20
+	MOVL $4095, AX
+	VPBROADCASTD AX, Z21
+	MOVL $-131072, AX
+	VPBROADCASTD AX, Z22
+	MOVL $131072, AX
+	VPBROADCASTD AX, Z23
+	MOVL $-2048, AX
+	VPBROADCASTD AX, Z24
+	MOVL $2047, AX
+	VPBROADCASTD AX, Z25
+	MOVL $65536, AX
+	VPBROADCASTD AX, Z26
+	MOVL $-127, AX
+	VPBROADCASTD AX, Z27
+	MOVL $127, AX
+	VPBROADCASTD AX, Z28
+	XORQ BX, BX
+gateloop:
+	LEAQ (DX)(BX*4), R11
+	VMOVDQU32 (R11), Z0
+	VPADDD Z20, Z0, Z0
+	VPANDD Z21, Z0, Z0
+	KXNORW K1, K1, K1
+	VPGATHERDD (R8)(Z0*4), K1, Z1 // ig
+	ADDQ R10, R11
+	VMOVDQU32 (R11), Z0
+	VPADDD Z20, Z0, Z0
+	VPANDD Z21, Z0, Z0
+	KXNORW K2, K2, K2
+	VPGATHERDD (R8)(Z0*4), K2, Z2 // fg
+	ADDQ R10, R11
+	VMOVDQU32 (R11), Z0
+	VPADDD Z20, Z0, Z0
+	VPANDD Z21, Z0, Z0
+	KXNORW K3, K3, K3
+	VPGATHERDD (R9)(Z0*4), K3, Z3 // gg
+	ADDQ R10, R11
+	VMOVDQU32 (R11), Z0
+	VPADDD Z20, Z0, Z0
+	VPANDD Z21, Z0, Z0
+	KXNORW K4, K4, K4
+	VPGATHERDD (R8)(Z0*4), K4, Z4 // og
+	// cv = clamp((fg*c + ig*gg + 2048) >> 12, -cellMax, cellMax)
+	VMOVDQU32 (SI)(BX*4), Z5
+	VPMULLD Z5, Z2, Z5
+	VPMULLD Z3, Z1, Z6
+	VPADDD Z6, Z5, Z5
+	VPADDD Z20, Z5, Z5
+	VPSRAD $12, Z5, Z5
+	VPMAXSD Z22, Z5, Z5
+	VPMINSD Z23, Z5, Z5
+	VMOVDQU32 Z5, (SI)(BX*4)
+	// tc = TANH[clamp(cv >> 4, zMin, zMax) + 2048]
+	VPSRAD $4, Z5, Z6
+	VPMAXSD Z24, Z6, Z6
+	VPMINSD Z25, Z6, Z6
+	VPADDD Z20, Z6, Z6
+	VPANDD Z21, Z6, Z6
+	KXNORW K5, K5, K5
+	VPGATHERDD (R9)(Z6*4), K5, Z7
+	// h = clamp((og*tc + 2^16) >> 17, -127, 127)
+	VPMULLD Z7, Z4, Z7
+	VPADDD Z26, Z7, Z7
+	VPSRAD $17, Z7, Z7
+	VPMAXSD Z27, Z7, Z7
+	VPMINSD Z28, Z7, Z7
+	VPMOVDW Z7, Y7
+	VMOVDQU Y7, (DI)(BX*2)
+	ADDQ $16, BX
+	CMPQ BX, CX
+	JB gateloop
+	VZEROUPPER
+	RET

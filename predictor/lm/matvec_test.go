@@ -3,6 +3,7 @@ package lm
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -294,6 +295,51 @@ func TestMatvecMany(t *testing.T) {
 					if buf[i*(c.rows+4)+c.rows] != 12345 {
 						t.Fatalf("%dx%d, %d vectors, kernel %s wrote past vector %d", c.rows, c.k, n, k.name, i)
 					}
+				}
+			}
+		}
+	}
+}
+
+// TestGatesKernels checks every kernel's gate nonlinearities against
+// gatesGo: random sums and cells over their whole ranges, the extremes, and
+// widths with and without a whole number of 16-unit vectors, with tables
+// of the model file's ranges.
+func TestGatesKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	var sig, tanh [tableLen]int32
+	for i := range sig {
+		sig[i] = int32(rng.IntN(4097))
+		tanh[i] = int32(rng.IntN(8193) - 4096)
+	}
+	sig[0], sig[tableLen-1], tanh[0], tanh[tableLen-1] = 0, 4096, -4096, 4096
+	for _, n := range []int{16, 48, 384, 512, 8, 40} {
+		for _, ext := range []bool{false, true} {
+			z := make([]int32, 4*n)
+			c := make([]int32, n)
+			for i := range z {
+				z[i] = int32(rng.IntN(zMax-zMin+1) + zMin)
+				if ext {
+					z[i] = []int32{zMin, zMax}[rng.IntN(2)]
+				}
+			}
+			for i := range c {
+				c[i] = int32(rng.IntN(2*cellMax+1) - cellMax)
+				if ext {
+					c[i] = []int32{-cellMax, cellMax}[rng.IntN(2)]
+				}
+			}
+			wantH, wantC := make([]int16, n), append([]int32(nil), c...)
+			gatesGo(wantH, wantC, z, &sig, &tanh)
+			for _, k := range kernels() {
+				h, cc := make([]int16, n+1), append(append([]int32(nil), c...), 777)
+				h[n] = 555 // must stay untouched
+				k.gates(h[:n], cc[:n], z, &sig, &tanh)
+				if !slices.Equal(h[:n], wantH) || !slices.Equal(cc[:n], wantC) {
+					t.Fatalf("%d units (extremes %v), kernel %s: h or c differ from gatesGo", n, ext, k.name)
+				}
+				if h[n] != 555 || cc[n] != 777 {
+					t.Fatalf("%d units, kernel %s wrote past the last unit", n, k.name)
 				}
 			}
 		}
