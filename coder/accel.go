@@ -417,11 +417,10 @@ func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens 
 	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeGroup)
 }
 
-func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
-	// Blocks of a bad shape never reach the accelerator.
-	var idx []int
-	var pays [][]byte
-	var lens []int
+// wellShaped returns the payloads of a good shape for their lengths (with
+// their indices), and sets the results of the others: empty for an empty
+// block, else the shape's error.
+func (c *ByteCodec) wellShaped(payloads [][]byte, rawLens []int, out [][]byte, errs []error) (idx []int, pays [][]byte, lens []int) {
 	for i, p := range payloads {
 		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
 			if errs[i] = err; err == nil {
@@ -431,6 +430,12 @@ func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens 
 		}
 		idx, pays, lens = append(idx, i), append(pays, p), append(lens, rawLens[i])
 	}
+	return idx, pays, lens
+}
+
+func (c *ByteCodec) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	// Blocks of a bad shape never reach the accelerator.
+	idx, pays, lens := c.wellShaped(payloads, rawLens, out, errs)
 	if len(idx) == 0 {
 		return
 	}
@@ -727,22 +732,10 @@ type lmcmBlock struct {
 	err error
 }
 
-// decodeAccel decodes lm+cm blocks with the LM on the accelerator (one round
-// trip per byte position for all blocks) and cm and the mixer on the CPU
-// cores, one goroutine per block share.
-func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
-	if c.full() != nil {
-		c.decodeFull(ctx, payloads, rawLens, out, errs)
-		return
-	}
+// startBlocks starts decoding payloads: each block's cm state and decoder,
+// or its result (empty) or error for a payload of a bad shape.
+func (c *LMCM) startBlocks(payloads [][]byte, rawLens []int, out [][]byte, errs []error) []*lmcmBlock {
 	var blocks []*lmcmBlock
-	defer func() {
-		for _, b := range blocks {
-			if b.s != nil {
-				c.release(b.s)
-			}
-		}
-	}()
 	for i, p := range payloads {
 		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
 			if errs[i] = err; err == nil {
@@ -759,6 +752,26 @@ func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int
 		b.d.Reset(p[1:])
 		blocks = append(blocks, b)
 	}
+	return blocks
+}
+
+// releaseBlocks gives the blocks' cm states back.
+func (c *LMCM) releaseBlocks(blocks []*lmcmBlock) {
+	for _, b := range blocks {
+		c.release(b.s)
+	}
+}
+
+// decodeAccel decodes lm+cm blocks with the LM on the accelerator (one round
+// trip per byte position for all blocks) and cm and the mixer on the CPU
+// cores, one goroutine per block share.
+func (c *LMCM) decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
+	if c.full() != nil {
+		c.decodeFull(ctx, payloads, rawLens, out, errs)
+		return
+	}
+	blocks := c.startBlocks(payloads, rawLens, out, errs)
+	defer c.releaseBlocks(blocks)
 	if len(blocks) == 0 {
 		return
 	}

@@ -109,34 +109,8 @@ func (c *LMCM) decodeGroup(ctx context.Context, payloads [][]byte, rawLens []int
 		out[0], errs[0] = c.decodeCPU(ctx, nil, payloads[0], rawLens[0])
 		return
 	}
-	type block struct {
-		i   int
-		s   *lmcmState
-		d   Decoder
-		out []byte
-	}
-	var bs []*block
-	defer func() {
-		for _, b := range bs {
-			c.release(b.s)
-		}
-	}()
-	for i, p := range payloads {
-		if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
-			if errs[i] = err; err == nil {
-				out[i] = []byte{}
-			}
-			continue
-		}
-		s, err := c.newState(rawLens[i], p[0])
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		b := &block{i: i, s: s, out: make([]byte, 0, rawLens[i])}
-		b.d.Reset(p[1:])
-		bs = append(bs, b)
-	}
+	bs := c.startBlocks(payloads, rawLens, out, errs)
+	defer c.releaseBlocks(bs)
 	if len(bs) == 0 {
 		return
 	}
@@ -221,18 +195,7 @@ func (c *ByteCodec) encodeGroup(ctx context.Context, srcs, out [][]byte, errs []
 // block fails, each block is decoded alone, which names the damage.
 func (c *ByteCodec) decodeGroup(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error) {
 	if len(payloads) > 1 {
-		var idx []int
-		var pays [][]byte
-		var lens []int
-		for i, p := range payloads {
-			if empty, err := checkPayloadShape(c.name, p, rawLens[i]); empty || err != nil {
-				if errs[i] = err; err == nil {
-					out[i] = []byte{}
-				}
-				continue
-			}
-			idx, pays, lens = append(idx, i), append(pays, p), append(lens, rawLens[i])
-		}
+		idx, pays, lens := c.wellShaped(payloads, rawLens, out, errs)
 		res, err := DecodeBytes(ctx, c.pred, pays, lens)
 		if err == nil {
 			for k, i := range idx {

@@ -91,6 +91,14 @@ avx2done:
 // sum plus 128 times the sum of the row, which is subtracted at the end. No
 // lane can overflow: a row has at most 2048 products of at most 255*127.
 
+// TOBYTES stores the 32 inputs at src + 2*AX (int16 in [-127, 127]) as the
+// bytes h+128 at off(BX)(AX*1); Y7 holds 0x80 in every byte.
+#define TOBYTES(src, off) \
+	VMOVDQU16 (src)(AX*2), Z6; \
+	VPMOVWB Z6, Y6; \
+	VPXOR Y7, Y6, Y6; \
+	VMOVDQU Y6, off(BX)(AX*1)
+
 // func matvecVNNIAsm(dst *int32, w *int8, x *int16, rowsum *int32, rows, k int)
 TEXT ·matvecVNNIAsm(SB), 0, $2048-48
 	MOVQ dst+0(FP), DI
@@ -104,10 +112,7 @@ TEXT ·matvecVNNIAsm(SB), 0, $2048-48
 	VPBROADCASTD AX, Y7
 	XORQ AX, AX
 vnnix:
-	VMOVDQU16 (DX)(AX*2), Z6
-	VPMOVWB Z6, Y6
-	VPXOR Y7, Y6, Y6
-	VMOVDQU Y6, (BX)(AX*1)
+	TOBYTES(DX, 0)
 	ADDQ $32, AX
 	CMPQ AX, R8
 	JB vnnix
@@ -238,6 +243,14 @@ adddone:
 // a tail of groups of 16 rows (rows not a multiple of 128) runs one group at
 // a time.
 
+// PANELSTORE stores the sums of 16 rows from z at off(DI), less 128 times
+// their row sums at off(DX) (the input was offset by 128).
+#define PANELSTORE(off, z) \
+	VMOVDQU32 off(DX), Z10; \
+	VPSLLD $7, Z10, Z10; \
+	VPSUBD Z10, z, z; \
+	VMOVDQU32 z, off(DI)
+
 // func matvecVNNIPanelAsm(dst *int32, p *int8, x *int16, rowsum *int32, panels, tail, k int)
 TEXT ·matvecVNNIPanelAsm(SB), 0, $2048-56
 	MOVQ dst+0(FP), DI
@@ -250,10 +263,7 @@ TEXT ·matvecVNNIPanelAsm(SB), 0, $2048-56
 	VPBROADCASTD AX, Y7
 	XORQ AX, AX
 panx:
-	VMOVDQU16 (DX)(AX*2), Z6
-	VPMOVWB Z6, Y6
-	VPXOR Y7, Y6, Y6
-	VMOVDQU Y6, (BX)(AX*1)
+	TOBYTES(DX, 0)
 	ADDQ $32, AX
 	CMPQ AX, R8
 	JB panx
@@ -295,38 +305,14 @@ panloop:
 	CMPQ AX, R8
 	JB panloop
 	// sum of w*(x+128) = sum of w*x + 128*rowsum
-	VMOVDQU32 0(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z0, Z0
-	VMOVDQU32 Z0, 0(DI)
-	VMOVDQU32 64(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z1, Z1
-	VMOVDQU32 Z1, 64(DI)
-	VMOVDQU32 128(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z2, Z2
-	VMOVDQU32 Z2, 128(DI)
-	VMOVDQU32 192(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z3, Z3
-	VMOVDQU32 Z3, 192(DI)
-	VMOVDQU32 256(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z4, Z4
-	VMOVDQU32 Z4, 256(DI)
-	VMOVDQU32 320(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z5, Z5
-	VMOVDQU32 Z5, 320(DI)
-	VMOVDQU32 384(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z6, Z6
-	VMOVDQU32 Z6, 384(DI)
-	VMOVDQU32 448(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z7, Z7
-	VMOVDQU32 Z7, 448(DI)
+	PANELSTORE(0, Z0)
+	PANELSTORE(64, Z1)
+	PANELSTORE(128, Z2)
+	PANELSTORE(192, Z3)
+	PANELSTORE(256, Z4)
+	PANELSTORE(320, Z5)
+	PANELSTORE(384, Z6)
+	PANELSTORE(448, Z7)
 	ADDQ $512, DI
 	ADDQ $512, DX
 	DECQ CX
@@ -357,10 +343,7 @@ tailloop:
 	VPADDD Z1, Z0, Z0
 	VPADDD Z3, Z2, Z2
 	VPADDD Z2, Z0, Z0
-	VMOVDQU32 0(DX), Z10
-	VPSLLD $7, Z10, Z10
-	VPSUBD Z10, Z0, Z0
-	VMOVDQU32 Z0, 0(DI)
+	PANELSTORE(0, Z0)
 	ADDQ $64, DI
 	ADDQ $64, DX
 	DECQ CX
@@ -374,6 +357,20 @@ pandone:
 // bound of the one-vector kernel) and used by four VPDPBUSD. A panel runs as
 // two halves of four groups; sixteen accumulators (4 groups x 4 vectors).
 
+// P4STORE stores one group's sums of 16 rows for the four vectors (z0 to
+// z3) at off(dst_v)(R12*1), less 128 times the rows' sums at off(DX)(R12*1).
+#define P4STORE(off, z0, z1, z2, z3) \
+	VMOVDQU32 off(DX)(R12*1), Z24; \
+	VPSLLD $7, Z24, Z24; \
+	VPSUBD Z24, z0, z0; \
+	VMOVDQU32 z0, off(DI)(R12*1); \
+	VPSUBD Z24, z1, z1; \
+	VMOVDQU32 z1, off(R9)(R12*1); \
+	VPSUBD Z24, z2, z2; \
+	VMOVDQU32 z2, off(R10)(R12*1); \
+	VPSUBD Z24, z3, z3; \
+	VMOVDQU32 z3, off(R11)(R12*1)
+
 // func matvec4VNNIPanelAsm(dst0, dst1, dst2, dst3 *int32, p *int8, x0, x1, x2, x3 *int16, rowsum *int32, panels, k int)
 TEXT ·matvec4VNNIPanelAsm(SB), 0, $8192-96
 	MOVQ k+88(FP), R8
@@ -381,46 +378,19 @@ TEXT ·matvec4VNNIPanelAsm(SB), 0, $8192-96
 	LEAQ 0(SP), BX
 	MOVL $0x80808080, AX
 	VPBROADCASTD AX, Y7
-	MOVQ x0+40(FP), DX
+	MOVQ x0+40(FP), R9
+	MOVQ x1+48(FP), R10
+	MOVQ x2+56(FP), R11
+	MOVQ x3+64(FP), R12
 	XORQ AX, AX
-p4x0:
-	VMOVDQU16 (DX)(AX*2), Z6
-	VPMOVWB Z6, Y6
-	VPXOR Y7, Y6, Y6
-	VMOVDQU Y6, 0(BX)(AX*1)
+p4x:
+	TOBYTES(R9, 0)
+	TOBYTES(R10, 2048)
+	TOBYTES(R11, 4096)
+	TOBYTES(R12, 6144)
 	ADDQ $32, AX
 	CMPQ AX, R8
-	JB p4x0
-	MOVQ x1+48(FP), DX
-	XORQ AX, AX
-p4x1:
-	VMOVDQU16 (DX)(AX*2), Z6
-	VPMOVWB Z6, Y6
-	VPXOR Y7, Y6, Y6
-	VMOVDQU Y6, 2048(BX)(AX*1)
-	ADDQ $32, AX
-	CMPQ AX, R8
-	JB p4x1
-	MOVQ x2+56(FP), DX
-	XORQ AX, AX
-p4x2:
-	VMOVDQU16 (DX)(AX*2), Z6
-	VPMOVWB Z6, Y6
-	VPXOR Y7, Y6, Y6
-	VMOVDQU Y6, 4096(BX)(AX*1)
-	ADDQ $32, AX
-	CMPQ AX, R8
-	JB p4x2
-	MOVQ x3+64(FP), DX
-	XORQ AX, AX
-p4x3:
-	VMOVDQU16 (DX)(AX*2), Z6
-	VPMOVWB Z6, Y6
-	VPXOR Y7, Y6, Y6
-	VMOVDQU Y6, 6144(BX)(AX*1)
-	ADDQ $32, AX
-	CMPQ AX, R8
-	JB p4x3
+	JB p4x
 	MOVQ p+32(FP), SI
 	MOVQ rowsum+72(FP), DX
 	MOVQ dst0+0(FP), DI
@@ -481,46 +451,10 @@ p4loop:
 	ADDQ $4, AX
 	CMPQ AX, R8
 	JB p4loop
-	VMOVDQU32 0(DX)(R12*1), Z24
-	VPSLLD $7, Z24, Z24
-	VPSUBD Z24, Z0, Z0
-	VMOVDQU32 Z0, 0(DI)(R12*1)
-	VPSUBD Z24, Z1, Z1
-	VMOVDQU32 Z1, 0(R9)(R12*1)
-	VPSUBD Z24, Z2, Z2
-	VMOVDQU32 Z2, 0(R10)(R12*1)
-	VPSUBD Z24, Z3, Z3
-	VMOVDQU32 Z3, 0(R11)(R12*1)
-	VMOVDQU32 64(DX)(R12*1), Z24
-	VPSLLD $7, Z24, Z24
-	VPSUBD Z24, Z4, Z4
-	VMOVDQU32 Z4, 64(DI)(R12*1)
-	VPSUBD Z24, Z5, Z5
-	VMOVDQU32 Z5, 64(R9)(R12*1)
-	VPSUBD Z24, Z6, Z6
-	VMOVDQU32 Z6, 64(R10)(R12*1)
-	VPSUBD Z24, Z7, Z7
-	VMOVDQU32 Z7, 64(R11)(R12*1)
-	VMOVDQU32 128(DX)(R12*1), Z24
-	VPSLLD $7, Z24, Z24
-	VPSUBD Z24, Z8, Z8
-	VMOVDQU32 Z8, 128(DI)(R12*1)
-	VPSUBD Z24, Z9, Z9
-	VMOVDQU32 Z9, 128(R9)(R12*1)
-	VPSUBD Z24, Z10, Z10
-	VMOVDQU32 Z10, 128(R10)(R12*1)
-	VPSUBD Z24, Z11, Z11
-	VMOVDQU32 Z11, 128(R11)(R12*1)
-	VMOVDQU32 192(DX)(R12*1), Z24
-	VPSLLD $7, Z24, Z24
-	VPSUBD Z24, Z12, Z12
-	VMOVDQU32 Z12, 192(DI)(R12*1)
-	VPSUBD Z24, Z13, Z13
-	VMOVDQU32 Z13, 192(R9)(R12*1)
-	VPSUBD Z24, Z14, Z14
-	VMOVDQU32 Z14, 192(R10)(R12*1)
-	VPSUBD Z24, Z15, Z15
-	VMOVDQU32 Z15, 192(R11)(R12*1)
+	P4STORE(0, Z0, Z1, Z2, Z3)
+	P4STORE(64, Z4, Z5, Z6, Z7)
+	P4STORE(128, Z8, Z9, Z10, Z11)
+	P4STORE(192, Z12, Z13, Z14, Z15)
 	ADDQ $256, R12
 	// The next half: the other four groups of this panel's runs, or the
 	// first four of the next panel (which starts where this one's runs
@@ -543,6 +477,15 @@ p4done:
 // the table lookups as VPGATHERDD, the products in int32 as in Go
 // (VPMULLD keeps the low 32 bits), the shifts arithmetic, the clamps
 // VPMAXSD/VPMINSD.
+
+// GATELOOKUP sets dst to the entries of the table at tab (SIG or TANH)
+// that the 16 sums at R11 select (sum + 2048).
+#define GATELOOKUP(tab, k, dst) \
+	VMOVDQU32 (R11), Z0; \
+	VPADDD Z20, Z0, Z0; \
+	VPANDD Z21, Z0, Z0; \
+	KXNORW k, k, k; \
+	VPGATHERDD (tab)(Z0*4), k, dst
 
 // func gatesAVX512(h *int16, c, z, sig, tanh *int32, n int)
 TEXT ·gatesAVX512(SB), NOSPLIT, $0-48
@@ -575,29 +518,13 @@ TEXT ·gatesAVX512(SB), NOSPLIT, $0-48
 	XORQ BX, BX
 gateloop:
 	LEAQ (DX)(BX*4), R11
-	VMOVDQU32 (R11), Z0
-	VPADDD Z20, Z0, Z0
-	VPANDD Z21, Z0, Z0
-	KXNORW K1, K1, K1
-	VPGATHERDD (R8)(Z0*4), K1, Z1 // ig
+	GATELOOKUP(R8, K1, Z1) // ig
 	ADDQ R10, R11
-	VMOVDQU32 (R11), Z0
-	VPADDD Z20, Z0, Z0
-	VPANDD Z21, Z0, Z0
-	KXNORW K2, K2, K2
-	VPGATHERDD (R8)(Z0*4), K2, Z2 // fg
+	GATELOOKUP(R8, K2, Z2) // fg
 	ADDQ R10, R11
-	VMOVDQU32 (R11), Z0
-	VPADDD Z20, Z0, Z0
-	VPANDD Z21, Z0, Z0
-	KXNORW K3, K3, K3
-	VPGATHERDD (R9)(Z0*4), K3, Z3 // gg
+	GATELOOKUP(R9, K3, Z3) // gg
 	ADDQ R10, R11
-	VMOVDQU32 (R11), Z0
-	VPADDD Z20, Z0, Z0
-	VPANDD Z21, Z0, Z0
-	KXNORW K4, K4, K4
-	VPGATHERDD (R8)(Z0*4), K4, Z4 // og
+	GATELOOKUP(R8, K4, Z4) // og
 	// cv = clamp((fg*c + ig*gg + 2048) >> 12, -cellMax, cellMax)
 	VMOVDQU32 (SI)(BX*4), Z5
 	VPMULLD Z5, Z2, Z5
