@@ -120,6 +120,18 @@ constexpr int64_t bytes = oST + (int64_t)sizeof(Lmcm7State);
 static_assert(oCSM % 16 == 0 && oST % 16 == 0, "mix7 tables stay aligned");
 }  // namespace mix7
 
+// Lay6 and Lay7 say where ids 6 and 7 keep the tables they share (id 6's)
+// in a block's mixer memory, and their mixers' inputs and row widths, for
+// the code the two stages share (lmcm6_inputs, lmcm6_mix, lmcm6_train).
+struct Lay6 {
+  static constexpr int nIn = mix6::nIn, kRow = mix6::kRow;
+  static constexpr int64_t oW = mix6::oW, oW2 = mix6::oW2, oAL = mix6::oAL, oA1 = mix6::oA1, oA2 = mix6::oA2, oSM = mix6::oSM;
+};
+struct Lay7 {
+  static constexpr int nIn = mix7::nIn, kRow = mix7::kRow;
+  static constexpr int64_t oW = mix7::oW, oW2 = mix7::oW2, oAL = mix7::oAL, oA1 = mix7::oA1, oA2 = mix7::oA2, oSM = mix7::oSM;
+};
+
 // lmcm7_slots_log is the log2 of the id 7 context table's 16-byte slots for
 // a block of n bytes: the smallest lg >= 10 with 2^lg >= (9n) >> 2, at most 22.
 __host__ __device__ __forceinline__ int lmcm7_slots_log(int64_t n) {
@@ -533,17 +545,17 @@ __device__ __forceinline__ int32_t interp6(const uint16_t *t, int row, int32_t s
   return ((int32_t)t[lo] * (128 - w) + (int32_t)t[lo + 1] * w) >> 7;
 }
 
-// lmcm6_p is lmmix.Mixer.P: the mixed P(1) (16 bits) from the LM's
-// probability pl and cm's state for the bit (after cm_predict).
-__device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
+// lmcm6_inputs sets the inputs ids 6 and 7 share in x (the LM's stretched
+// probability, cm's inputs and P, the LM's APM, the two state maps and the
+// match state map), from the LM's probability pl and cm's state for the bit
+// (after cm_predict). It returns the stretched pl and sets *lqOut to pl
+// quantised for the state maps.
+template <class L>
+__device__ __forceinline__ int32_t lmcm6_inputs(CMCtx &c, int32_t pl, int32_t *x, int *lqOut) {
   using namespace mix6;
   const CMTabs *T = c.T;
-  const int32_t *W = (const int32_t *)(c.mix + oW), *W2 = (const int32_t *)(c.mix + oW2);
-  const uint16_t *AL = (const uint16_t *)(c.mix + oAL), *A1 = (const uint16_t *)(c.mix + oA1);
-  const uint16_t *A2 = (const uint16_t *)(c.mix + oA2), *SM = (const uint16_t *)(c.mix + oSM);
-  int bits = c.s.bits;
-  int c0 = (int)(c.s.c0 & 0xFF), c1 = (int)(c.s.c4 & 0xFF), c2 = (int)((c.s.c4 >> 8) & 0xFF);
-  int32_t *x = c.x6;
+  const uint16_t *AL = (const uint16_t *)(c.mix + L::oAL), *SM = (const uint16_t *)(c.mix + L::oSM);
+  int c0 = (int)(c.s.c0 & 0xFF);
   int32_t stL = mix_stretch(T, pl >> 4);
   x[inLM] = stL;
 #pragma unroll
@@ -561,16 +573,31 @@ __device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   if (c.s.mlen > 0) mb = (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + c.mbit;
   c.iM = lq * 32 + mb;
   x[inSMM] = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + c.iM] >> 4);
-  c.sel[0] = (0 * 256 + c2) * kRow;
-  c.sel[1] = (1 * 256 + c0) * kRow;
-  c.sel[2] = (2 * 256 + c1) * kRow;
+  *lqOut = lq;
+  return stL;
+}
+
+// lmcm6_mix is the rest of Mixer.P and Mixer7.P: three mixers over the
+// L::nIn inputs x, the second layer and the APMs; stL and lq as
+// lmcm6_inputs gave them. It returns the mixed P(1) (16 bits).
+template <class L>
+__device__ __forceinline__ int32_t lmcm6_mix(CMCtx &c, int32_t pl, const int32_t *x, int32_t stL, int lq) {
+  using namespace mix6;
+  const CMTabs *T = c.T;
+  const int32_t *W = (const int32_t *)(c.mix + L::oW), *W2 = (const int32_t *)(c.mix + L::oW2);
+  const uint16_t *A1 = (const uint16_t *)(c.mix + L::oA1), *A2 = (const uint16_t *)(c.mix + L::oA2);
+  int bits = c.s.bits;
+  int c0 = (int)(c.s.c0 & 0xFF), c1 = (int)(c.s.c4 & 0xFF), c2 = (int)((c.s.c4 >> 8) & 0xFF);
+  c.sel[0] = (0 * 256 + c2) * L::kRow;
+  c.sel[1] = (1 * 256 + c0) * L::kRow;
+  c.sel[2] = (2 * 256 + c1) * L::kRow;
 #pragma unroll
   for (int k = 0; k < nMix; k++) {
-    int32_t w[kRow];
+    int32_t w[L::kRow];
     load_row(w, W + c.sel[k]);
     int64_t d = 0;
 #pragma unroll
-    for (int i = 0; i < nIn; i++) d += (int64_t)x[i] * (int64_t)w[i];
+    for (int i = 0; i < L::nIn; i++) d += (int64_t)x[i] * (int64_t)w[i];
     c.dot[k] = mix6_clampSt(d >> 16);
     c.pm[k] = mix_squash(T, c.dot[k]);
   }
@@ -593,6 +620,14 @@ __device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   return p < 16 ? 16 : (p > 65520 ? 65520 : p);
 }
 
+// lmcm6_p is lmmix.Mixer.P: the mixed P(1) (16 bits) from the LM's
+// probability pl and cm's state for the bit (after cm_predict).
+__device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
+  int lq;
+  int32_t stL = lmcm6_inputs<Lay6>(c, pl, c.x6, &lq);
+  return lmcm6_mix<Lay6>(c, pl, c.x6, stL, lq);
+}
+
 __device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) {
   int32_t g = (y << 16) + (y << r) - y - y;
   int32_t v = (int32_t)a[i];
@@ -601,12 +636,15 @@ __device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) 
 
 __device__ __forceinline__ int32_t abs32(int32_t v) { return v < 0 ? -v : v; }
 
-// lmcm6_update is lmmix.Mixer.Update (cm is trained by the caller, after).
-__device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
+// lmcm6_train is the training that Mixer.Update and Mixer7.Update share:
+// the three mixers over the L::nIn inputs x, the second layer, the
+// advantage and miss statistics, the APMs and the state maps.
+template <class L>
+__device__ __forceinline__ void lmcm6_train(CMCtx &c, const int32_t *x, int bit) {
   using namespace mix6;
-  int32_t *W = (int32_t *)(c.mix + oW), *W2 = (int32_t *)(c.mix + oW2);
-  uint16_t *AL = (uint16_t *)(c.mix + oAL), *A1 = (uint16_t *)(c.mix + oA1);
-  uint16_t *A2 = (uint16_t *)(c.mix + oA2), *SM = (uint16_t *)(c.mix + oSM);
+  int32_t *W = (int32_t *)(c.mix + L::oW), *W2 = (int32_t *)(c.mix + L::oW2);
+  uint16_t *AL = (uint16_t *)(c.mix + L::oAL), *A1 = (uint16_t *)(c.mix + L::oA1);
+  uint16_t *A2 = (uint16_t *)(c.mix + L::oA2), *SM = (uint16_t *)(c.mix + L::oSM);
   int32_t y = bit & 1;
   int64_t lr = rate1;
   if (c.s.mixn < rateBits) lr = rate0;
@@ -616,10 +654,10 @@ __device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
     int64_t err = (int64_t)((y << 12) - c.pm[k]);
     if (err <= skipErr && err >= -skipErr) continue;
     int64_t e = err * lr;
-    int32_t w[kRow];
+    int32_t w[L::kRow];
     load_row(w, W + c.sel[k]);
 #pragma unroll
-    for (int i = 0; i < nIn; i++) w[i] += (int32_t)(((int64_t)c.x6[i] * e + (1 << 13)) >> 14);
+    for (int i = 0; i < L::nIn; i++) w[i] += (int32_t)(((int64_t)x[i] * e + (1 << 13)) >> 14);
     store_row(W + c.sel[k], w);
   }
   int64_t e = (int64_t)((y << 12) - c.p2) * rate2;
@@ -636,6 +674,9 @@ __device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) {
   apm_train(SM, lmQ * 256 + c.is[1], y, smRate);
   apm_train(SM, 2 * lmQ * 256 + c.iM, y, smRate);
 }
+
+// lmcm6_update is lmmix.Mixer.Update (cm is trained by the caller, after).
+__device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) { lmcm6_train<Lay6>(c, c.x6, bit); }
 
 // ---- the lm+cm mixing stage of codec id 7 (predictor/lmmix's Mixer7) ----
 
@@ -753,31 +794,12 @@ __device__ __forceinline__ void lmcm7_advance(CMCtx &c) {
 __device__ __forceinline__ int32_t lmcm7_p(CMCtx &c, int32_t pl) {
   using namespace mix6;
   const CMTabs *T = c.T;
-  const int32_t *W = (const int32_t *)(c.mix + mix7::oW), *W2 = (const int32_t *)(c.mix + mix7::oW2);
-  const uint16_t *AL = (const uint16_t *)(c.mix + mix7::oAL), *A1 = (const uint16_t *)(c.mix + mix7::oA1);
-  const uint16_t *A2 = (const uint16_t *)(c.mix + mix7::oA2), *SM = (const uint16_t *)(c.mix + mix7::oSM);
   const uint32_t *CSM = (const uint32_t *)(c.mix + mix7::oCSM);
   const mix7::Lmcm7State *m = (const mix7::Lmcm7State *)(c.mix + mix7::oST);
   int bits = c.s.bits;
-  int c0 = (int)(c.s.c0 & 0xFF), c1 = (int)(c.s.c4 & 0xFF), c2 = (int)((c.s.c4 >> 8) & 0xFF);
   int32_t *x = c.x7;
-  int32_t stL = mix_stretch(T, pl >> 4);
-  x[inLM] = stL;
-#pragma unroll
-  for (int i = 0; i < kCMInputs; i++) x[inCM + i] = c.x[i];
-  x[inCMP] = mix_stretch(T, c.pr);
-  int32_t q = interp6(AL, c0 * nBins, stL + 2048, &c.iL);
-  x[inLMA] = mix_stretch(T, q >> 4);
-  int lq = (int)((stL + 2048) >> 8);
-#pragma unroll
-  for (int j = 0; j < 2; j++) {
-    c.is[j] = lq * 256 + c.st[j];
-    x[inSM + j] = mix_stretch(T, (int32_t)SM[j * lmQ * 256 + c.is[j]] >> 4);
-  }
-  int mb = 0;
-  if (c.s.mlen > 0) mb = (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + c.mbit;
-  c.iM = lq * 32 + mb;
-  x[inSMM] = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + c.iM] >> 4);
+  int lq;
+  int32_t stL = lmcm6_inputs<Lay7>(c, pl, x, &lq);
   uint32_t node;
   if (bits < 4) node = c.s.c0;
   else node = (1u << (bits - 4)) | (c.s.c0 & ((1u << (bits - 4)) - 1));
@@ -789,75 +811,16 @@ __device__ __forceinline__ int32_t lmcm7_p(CMCtx &c, int32_t pl) {
     c.st7[j] = st;
     x[nIn + j] = TAB(T->stretch[CSM[j * 256 + st] >> 20]);
   }
-  c.sel[0] = (0 * 256 + c2) * mix7::kRow;
-  c.sel[1] = (1 * 256 + c0) * mix7::kRow;
-  c.sel[2] = (2 * 256 + c1) * mix7::kRow;
-#pragma unroll
-  for (int k = 0; k < nMix; k++) {
-    int32_t w[mix7::kRow];
-    load_row(w, W + c.sel[k]);
-    int64_t d = 0;
-#pragma unroll
-    for (int i = 0; i < mix7::nIn; i++) d += (int64_t)x[i] * (int64_t)w[i];
-    c.dot[k] = mix6_clampSt(d >> 16);
-    c.pm[k] = mix_squash(T, c.dot[k]);
-  }
-  int32_t ast = stL < 0 ? -stL : stL;
-  int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
-  int32_t dd = c.s.eL - c.s.eC;
-  int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
-  if (bits == 0) c.s.miss = 0;
-  int miss = c.s.miss < 2 ? c.s.miss : 2;
-  c.sel2 = (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
-  const int32_t *w2 = W2 + c.sel2;
-  int64_t d2 = (int64_t)c.dot[0] * w2[0] + (int64_t)c.dot[1] * w2[1] + (int64_t)c.dot[2] * w2[2];
-  c.d2 = mix6_clampSt(d2 >> 16);
-  c.p2 = mix_squash(T, c.d2);
-  c.pL = pl >> 4;
-  c.pC = c.pr;
-  int32_t q1 = interp6(A1, c0 * nBins, c.d2 + 2048, &c.i1);
-  int32_t q2 = interp6(A2, (lq * 8 + bits) * nBins, c.d2 + 2048, &c.i2);
-  int32_t p = (c.p2 * 32 + q1 + q2 + 2) >> 2;
-  return p < 16 ? 16 : (p > 65520 ? 65520 : p);
+  return lmcm6_mix<Lay7>(c, pl, x, stL, lq);
 }
 
 // lmcm7_update is lmmix.Mixer7.Update's training (cm is trained by the
 // caller, after; the history moves on in lmcm7_advance, after cm's).
 __device__ __forceinline__ void lmcm7_update(CMCtx &c, int bit) {
-  using namespace mix6;
-  int32_t *W = (int32_t *)(c.mix + mix7::oW), *W2 = (int32_t *)(c.mix + mix7::oW2);
-  uint16_t *AL = (uint16_t *)(c.mix + mix7::oAL), *A1 = (uint16_t *)(c.mix + mix7::oA1);
-  uint16_t *A2 = (uint16_t *)(c.mix + mix7::oA2), *SM = (uint16_t *)(c.mix + mix7::oSM);
   uint32_t *CSM = (uint32_t *)(c.mix + mix7::oCSM);
   const CMTabs *T = c.T;
   int32_t y = bit & 1;
-  int64_t lr = rate1;
-  if (c.s.mixn < rateBits) lr = rate0;
-  c.s.mixn++;
-#pragma unroll
-  for (int k = 0; k < nMix; k++) {
-    int64_t err = (int64_t)((y << 12) - c.pm[k]);
-    if (err <= skipErr && err >= -skipErr) continue;
-    int64_t e = err * lr;
-    int32_t w[mix7::kRow];
-    load_row(w, W + c.sel[k]);
-#pragma unroll
-    for (int i = 0; i < mix7::nIn; i++) w[i] += (int32_t)(((int64_t)c.x7[i] * e + (1 << 13)) >> 14);
-    store_row(W + c.sel[k], w);
-  }
-  int64_t e = (int64_t)((y << 12) - c.p2) * rate2;
-  int32_t *w2 = W2 + c.sel2;
-#pragma unroll
-  for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
-  if ((y == 1) != (c.pL >= 2048)) c.s.miss++;
-  c.s.eL += ((abs32((y << 12) - c.pL) << 4) - c.s.eL) >> advShift;
-  c.s.eC += ((abs32((y << 12) - c.pC) << 4) - c.s.eC) >> advShift;
-  apm_train(A1, c.i1, y, apmRate);
-  apm_train(A2, c.i2, y, apmRate);
-  apm_train(AL, c.iL, y, apmRate);
-  apm_train(SM, c.is[0], y, smRate);
-  apm_train(SM, lmQ * 256 + c.is[1], y, smRate);
-  apm_train(SM, 2 * lmQ * 256 + c.iM, y, smRate);
+  lmcm6_train<Lay7>(c, c.x7, bit);
 #pragma unroll
   for (int j = 0; j < mix7::nCx; j++) {
     uint8_t st = c.st7[j];
