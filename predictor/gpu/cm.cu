@@ -266,12 +266,12 @@ __device__ __forceinline__ int32_t cm_squash(const CMTabs *T, int32_t d) {
 
 __device__ __forceinline__ int32_t cm_clampSt(int32_t d) { return d > 2047 ? 2047 : (d < -2047 ? -2047 : d); }
 
-// cm_find is Model.find.
-__device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) {
+// slot_find is cm.Slots.Find on table t (mask+1 slots of 16 bytes): the
+// slot of hash h, found or replaced (cm's Model.find and id 7's contexts).
+__device__ __forceinline__ uint32_t slot_find(const CMTabs *T, uint8_t *t, uint32_t mask, uint32_t h) {
   h = cm_hash32(h);
   uint8_t chk = (uint8_t)(h >> 24);
-  uint32_t i = h & c.s.mask;
-  uint8_t *t = c.ht;
+  uint32_t i = h & mask;
   uint32_t b0 = i * 16;
   if (t[b0] == chk) return b0;
   uint32_t b1 = (i ^ 1) * 16;
@@ -279,8 +279,8 @@ __device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) {
   uint32_t b2 = (i ^ 2) * 16;
   if (t[b2] == chk) return b2;
   uint32_t b = b0;
-  if (TAB(c.T->prio[t[b1 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b1;
-  if (TAB(c.T->prio[t[b2 + 1]]) < TAB(c.T->prio[t[b + 1]])) b = b2;
+  if (TAB(T->prio[t[b1 + 1]]) < TAB(T->prio[t[b + 1]])) b = b1;
+  if (TAB(T->prio[t[b2 + 1]]) < TAB(T->prio[t[b + 1]])) b = b2;
 #ifdef LMFS_EMU
   std::memset(t + b, 0, 16);
 #else
@@ -289,6 +289,9 @@ __device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) {
   t[b] = chk;
   return b;
 }
+
+// cm_find is Model.find.
+__device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) { return slot_find(c.T, c.ht, c.s.mask, h); }
 
 __device__ __forceinline__ void cm_byteUpdate(CMCtx &c) {
   uint32_t c4 = c.s.c4, c8 = c.s.c8;
@@ -680,30 +683,6 @@ __device__ __forceinline__ void lmcm6_update(CMCtx &c, int bit) { lmcm6_train<La
 
 // ---- the lm+cm mixing stage of codec id 7 (predictor/lmmix's Mixer7) ----
 
-// lmcm7_find is cm.Slots.Find on the context table t (mask+1 slots): cm's
-// find (cm_find) on another table.
-__device__ __forceinline__ uint32_t lmcm7_find(const CMTabs *T, uint8_t *t, uint32_t mask, uint32_t h) {
-  h = cm_hash32(h);
-  uint8_t chk = (uint8_t)(h >> 24);
-  uint32_t i = h & mask;
-  uint32_t b0 = i * 16;
-  if (t[b0] == chk) return b0;
-  uint32_t b1 = (i ^ 1) * 16;
-  if (t[b1] == chk) return b1;
-  uint32_t b2 = (i ^ 2) * 16;
-  if (t[b2] == chk) return b2;
-  uint32_t b = b0;
-  if (TAB(T->prio[t[b1 + 1]]) < TAB(T->prio[t[b + 1]])) b = b1;
-  if (TAB(T->prio[t[b2 + 1]]) < TAB(T->prio[t[b + 1]])) b = b2;
-#ifdef LMFS_EMU
-  std::memset(t + b, 0, 16);
-#else
-  *(uint4 *)(t + b) = make_uint4(0, 0, 0, 0);  // slots are 16-byte aligned
-#endif
-  t[b] = chk;
-  return b;
-}
-
 // lmcm7_hashes is Mixer7.byteUpdate: the contexts' hashes from the history
 // (cm's c4, c8 and n = bytes coded, the stage's words, lines and tables).
 __device__ __forceinline__ void lmcm7_hashes(CMCtx &c) {
@@ -739,7 +718,7 @@ __device__ __forceinline__ void lmcm7_lookups(CMCtx &c) {
   Lmcm7State *m = (Lmcm7State *)(c.mix + oST);
   uint32_t k = c.s.c0 * 0x1D8E4E27u;
   uint32_t mask = m->mask;
-  for (int j = 0; j < nCx; j++) m->slot[j] = lmcm7_find(c.T, c.ht7, mask, m->h[j] + k);
+  for (int j = 0; j < nCx; j++) m->slot[j] = slot_find(c.T, c.ht7, mask, m->h[j] + k);
 }
 
 // lmcm7_start is the end of Mixer7.Reset (the tables were set by
