@@ -296,7 +296,13 @@ func (g *gatherer) decode(ctx context.Context, dst, payload []byte, rawLen int) 
 		go g.runner()
 	}
 	g.mu.Unlock()
-	<-r.done
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		// Left in the queue, the call is skipped; in a running group,
+		// its result is dropped.
+		return dst, ctx.Err()
+	}
 	if r.err != nil {
 		return dst, r.err
 	}
