@@ -273,6 +273,18 @@ type gatherer struct {
 	run     func(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error)
 }
 
+// LockstepOnCPU reports whether reg's LM codecs decode their blocks in
+// lockstep groups on the CPU (they exist and run their model there), so
+// that callers should keep LockstepWidth blocks per core in flight.
+func LockstepOnCPU(reg *Registry) bool {
+	c, err := reg.ByName("lm+cm")
+	if err != nil {
+		return false
+	}
+	gc, ok := c.(GroupCodec)
+	return ok && gc.Device() == "cpu"
+}
+
 // gatherWait is how long a runner with fewer than LockstepWidth calls
 // queued waits for more before it starts a group.
 const gatherWait = 2 * time.Millisecond

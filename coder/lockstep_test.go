@@ -321,3 +321,20 @@ func TestConcurrentDecodeOnCPU(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestLockstepOnCPU: a registry with the LM codecs on the CPU decodes in
+// lockstep groups; one without them does not.
+func TestLockstepOnCPU(t *testing.T) {
+	for _, c := range []struct {
+		noLM bool
+		want bool
+	}{{false, true}, {true, false}} {
+		reg, err := NewStandard(Options{ZstdLevel: 3, CMMemory: 1 << 20, Device: "cpu", NoLM: c.noLM})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := LockstepOnCPU(reg); got != c.want {
+			t.Errorf("NoLM %v: LockstepOnCPU %v, want %v", c.noLM, got, c.want)
+		}
+	}
+}

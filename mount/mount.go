@@ -142,7 +142,7 @@ func Mount(ctx context.Context, cfg *config.Config, mountpoint string, log *slog
 		fo.Chooser, fo.Level = fast, lfs.PolicyLevel(coder.PolicyFast)
 		fo.Recompress = lfs.RecompressOptions{Chooser: ch, Level: lfs.PolicyLevel(pol), Idle: idle, Workers: cfg.Recompress.Workers}
 	}
-	if fo.Workers == 0 && lmDevice(reg) == "cpu" {
+	if fo.Workers == 0 && coder.LockstepOnCPU(reg) {
 		// Blocks of the LM codecs decode in lockstep groups of concurrent
 		// reads: keep enough in flight (the other codecs' jobs still run
 		// on GOMAXPROCS cores).

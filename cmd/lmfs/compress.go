@@ -72,10 +72,8 @@ func decodeWorkers(reg *coder.Registry, c *config.Config, nw int) int {
 	if c.Codec.Workers > 0 {
 		return nw
 	}
-	if cd, err := reg.ByName("lm+cm"); err == nil {
-		if gc, ok := cd.(coder.GroupCodec); ok && gc.Device() == "cpu" {
-			return coder.LockstepWidth * nw
-		}
+	if coder.LockstepOnCPU(reg) {
+		return coder.LockstepWidth * nw
 	}
 	return nw
 }
