@@ -919,8 +919,12 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
 // most ioE[b]-ioS[b] bytes: a block whose stream would not fit gets
 // bad = its position (the caller codes it another way). At the block's end
 // the encoder is flushed (Encoder.Finish) and st.io is the stream length.
+// RULE is the mixing stage (5, 6 or 7, as B.rule): a kernel per rule holds
+// only the registers its own stage needs.
+template <int RULE>
 __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, int n, const uint16_t *__restrict__ probs,
-                                   int64_t t0, int64_t t1) {
+                                                    int64_t t0, int64_t t1) {
+  constexpr int rule = RULE;
   int64_t gid = GID();
   if (gid >= n) return;
   int b = idx[gid];
@@ -935,19 +939,24 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
   int64_t io = c.s.io;
   for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
     const uint16_t *pp = probs + (B.off[b] + t) * 8;  // 16-byte aligned
-    uint32_t pk[4];
+    // the 8 probabilities in two 64-bit words (not an array: the bit loop is
+    // not unrolled, and an array indexed by k would live in local memory)
+    uint64_t pq[2];
 #ifdef LMFS_EMU
-    for (int k = 0; k < 4; k++) pk[k] = (uint32_t)pp[2 * k] | (uint32_t)pp[2 * k + 1] << 16;
+    pq[0] = pq[1] = 0;
+    for (int k = 0; k < 8; k++) pq[k >> 2] |= (uint64_t)pp[k] << (16 * (k & 3));
 #else
     uint4 pv = *(const uint4 *)pp;
-    pk[0] = pv.x, pk[1] = pv.y, pk[2] = pv.z, pk[3] = pv.w;
+    pq[0] = (uint64_t)pv.x | (uint64_t)pv.y << 32;
+    pq[1] = (uint64_t)pv.z | (uint64_t)pv.w << 32;
 #endif
+    const uint64_t p03 = pq[0], p47 = pq[1];
     int sym = c.buf[t];
     int lo = 0;
     for (int k = 0; k < 8; k++) {
       int bit = (sym >> (7 - k)) & 1;
       cm_predict(c);
-      uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, (int32_t)((pk[k >> 1] >> (16 * (k & 1))) & 0xFFFF)));
+      uint32_t p = ac_clamp(lmcm_p(c, rule, k, lo, (int32_t)(((k < 4 ? p03 : p47) >> (16 * (k & 3))) & 0xFFFF)));
       uint32_t xmid = ac_split(x1, x2, p);
       if (bit) x2 = xmid;
       else x1 = xmid + 1;
@@ -957,10 +966,10 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
         x1 <<= 8;
         x2 = (x2 << 8) | 0xFF;
       }
-      lmcm_update(c, B.rule, bit);
+      lmcm_update(c, rule, bit);
       cm_train(c, bit);
       cm_advance(c, bit);
-      if (B.rule == 7) lmcm7_advance(c);
+      if (rule == 7) lmcm7_advance(c);
       if (bit) lo += 128 >> k;
     }
     if (io >= cap) c.s.bad = (int32_t)t;
@@ -1024,8 +1033,11 @@ __global__ void cum_kernel(uint32_t *tables, int n) {
 // lmcm_decode_kernel decodes byte t of the blocks idx[0..n-1] (slot i has
 // its cumulative table at cum[i*256]) into data, and makes it the LM's next
 // input.
-__global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__restrict__ idx, int n, const uint32_t *__restrict__ cum,
-                                   int64_t t) {
+// RULE as for lmcm_encode_kernel.
+template <int RULE>
+__global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__restrict__ idx, int n,
+                                                    const uint32_t *__restrict__ cum, int64_t t) {
+  constexpr int rule = RULE;
   int64_t gid = GID();
   if (gid >= n) return;
   int b = idx[gid];
@@ -1045,7 +1057,7 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
     // every frequency is at least 1, so chi - cmid <= 65535 and the shift fits 32 bits
     int32_t pl = (int32_t)(((chi - cmid) << 16) / (chi - clo));
     cm_predict(c);
-    uint32_t p = ac_clamp(lmcm_p(c, B.rule, k, lo, pl));
+    uint32_t p = ac_clamp(lmcm_p(c, rule, k, lo, pl));
     uint32_t xmid = ac_split(x1, x2, p);
     int bit = 0;
     if (x <= xmid) {
@@ -1060,11 +1072,11 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
       x = (x << 8) | (pos < plen ? in[pos] : 0xFFu);
       pos++;
     }
-    lmcm_update(c, B.rule, bit);
+    lmcm_update(c, rule, bit);
     cm_train(c, bit);
     if (k == 7) B.data[B.off[b] + t] = (uint8_t)(lo + bit);  // the buffer holds the byte before cm's byte update
     cm_advance(c, bit);
-    if (B.rule == 7) lmcm7_advance(c);
+    if (rule == 7) lmcm7_advance(c);
     if (bit) {
       lo = mid;
       clo = cmid;
@@ -1233,9 +1245,62 @@ bool cm_setup(Ctx *g, Buffers *bf, int rule, int nb, const int64_t *lens, const 
   } while (0)
 #endif
 
+// LMCMKernels are the encode and decode kernels of one call's rule.
+using EncKernel = void (*)(CMBlocks, const int32_t *, int, const uint16_t *, int64_t, int64_t);
+using DecKernel = void (*)(CMBlocks, DevState, const int32_t *, int, const uint32_t *, int64_t);
+struct LMCMKernels {
+  EncKernel enc;
+  DecKernel dec;
+};
+
+LMCMKernels lmcm_kernels(int rule) {
+  if (rule == 5) return {lmcm_encode_kernel<5>, lmcm_decode_kernel<5>};
+  if (rule == 6) return {lmcm_encode_kernel<6>, lmcm_decode_kernel<6>};
+  return {lmcm_encode_kernel<7>, lmcm_decode_kernel<7>};
+}
+
 // kEncChunk is how many positions the LM scores before the cm kernel codes
-// them (on its own stream, while the LM scores the next chunk).
+// them (on its own stream, while the LM scores the next chunk, or after it).
 constexpr int64_t kEncChunk = 128;
+
+// kSerialFrom is the blocks in flight from which the cm kernel runs on the
+// LM's stream after each of the LM's chunks instead of beside it on a
+// second stream: with many blocks the two crowd each other out (measured on
+// an H200 with id 6 at 32768 blocks of 2 KiB: beside each other the LM's 2048
+// steps took 2.5 s instead of 1.0 s, and both together longer than one after
+// the other), with a few thousand the cm kernel hides behind the LM.
+// kSerialFrom7 is the same for rule 7, whose cm kernel is the slower half
+// from a few thousand blocks on (measured on an H200 at 4096 blocks of 64 KiB:
+// 12.2 MB/s after the LM against 11.6 beside it, at 32768 blocks of 2 KiB 17.9
+// against 14.6, at 8192 of 2 KiB 15.0 both ways).
+constexpr int kSerialFrom = 24576, kSerialFrom7 = 4096;
+
+// EncOpts are an encoding call's schedule: cm beside the LM (below
+// kSerialFrom or kSerialFrom7 blocks) or after it, chunks of kEncChunk positions. For
+// measurements (results are the same bit for bit): LMFS_LMCM_SERIAL=1 (0)
+// runs cm after (beside) the LM whatever the blocks in flight,
+// LMFS_LMCM_CHUNK sets the positions per chunk, LMFS_LMCM_TIMING=1 prints
+// the time of the LM's chunks, of the cm kernels and of the whole loop
+// (CUDA events) to stderr.
+struct EncOpts {
+  int64_t chunk = kEncChunk;
+  bool serial = false, timing = false;
+};
+
+EncOpts enc_opts(int rule, int nb) {
+  EncOpts o;
+  o.serial = nb >= (rule == 7 ? kSerialFrom7 : kSerialFrom);
+  if (const char *v = std::getenv("LMFS_LMCM_SERIAL")) {
+    if (std::strcmp(v, "1") == 0) o.serial = true;
+    if (std::strcmp(v, "0") == 0) o.serial = false;
+  }
+  if (const char *v = std::getenv("LMFS_LMCM_CHUNK")) {
+    long long c = std::atoll(v);
+    if (c >= 1) o.chunk = c;
+  }
+  if (const char *v = std::getenv("LMFS_LMCM_TIMING")) o.timing = std::strcmp(v, "1") == 0;
+  return o;
+}
 
 // lmcm_run encodes (dec == false) or decodes nb blocks with codec lm+cm,
 // the mixing stage of codec id rule. Encode: data holds the blocks (lens[i] bytes each, concatenated), out
@@ -1291,6 +1356,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   if (dec && !h2d(g, dio, io, iototal, err)) return -1;
   CMBlocks &CB = cs.B;
   CB.rule = rule;
+  const LMCMKernels K = lmcm_kernels(rule);
   CB.data = ddata;
   CB.off = doff;
   CB.len = dlen;
@@ -1307,31 +1373,49 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   if (!dec) {
     uint16_t *dprobs;
     if (!bf.alloc(&dprobs, total * 8, err)) return -1;
+    EncOpts eo = enc_opts(rule, nb);
 #ifndef LMFS_EMU
-    // The cm kernel runs on a second stream, one chunk behind the LM.
+    // The cm kernel runs on a second stream, one chunk behind the LM, or
+    // (eo.serial) on the LM's stream after each chunk.
     cudaStream_t cms = nullptr;
     cudaEvent_t ev = nullptr;
+    std::vector<cudaEvent_t> tev;  // eo.timing: start, then per chunk LM end, cm start, cm end, LM start (but the last)
     struct Guard {
       cudaStream_t *s;
       cudaEvent_t *e;
+      std::vector<cudaEvent_t> *t;
       ~Guard() {
+        for (cudaEvent_t x : *t) cudaEventDestroy(x);
         if (*e) cudaEventDestroy(*e);
         if (*s) cudaStreamDestroy(*s);
       }
-    } guard{&cms, &ev};
-    if (!cuda_ok(cudaStreamCreateWithFlags(&cms, cudaStreamNonBlocking), "create stream", err) ||
-        !cuda_ok(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "create event", err))
-      return -1;
+    } guard{&cms, &ev, &tev};
+    if (!eo.serial && !cuda_ok(cudaStreamCreateWithFlags(&cms, cudaStreamNonBlocking), "create stream", err)) return -1;
+    if (!cuda_ok(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "create event", err)) return -1;
+    cudaStream_t cstream = eo.serial ? g->stream : cms;
+    auto tmark = [&](cudaStream_t s) -> bool {
+      if (!eo.timing) return true;
+      cudaEvent_t e;
+      if (!cuda_ok(cudaEventCreate(&e), "create event", err)) return false;
+      tev.push_back(e);
+      return cuda_ok(cudaEventRecord(e, s), "record event", err);
+    };
+    if (!tmark(g->stream)) return -1;
 #endif
     int64_t c0 = 0;
     auto flush = [&](int64_t t1) -> bool {
       int n = (int)B.active[c0];
 #ifdef LMFS_EMU
-      LAUNCH(lmcm_encode_kernel, n, CB, didx, n, dprobs, c0, t1);
+      LAUNCH(K.enc, n, CB, didx, n, dprobs, c0, t1);
 #else
-      if (!cuda_ok(cudaEventRecord(ev, g->stream), "record event", err) || !cuda_ok(cudaStreamWaitEvent(cms, ev, 0), "wait event", err))
+      if (!tmark(g->stream)) return false;
+      if (!eo.serial &&
+          (!cuda_ok(cudaEventRecord(ev, g->stream), "record event", err) || !cuda_ok(cudaStreamWaitEvent(cms, ev, 0), "wait event", err)))
         return false;
-      CM_LAUNCH(cms, lmcm_encode_kernel, n, CB, didx, n, dprobs, c0, t1);
+      if (!tmark(cstream)) return false;
+      CM_LAUNCH(cstream, K.enc, n, CB, didx, n, dprobs, c0, t1);
+      if (!tmark(cstream)) return false;
+      if (t1 < maxlen && !tmark(g->stream)) return false;
 #endif
       c0 = t1;
       return launched(g, err);
@@ -1343,13 +1427,30 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
       if (!freq(g, S, didx, n, kPathProbs, t, ddata, doff, dprobs, nullptr, D, raw, err)) return -1;
       if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
       if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
-      if (t + 1 - c0 >= kEncChunk && !flush(t + 1)) return -1;
+      if (t + 1 - c0 >= eo.chunk && !flush(t + 1)) return -1;
       if (int r = pace(g, token, t, err)) return r;
     }
     if (c0 < maxlen && !flush(maxlen)) return -1;
 #ifndef LMFS_EMU
-    if (!cuda_ok(cudaEventRecord(ev, cms), "record event", err) || !cuda_ok(cudaStreamWaitEvent(g->stream, ev, 0), "wait event", err))
+    if (!eo.serial &&
+        (!cuda_ok(cudaEventRecord(ev, cms), "record event", err) || !cuda_ok(cudaStreamWaitEvent(g->stream, ev, 0), "wait event", err)))
       return -1;
+    if (eo.timing) {
+      if (!sync(g, err)) return -1;
+      float lm = 0, cmk = 0, all = 0, f;
+      size_t k = tev.size();
+      cudaEvent_t lm0 = tev[0];
+      for (size_t i = 1; i + 2 < k; i += 4) {
+        cudaEventElapsedTime(&f, lm0, tev[i]);
+        lm += f;
+        cudaEventElapsedTime(&f, tev[i + 1], tev[i + 2]);
+        cmk += f;
+        if (i + 3 < k) lm0 = tev[i + 3];
+      }
+      cudaEventElapsedTime(&all, tev[0], tev[k - 1]);
+      std::fprintf(stderr, "lmcm-timing encode rule=%d nb=%d maxlen=%lld chunk=%lld serial=%d: LM %.1f ms, cm %.1f ms, both %.1f ms\n", rule, nb,
+                   (long long)maxlen, (long long)eo.chunk, eo.serial ? 1 : 0, lm, cmk, all);
+    }
 #endif
     if (sample >= 0 && sample < nb && !d2h(g, sprobs, dprobs + off[sample] * 8, lens[sample] * 8 * sizeof(uint16_t), err)) return -1;
     std::vector<CMState> st(nb);
@@ -1369,7 +1470,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
 #else
     LAUNCH(cum_kernel, n, dcum, n);
 #endif
-    CM_LAUNCH(g->stream, lmcm_decode_kernel, n, CB, S, didx, n, dcum, t);
+    CM_LAUNCH(g->stream, K.dec, n, CB, S, didx, n, dcum, t);
     if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
     if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
     if (int r = pace(g, token, t, err)) return r;
