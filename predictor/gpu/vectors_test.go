@@ -13,6 +13,7 @@ import (
 
 	"github.com/lmfs/lmfs/predictor"
 	"github.com/lmfs/lmfs/predictor/gpu"
+	"github.com/lmfs/lmfs/predictor/lm"
 )
 
 // TestTinyVectors checks the library against the test vectors that the
@@ -26,14 +27,33 @@ func TestTinyVectors(t *testing.T) {
 	checkVectors(t, filepath.Join(dir, "testdata", "tiny_lstm.lmm"), filepath.Join(dir, "testdata", "vectors_lstm_tiny.json"))
 }
 
-// TestDefaultVectors does the same with the built-in model and its vectors
-// (on a GPU only: the emulation is too slow for that model).
+// TestDefaultVectors does the same with the built-in model and the vectors
+// of its architecture (vectors_lstm2.json for an lstm2 default,
+// vectors_lstm.json for an lstm1 one), and with the retired lstm1 model m2d
+// and vectors_lstm.json (on a GPU only: the emulation is too slow for these
+// models).
 func TestDefaultVectors(t *testing.T) {
 	if !onGPU() {
 		t.Skip("needs a GPU: set " + gpu.EnvLib)
 	}
 	dir := filepath.Join(repoRoot(), "predictor", "lm")
-	checkVectors(t, filepath.Join(dir, "default.lmm"), filepath.Join(dir, "testdata", "vectors_lstm.json"))
+	def, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vectors := map[int]string{lm.ArchLSTM1: "vectors_lstm.json", lm.ArchLSTM2: "vectors_lstm2.json"}
+	cases := []struct{ name, model, vectors string }{
+		{"default", filepath.Join(dir, "default.lmm"), vectors[def.Arch()]},
+		{"m2d", filepath.Join(dir, "retired", "lstm1-m2d-a4a5c97e.lmm"), "vectors_lstm.json"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.vectors == "" {
+				t.Fatalf("no vectors for the default model's architecture %d", def.Arch())
+			}
+			checkVectors(t, c.model, filepath.Join(dir, "testdata", c.vectors))
+		})
+	}
 }
 
 func checkVectors(t *testing.T, modelPath, vectorPath string) {
