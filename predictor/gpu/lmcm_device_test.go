@@ -124,8 +124,9 @@ func TestLMCMCorpus(t *testing.T) {
 type lmOnly struct{ coder.LMBackend }
 
 // benchPlan parses $LMFS_LMCM_BENCH: "SIZE:N,N,...;SIZE:..." with SIZE in
-// bytes, optionally prefixed by "cpu" (lm+cm with cm on the CPU cores) or
-// "lm" (codec lm: the LM alone, for comparison).
+// bytes, optionally prefixed by "cpu" (lm+cm with cm on the CPU cores),
+// "lm" (codec lm: the LM alone, for comparison) or "id6" (the superseded
+// lm+cm.2, codec id 6, with the same model).
 func benchPlan(s string) (plan []struct {
 	path     string
 	size     int
@@ -141,7 +142,7 @@ func benchPlan(s string) (plan []struct {
 			return nil, fmt.Errorf("%q: want SIZE:N,N", part)
 		}
 		path := "gpu"
-		for _, p := range []string{"cpu", "lm"} {
+		for _, p := range []string{"cpu", "lm", "id6"} {
 			if strings.HasPrefix(k, p) {
 				path, k = p, strings.TrimPrefix(k, p)
 			}
@@ -210,6 +211,9 @@ func BenchmarkLMCM(b *testing.B) {
 			case "lm":
 				path = "lm/gpu"
 				c = coder.NewLMAccel(refModel, id, coder.Accel{Backend: m, MaxBatch: inflight})
+			case "id6":
+				path = "lm+cm.2/gpu"
+				c = coder.NewLMCM2Accel(refModel, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: inflight})
 			default:
 				c = coder.NewLMCMAccel(refModel, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: inflight})
 			}
