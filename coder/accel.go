@@ -162,7 +162,7 @@ var errMismatch = errors.New("accelerator result differs from the Go model")
 
 func newAccel(a Accel, name string) *accel {
 	if a.MaxBatch < 1 {
-		a.MaxBatch = 4096
+		a.MaxBatch = 8192
 	}
 	if a.Wait <= 0 {
 		a.Wait = 2 * time.Millisecond

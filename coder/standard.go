@@ -32,7 +32,7 @@ type Options struct {
 	// "" means $LMFS_CUDA_LIB, else liblmfs_cuda.so next to the binary.
 	CUDALib string
 	// MaxBatch bounds the blocks of one GPU call (config
-	// predictor.cuda_batch); 0 means 4096.
+	// predictor.cuda_batch); 0 means 8192.
 	MaxBatch int
 	// Log receives the line saying where the LM runs and why, and any GPU
 	// failure; nil means slog.Default().

@@ -131,7 +131,7 @@ func Defaults() map[string]any {
 		"codec.workers":        0,
 		"predictor.device":     "auto",
 		"predictor.cuda_lib":   "",
-		"predictor.cuda_batch": 4096,
+		"predictor.cuda_batch": 8192,
 		"mount.allow_other":    os.Geteuid() == 0,
 		"mount.debug":          false,
 		"log.level":            "info",
