@@ -371,3 +371,100 @@ func TestBatcherWaitFollowsBatchTime(t *testing.T) {
 		t.Errorf("batches %v, want one of 3", bl.sizes)
 	}
 }
+
+// TestSmallBatchesOnCPU checks Accel.SmallOnCPU: a batch of at most that
+// many blocks is coded and decoded on the CPU without calling the backend,
+// to the same payloads and bytes, a larger one goes to the backend, and the
+// device name says so.
+func TestSmallBatchesOnCPU(t *testing.T) {
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ModelID(m.ID())
+	ctx := context.Background()
+	srcs := accelInputs(t)
+	cpu := []BatchCodec{NewLM(m), NewLMCM(m, 1<<20)}
+	want := make([][][]byte, len(cpu))
+	for k, c := range cpu {
+		if want[k], err = c.EncodeBatch(ctx, srcs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := func(be *fullBackend) int { return int(be.calls.Load()) + be.encodes + be.decodes }
+	for _, tc := range []struct {
+		name    string
+		blocks  int // the first blocks of srcs
+		backend bool
+	}{
+		{"small", 3, false},
+		{"large", len(srcs), true},
+	} {
+		for k := range cpu {
+			be := &fullBackend{refBackend: refBackend{m: m}, memory: 1 << 20}
+			a := Accel{Backend: be, MaxBatch: 8, SmallOnCPU: 3}
+			c := []BatchCodec{NewLMAccel(m, id, a), NewLMCMAccel(m, id, 1<<20, a)}[k]
+			t.Run(c.Name()+"/"+tc.name, func(t *testing.T) {
+				if !strings.Contains(c.Device(), be.Device()) || !strings.Contains(c.Device(), "up to 3 blocks on the CPU") {
+					t.Fatalf("device %q", c.Device())
+				}
+				in := srcs[:tc.blocks]
+				lens := make([]int, len(in))
+				for i, s := range in {
+					lens[i] = len(s)
+				}
+				got, err := c.EncodeBatch(ctx, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range in {
+					if !bytes.Equal(got[i], want[k][i]) {
+						t.Fatalf("block %d: payload differs from the CPU codec's", i)
+					}
+				}
+				afterEnc := calls(be)
+				dec, err := c.DecodeBatch(ctx, got, lens)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range in {
+					if !bytes.Equal(dec[i], in[i]) {
+						t.Fatalf("block %d decoded wrong", i)
+					}
+				}
+				if tc.backend != (afterEnc > 0) || tc.backend != (calls(be) > afterEnc) {
+					t.Fatalf("%d blocks with SmallOnCPU 3: backend calls %d encoding, %d decoding; want them %v", len(in), afterEnc, calls(be)-afterEnc, tc.backend)
+				}
+				if tc.backend {
+					return
+				}
+				// Concurrent single calls gather into batches of at most 3
+				// blocks here: the CPU codes them, to the same bytes.
+				var wg sync.WaitGroup
+				errs := make([]error, len(in))
+				for i := range in {
+					wg.Go(func() {
+						p, err := c.Encode(ctx, nil, in[i])
+						if err == nil && !bytes.Equal(p, want[k][i]) {
+							err = errors.New("single-call payload differs from the CPU codec's")
+						}
+						if err == nil {
+							var d []byte
+							if d, err = c.Decode(ctx, nil, p, len(in[i])); err == nil && !bytes.Equal(d, in[i]) {
+								err = errors.New("single call decoded wrong")
+							}
+						}
+						errs[i] = err
+					})
+				}
+				wg.Wait()
+				if err := firstErr(errs); err != nil {
+					t.Fatal(err)
+				}
+				if n := calls(be); n != 0 {
+					t.Fatalf("%d backend calls for single calls of at most 3 blocks", n)
+				}
+			})
+		}
+	}
+}

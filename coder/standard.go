@@ -127,7 +127,7 @@ func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64, encode b
 		gm, err := r.lm.lib.Open(file, 0)
 		if err == nil {
 			r.lm.log.Info("neural LM runs on the GPU", "model", id.Short(), "device", gm.Device(), "library", r.lm.lib.Path())
-			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log}
+			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log, SmallOnCPU: SmallOnCPU(m)}
 			reg(NewLMAccel(m, id, a))
 			reg(NewLMCMAccel(m, id, cmMemory, a))
 			reg(NewLMCM2Accel(m, id, cmMemory, a))

@@ -125,8 +125,10 @@ type lmOnly struct{ coder.LMBackend }
 
 // benchPlan parses $LMFS_LMCM_BENCH: "SIZE:N,N,...;SIZE:..." with SIZE in
 // bytes, optionally prefixed by "cpu" (lm+cm with cm on the CPU cores),
-// "lm" (codec lm: the LM alone, for comparison) or "id6" (the superseded
-// lm+cm.2, codec id 6, with the same model).
+// "lm" (codec lm: the LM alone, for comparison), "id6" (the superseded
+// lm+cm.2, codec id 6, with the same model), "auto" (lm+cm as lmfs
+// registers it: batches of at most coder.SmallOnCPU blocks on the CPU) or
+// "go" (lm+cm on the CPU cores alone, the Go reference).
 func benchPlan(s string) (plan []struct {
 	path     string
 	size     int
@@ -142,7 +144,7 @@ func benchPlan(s string) (plan []struct {
 			return nil, fmt.Errorf("%q: want SIZE:N,N", part)
 		}
 		path := "gpu"
-		for _, p := range []string{"cpu", "lm", "id6"} {
+		for _, p := range []string{"cpu", "lm", "id6", "auto", "go"} {
 			if strings.HasPrefix(k, p) {
 				path, k = p, strings.TrimPrefix(k, p)
 			}
@@ -198,6 +200,7 @@ func BenchmarkLMCM(b *testing.B) {
 			m.Device(), size, m.LMCMBlockBytes(size, p, true), m.LMCMBlockBytes(size, p, false), m.FreeMemory(),
 			m.MaxLMCMBlocks(size, p, true), m.MaxLMCMBlocks(size, p, false))
 	}
+	b.Logf("the Go reference runs on kernel %s; lmfs codes batches of up to %d blocks on the CPU", ref.Kernel(), coder.SmallOnCPU(ref))
 	for _, pl := range plan {
 		for _, inflight := range pl.inflight {
 			blocks := split(src, inflight, pl.size)
@@ -211,6 +214,12 @@ func BenchmarkLMCM(b *testing.B) {
 			case "lm":
 				path = "lm/gpu"
 				c = coder.NewLMAccel(refModel, id, coder.Accel{Backend: m, MaxBatch: inflight})
+			case "auto":
+				path = "lm+cm/auto"
+				c = coder.NewLMCMAccel(ref, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: inflight, SmallOnCPU: coder.SmallOnCPU(ref)})
+			case "go":
+				path = "lm+cm/go"
+				c = coder.NewLMCMModel(ref, id, lmcmMemory)
 			case "id6":
 				path = "lm+cm.2/gpu"
 				c = coder.NewLMCM2Accel(refModel, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: inflight})
