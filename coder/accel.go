@@ -454,10 +454,19 @@ func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens 
 	return decodeBatch(ctx, acc, payloads, rawLens, c.decodeAccel, c.decodeGroup)
 }
 
-// encodeRun codes a batch of gathered single calls: on the CPU cores in
-// lockstep groups when it is small (SmallOnCPU), else on the accelerator.
-func (c *ByteCodec) encodeRun(ctx context.Context, srcs, out [][]byte, errs []error) {
-	if c.acc.small(len(srcs)) {
+// runCodec is what encodeRun and decodeRun need of a codec (ByteCodec and
+// LMCM): its lockstep group methods for the CPU and its accelerator paths.
+type runCodec interface {
+	encodeGroup(ctx context.Context, srcs, out [][]byte, errs []error)
+	encodeAccel(ctx context.Context, srcs, out [][]byte, errs []error)
+	decodeGroup(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error)
+	decodeAccel(ctx context.Context, payloads [][]byte, rawLens []int, out [][]byte, errs []error)
+}
+
+// encodeRun codes a batch of gathered single calls of codec c: on the CPU
+// cores in lockstep groups when it is small (SmallOnCPU), else on acc.
+func encodeRun(ctx context.Context, acc *accel, c runCodec, srcs, out [][]byte, errs []error) {
+	if acc.small(len(srcs)) {
 		inGroups(len(srcs), func(start, end int) { c.encodeGroup(ctx, srcs[start:end], out[start:end], errs[start:end]) })
 		return
 	}
@@ -465,29 +474,8 @@ func (c *ByteCodec) encodeRun(ctx context.Context, srcs, out [][]byte, errs []er
 }
 
 // decodeRun decodes a batch of gathered single calls, as encodeRun codes.
-func (c *ByteCodec) decodeRun(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error) {
-	if c.acc.small(len(pays)) {
-		inGroups(len(pays), func(start, end int) {
-			c.decodeGroup(ctx, pays[start:end], lens[start:end], out[start:end], errs[start:end])
-		})
-		return
-	}
-	c.decodeAccel(ctx, pays, lens, out, errs)
-}
-
-// encodeRun codes a batch of gathered single calls: on the CPU cores in
-// lockstep groups when it is small (SmallOnCPU), else on the accelerator.
-func (c *LMCM) encodeRun(ctx context.Context, srcs, out [][]byte, errs []error) {
-	if c.acc.small(len(srcs)) {
-		inGroups(len(srcs), func(start, end int) { c.encodeGroup(ctx, srcs[start:end], out[start:end], errs[start:end]) })
-		return
-	}
-	c.encodeAccel(ctx, srcs, out, errs)
-}
-
-// decodeRun decodes a batch of gathered single calls, as encodeRun codes.
-func (c *LMCM) decodeRun(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error) {
-	if c.acc.small(len(pays)) {
+func decodeRun(ctx context.Context, acc *accel, c runCodec, pays [][]byte, lens []int, out [][]byte, errs []error) {
+	if acc.small(len(pays)) {
 		inGroups(len(pays), func(start, end int) {
 			c.decodeGroup(ctx, pays[start:end], lens[start:end], out[start:end], errs[start:end])
 		})

@@ -46,7 +46,7 @@ func (c *ByteCodec) Model() (ModelID, bool) { return c.model, true }
 func (c *ByteCodec) Encode(ctx context.Context, dst, src []byte) ([]byte, error) {
 	if c.acc != nil && len(src) > 0 {
 		return c.acc.encodeBatched(ctx, dst, src, func(ctx context.Context, srcs [][]byte) ([][]byte, []error) {
-			return batchRun(len(srcs), func(out [][]byte, errs []error) { c.encodeRun(ctx, srcs, out, errs) })
+			return batchRun(len(srcs), func(out [][]byte, errs []error) { encodeRun(ctx, c.acc, c, srcs, out, errs) })
 		})
 	}
 	return c.encodeCPU(ctx, dst, src)
@@ -74,7 +74,7 @@ func (c *ByteCodec) encodeCPU(ctx context.Context, dst, src []byte) ([]byte, err
 func (c *ByteCodec) Decode(ctx context.Context, dst, payload []byte, rawLen int) ([]byte, error) {
 	if c.acc != nil && rawLen > 0 && len(payload) > 0 {
 		return c.acc.decodeBatched(ctx, dst, payload, rawLen, func(ctx context.Context, pays [][]byte, lens []int) ([][]byte, []error) {
-			return batchRun(len(pays), func(out [][]byte, errs []error) { c.decodeRun(ctx, pays, lens, out, errs) })
+			return batchRun(len(pays), func(out [][]byte, errs []error) { decodeRun(ctx, c.acc, c, pays, lens, out, errs) })
 		})
 	}
 	return c.grp.decode(ctx, dst, payload, rawLen)
