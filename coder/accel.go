@@ -394,11 +394,7 @@ func (c *ByteCodec) Device() string { return c.acc.device() }
 
 // EncodeBatch implements BatchCodec.
 func (c *ByteCodec) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
-	acc := c.acc
-	if acc.small(len(srcs)) {
-		acc = nil
-	}
-	return encodeBatch(len(srcs), acc, func(start, end int, out [][]byte, errs []error) { c.encodeGroup(ctx, srcs[start:end], out, errs) },
+	return encodeBatch(len(srcs), c.acc, func(start, end int, out [][]byte, errs []error) { c.encodeGroup(ctx, srcs[start:end], out, errs) },
 		func(start, end int, out [][]byte, errs []error) { c.encodeAccel(ctx, srcs[start:end], out, errs) })
 }
 
@@ -410,11 +406,12 @@ func (c *ByteCodec) encodeAccel(ctx context.Context, srcs, out [][]byte, errs []
 
 // encodeBatch codes n blocks: with the accelerator a, in its overlapping
 // parts by accel(start, end, out[start:end], errs[start:end]); without one
-// (a nil), in groups on the CPU cores by cpu (see inGroups).
+// (a nil), or when the batch is small for it (SmallOnCPU), in groups on the
+// CPU cores by cpu (see inGroups).
 func encodeBatch(n int, a *accel, cpu func(start, end int, out [][]byte, errs []error), accel func(start, end int, out [][]byte, errs []error)) ([][]byte, error) {
 	out := make([][]byte, n)
 	errs := make([]error, n)
-	if a != nil {
+	if a != nil && !a.small(n) {
 		a.pipelined(n, func(start, end int) { accel(start, end, out[start:end], errs[start:end]) })
 	} else {
 		inGroups(n, func(start, end int) { cpu(start, end, out[start:end], errs[start:end]) })
@@ -447,11 +444,7 @@ func (c *ByteCodec) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens 
 	if len(payloads) != len(rawLens) {
 		return nil, fmt.Errorf("%d payloads but %d lengths", len(payloads), len(rawLens))
 	}
-	acc := c.acc
-	if acc.small(len(payloads)) {
-		acc = nil
-	}
-	return decodeBatch(ctx, acc, payloads, rawLens, c.decodeAccel, c.decodeGroup)
+	return decodeBatch(ctx, c.acc, payloads, rawLens, c.decodeAccel, c.decodeGroup)
 }
 
 // runCodec is what encodeRun and decodeRun need of a codec (ByteCodec and
@@ -568,10 +561,7 @@ func (c *LMCM) Device() string { return c.acc.device() }
 
 // EncodeBatch implements BatchCodec.
 func (c *LMCM) EncodeBatch(ctx context.Context, srcs [][]byte) ([][]byte, error) {
-	if c.acc.small(len(srcs)) {
-		return encodeBatch(len(srcs), nil, func(start, end int, out [][]byte, errs []error) { c.encodeGroup(ctx, srcs[start:end], out, errs) }, nil)
-	}
-	if c.full() != nil {
+	if c.full() != nil && !c.acc.small(len(srcs)) {
 		return c.acc.sequential(len(srcs), func(start, end int, out [][]byte, errs []error) { c.encodeFull(ctx, srcs[start:end], out, errs) })
 	}
 	return encodeBatch(len(srcs), c.acc, func(start, end int, out [][]byte, errs []error) { c.encodeGroup(ctx, srcs[start:end], out, errs) },
@@ -716,10 +706,7 @@ func (c *LMCM) DecodeBatch(ctx context.Context, payloads [][]byte, rawLens []int
 	if len(payloads) != len(rawLens) {
 		return nil, fmt.Errorf("%d payloads but %d lengths", len(payloads), len(rawLens))
 	}
-	if c.acc.small(len(payloads)) {
-		return decodeBatch(ctx, nil, payloads, rawLens, nil, c.decodeGroup)
-	}
-	if c.full() != nil {
+	if c.full() != nil && !c.acc.small(len(payloads)) {
 		return c.acc.sequential(len(payloads), func(start, end int, out [][]byte, errs []error) {
 			c.decodeFull(ctx, payloads[start:end], rawLens[start:end], out, errs)
 		})
@@ -980,7 +967,8 @@ func (a *accel) decodeBatched(ctx context.Context, dst, payload []byte, rawLen i
 }
 
 // decodeBatch decodes payloads on acc in pipelined groups (onAcc) or,
-// without one, in groups on the CPU cores (cpu; see inGroups).
+// without one or when the batch is small for it (SmallOnCPU), in groups on
+// the CPU cores (cpu; see inGroups).
 func decodeBatch(ctx context.Context, acc *accel, payloads [][]byte, rawLens []int,
 	onAcc func(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error),
 	cpu func(ctx context.Context, pays [][]byte, lens []int, out [][]byte, errs []error)) ([][]byte, error) {
@@ -991,7 +979,7 @@ func decodeBatch(ctx context.Context, acc *accel, payloads [][]byte, rawLens []i
 			f(ctx, payloads[start:end], rawLens[start:end], out[start:end], errs[start:end])
 		}
 	}
-	if acc != nil {
+	if acc != nil && !acc.small(len(payloads)) {
 		acc.pipelined(len(payloads), run(onAcc))
 	} else {
 		inGroups(len(payloads), run(cpu))
