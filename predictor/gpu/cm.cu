@@ -923,7 +923,7 @@ __global__ void cm_start_kernel(CMBlocks B, int n, int decode) {
 // only the registers its own stage needs.
 template <int RULE>
 __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, int n, const uint16_t *__restrict__ probs,
-                                                    int64_t t0, int64_t t1) {
+                                   int64_t t0, int64_t t1) {
   constexpr int rule = RULE;
   int64_t gid = GID();
   if (gid >= n) return;
@@ -941,16 +941,14 @@ __global__ void lmcm_encode_kernel(CMBlocks B, const int32_t *__restrict__ idx, 
     const uint16_t *pp = probs + (B.off[b] + t) * 8;  // 16-byte aligned
     // the 8 probabilities in two 64-bit words (not an array: the bit loop is
     // not unrolled, and an array indexed by k would live in local memory)
-    uint64_t pq[2];
+    uint64_t p03 = 0, p47 = 0;
 #ifdef LMFS_EMU
-    pq[0] = pq[1] = 0;
-    for (int k = 0; k < 8; k++) pq[k >> 2] |= (uint64_t)pp[k] << (16 * (k & 3));
+    for (int k = 0; k < 4; k++) p03 |= (uint64_t)pp[k] << (16 * k), p47 |= (uint64_t)pp[4 + k] << (16 * k);
 #else
     uint4 pv = *(const uint4 *)pp;
-    pq[0] = (uint64_t)pv.x | (uint64_t)pv.y << 32;
-    pq[1] = (uint64_t)pv.z | (uint64_t)pv.w << 32;
+    p03 = (uint64_t)pv.x | (uint64_t)pv.y << 32;
+    p47 = (uint64_t)pv.z | (uint64_t)pv.w << 32;
 #endif
-    const uint64_t p03 = pq[0], p47 = pq[1];
     int sym = c.buf[t];
     int lo = 0;
     for (int k = 0; k < 8; k++) {
@@ -1035,8 +1033,8 @@ __global__ void cum_kernel(uint32_t *tables, int n) {
 // input.
 // RULE as for lmcm_encode_kernel.
 template <int RULE>
-__global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__restrict__ idx, int n,
-                                                    const uint32_t *__restrict__ cum, int64_t t) {
+__global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__restrict__ idx, int n, const uint32_t *__restrict__ cum,
+                                   int64_t t) {
   constexpr int rule = RULE;
   int64_t gid = GID();
   if (gid >= n) return;
@@ -1390,8 +1388,10 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
         if (*s) cudaStreamDestroy(*s);
       }
     } guard{&cms, &ev, &tev};
-    if (!eo.serial && !cuda_ok(cudaStreamCreateWithFlags(&cms, cudaStreamNonBlocking), "create stream", err)) return -1;
-    if (!cuda_ok(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "create event", err)) return -1;
+    // (the second stream and its event only when cm runs beside the LM)
+    if (!eo.serial && (!cuda_ok(cudaStreamCreateWithFlags(&cms, cudaStreamNonBlocking), "create stream", err) ||
+                       !cuda_ok(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "create event", err)))
+      return -1;
     cudaStream_t cstream = eo.serial ? g->stream : cms;
     auto tmark = [&](cudaStream_t s) -> bool {
       if (!eo.timing) return true;
