@@ -227,7 +227,7 @@ struct CMCtx {
   int32_t x[kCMInputs];
   uint32_t cp[kCMHashed];
   uint8_t st[kCMHashed];
-  int32_t o1i, mbit, mcx, wsel, mp, fsel, fdot, pmix, apmIdx, pr;
+  int32_t o1i, mbit, mcx, wsel, mp, sqmp, fsel, fdot, pmix, apmIdx, pr;
   // lm+cm mixing stage, id 5
   int32_t mx[2], mset, mpr, aidx;
   // id 6
@@ -377,6 +377,7 @@ __device__ __forceinline__ void cm_predict(CMCtx &c) {
 #pragma unroll
   for (int i = 0; i < kCMInputs; i++) dot += (int64_t)c.x[i] * (int64_t)w[i];
   c.mp = cm_clampSt((int32_t)(dot >> 16));
+  c.sqmp = cm_squash(T, c.mp);  // for train
   c.fsel = (int32_t)(c.s.c0 & 0xFF);
   c.fdot = cm_clampSt((int32_t)(((int64_t)c.mp * (int64_t)c.fw[c.fsel & 0xFF]) >> 16));
   int32_t pr = cm_squash(T, c.fdot);
@@ -392,47 +393,67 @@ __device__ __forceinline__ void cm_predict(CMCtx &c) {
   c.pr = pr;
 }
 
-__device__ __forceinline__ void cm_ctrUpdate(const CMTabs *T, uint32_t *v, int y, uint32_t limit) {
-  uint32_t t = *v;
+// cm_ctrNext is ctrUpdate's new value of the counter t, whose adaptation
+// rate is rate (smRate[t & 1023]).
+__device__ __forceinline__ uint32_t cm_ctrNext(uint32_t t, int y, uint32_t limit, int32_t rate) {
   uint32_t n = t & 1023;
   int32_t p = (int32_t)(t >> 10);
-  p += ((((int32_t)y << 22) - p) >> 7) * TAB(T->smRate[n]) >> 9;
+  p += ((((int32_t)y << 22) - p) >> 7) * rate >> 9;
   if (n < limit) n++;
-  *v = ((uint32_t)p << 10) | n;
+  return ((uint32_t)p << 10) | n;
 }
 
-// cm_train is Model.train.
+// cm_train is Model.train. Every value it trains is loaded before the first
+// store: the tables are distinct, but the compiler cannot tell them apart
+// and keeps the program's order, so a store between two loads would make
+// each load wait for the one before it (a memory latency each, most of the
+// kernel's time when they alternated).
 __device__ __forceinline__ void cm_train(CMCtx &c, int y) {
   const CMTabs *T = c.T;
-  cm_ctrUpdate(T, &c.o0[c.s.c0 & 0xFF], y, 60);
-  cm_ctrUpdate(T, &c.o1[c.o1i & 0xFFFF], y, 60);
-#pragma unroll
-  for (int i = 0; i < kCMHashed; i++) {
-    uint8_t st = c.st[i];
-    uint32_t *v = &c.sm[i * 256 + st];
-    int32_t d = (((int32_t)y << 22) - (int32_t)(*v >> 10)) >> 8;
-    *v += (uint32_t)d << 10;
-    c.ht[c.cp[i]] = TAB(T->next[st][y]);
-  }
-  if (c.s.mlen > 0) cm_ctrUpdate(T, &c.msm[c.mcx & 127], y, 1023);
+  uint32_t *p0 = &c.o0[c.s.c0 & 0xFF], *p1 = &c.o1[c.o1i & 0xFFFF], *pm = &c.msm[c.mcx & 127];
+  int32_t *pf = &c.fw[c.fsel & 0xFF];
+  uint16_t *pa = &c.apm[c.apmIdx];
+  bool match = c.s.mlen > 0;
   int64_t lr = 7;
   if (c.s.nbits < (1 << 14)) lr = 20;
   else if (c.s.nbits < (1 << 16)) lr = 12;
   c.s.nbits++;
-  int64_t err = (int64_t)(y << 12) - (int64_t)cm_squash(T, c.mp);
-  if (err > 24 || err < -24) {
+  int64_t err = (int64_t)(y << 12) - (int64_t)c.sqmp;
+  bool trainW = err > 24 || err < -24;
+  // loads
+  uint32_t t0 = *p0, t1 = *p1, tm = match ? *pm : 0;
+  uint32_t smv[kCMHashed];
+  uint8_t nx[kCMHashed];
+#pragma unroll
+  for (int i = 0; i < kCMHashed; i++) {
+    smv[i] = c.sm[i * 256 + c.st[i]];
+    nx[i] = TAB(T->next[c.st[i]][y]);
+  }
+  int32_t w[kCMRow];
+  if (trainW) load_row(w, c.w + c.wsel);
+  int32_t fw = *pf;
+  int32_t av = (int32_t)*pa;
+  int32_t r0 = TAB(T->smRate[t0 & 1023]), r1 = TAB(T->smRate[t1 & 1023]), rm = match ? TAB(T->smRate[tm & 1023]) : 0;
+  // stores
+  *p0 = cm_ctrNext(t0, y, 60, r0);
+  *p1 = cm_ctrNext(t1, y, 60, r1);
+#pragma unroll
+  for (int i = 0; i < kCMHashed; i++) {
+    int32_t d = (((int32_t)y << 22) - (int32_t)(smv[i] >> 10)) >> 8;
+    c.sm[i * 256 + c.st[i]] = smv[i] + ((uint32_t)d << 10);
+    c.ht[c.cp[i]] = nx[i];
+  }
+  if (match) *pm = cm_ctrNext(tm, y, 1023, rm);
+  if (trainW) {
     int64_t e = err * lr;
-    int32_t w[kCMRow];
-    load_row(w, c.w + c.wsel);
 #pragma unroll
     for (int i = 0; i < kCMInputs; i++) w[i] += (int32_t)(((int64_t)c.x[i] * e + (1 << 13)) >> 14);
     store_row(c.w + c.wsel, w);
   }
   int64_t e = ((int64_t)(y << 12) - (int64_t)c.pmix) * lr;
-  c.fw[c.fsel & 0xFF] += (int32_t)(((int64_t)c.mp * e + (1 << 13)) >> 14);
+  *pf = fw + (int32_t)(((int64_t)c.mp * e + (1 << 13)) >> 14);
   int32_t g = (y << 16) + (y << 7) - y - y;
-  int32_t v = (int32_t)c.apm[c.apmIdx];
-  c.apm[c.apmIdx] = (uint16_t)(v + ((g - v) >> 7));
+  *pa = (uint16_t)(av + ((g - av) >> 7));
 }
 
 // cm_advance is the rest of Model.Update after train: the bit joins the
@@ -631,17 +652,19 @@ __device__ __forceinline__ int32_t lmcm6_p(CMCtx &c, int32_t pl) {
   return lmcm6_mix<Lay6>(c, pl, c.x6, stL, lq);
 }
 
-__device__ __forceinline__ void apm_train(uint16_t *a, int i, int32_t y, int r) {
+// apm_next is the value an APM or state-map entry v is trained to (rate r).
+__device__ __forceinline__ uint16_t apm_next(int32_t v, int32_t y, int r) {
   int32_t g = (y << 16) + (y << r) - y - y;
-  int32_t v = (int32_t)a[i];
-  a[i] = (uint16_t)(v + ((g - v) >> r));
+  return (uint16_t)(v + ((g - v) >> r));
 }
 
 __device__ __forceinline__ int32_t abs32(int32_t v) { return v < 0 ? -v : v; }
 
 // lmcm6_train is the training that Mixer.Update and Mixer7.Update share:
 // the three mixers over the L::nIn inputs x, the second layer, the
-// advantage and miss statistics, the APMs and the state maps.
+// advantage and miss statistics, the APMs and the state maps. As in
+// cm_train, every value is loaded before the first store (the entries are
+// distinct).
 template <class L>
 __device__ __forceinline__ void lmcm6_train(CMCtx &c, const int32_t *x, int bit) {
   using namespace mix6;
@@ -652,6 +675,17 @@ __device__ __forceinline__ void lmcm6_train(CMCtx &c, const int32_t *x, int bit)
   int64_t lr = rate1;
   if (c.s.mixn < rateBits) lr = rate0;
   c.s.mixn++;
+  // loads: the second layer's weights, the APMs' and state maps' entries;
+  // then each mixer's weight row in turn (three rows at once would not fit
+  // in the registers)
+  int32_t *w2 = W2 + c.sel2;
+  int32_t w2v[nMix];
+#pragma unroll
+  for (int i = 0; i < nMix; i++) w2v[i] = w2[i];
+  uint16_t *pa[6] = {A1 + c.i1, A2 + c.i2, AL + c.iL, SM + c.is[0], SM + lmQ * 256 + c.is[1], SM + 2 * lmQ * 256 + c.iM};
+  int32_t av[6];
+#pragma unroll
+  for (int i = 0; i < 6; i++) av[i] = (int32_t)*pa[i];
 #pragma unroll
   for (int k = 0; k < nMix; k++) {
     int64_t err = (int64_t)((y << 12) - c.pm[k]);
@@ -664,18 +698,13 @@ __device__ __forceinline__ void lmcm6_train(CMCtx &c, const int32_t *x, int bit)
     store_row(W + c.sel[k], w);
   }
   int64_t e = (int64_t)((y << 12) - c.p2) * rate2;
-  int32_t *w2 = W2 + c.sel2;
 #pragma unroll
-  for (int i = 0; i < nMix; i++) w2[i] += (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
+  for (int i = 0; i < nMix; i++) w2[i] = w2v[i] + (int32_t)(((int64_t)c.dot[i] * e + (1 << 13)) >> 14);
   if ((y == 1) != (c.pL >= 2048)) c.s.miss++;
   c.s.eL += ((abs32((y << 12) - c.pL) << 4) - c.s.eL) >> advShift;
   c.s.eC += ((abs32((y << 12) - c.pC) << 4) - c.s.eC) >> advShift;
-  apm_train(A1, c.i1, y, apmRate);
-  apm_train(A2, c.i2, y, apmRate);
-  apm_train(AL, c.iL, y, apmRate);
-  apm_train(SM, c.is[0], y, smRate);
-  apm_train(SM, lmQ * 256 + c.is[1], y, smRate);
-  apm_train(SM, 2 * lmQ * 256 + c.iM, y, smRate);
+#pragma unroll
+  for (int i = 0; i < 6; i++) *pa[i] = apm_next(av[i], y, i < 3 ? apmRate : smRate);
 }
 
 // lmcm6_update is lmmix.Mixer.Update (cm is trained by the caller, after).
@@ -794,20 +823,35 @@ __device__ __forceinline__ int32_t lmcm7_p(CMCtx &c, int32_t pl) {
 }
 
 // lmcm7_update is lmmix.Mixer7.Update's training (cm is trained by the
-// caller, after; the history moves on in lmcm7_advance, after cm's).
+// caller, after; the history moves on in lmcm7_advance, after cm's). Each
+// context's state steps from the one lmcm7_p read (st7), or, where an
+// earlier context shares its slot byte, from the state that one left
+// (Slots.Update on the slot as it is now); the loads come before the stores,
+// as in cm_train.
 __device__ __forceinline__ void lmcm7_update(CMCtx &c, int bit) {
-  uint32_t *CSM = (uint32_t *)(c.mix + mix7::oCSM);
+  using namespace mix7;
+  uint32_t *CSM = (uint32_t *)(c.mix + oCSM);
   const CMTabs *T = c.T;
   int32_t y = bit & 1;
   lmcm6_train<Lay7>(c, c.x7, bit);
+  uint32_t v[nCx];
+  uint8_t nw[nCx];
 #pragma unroll
-  for (int j = 0; j < mix7::nCx; j++) {
-    uint8_t st = c.st7[j];
-    uint32_t *v = &CSM[j * 256 + st];
-    int32_t d = ((y << 22) - (int32_t)(*v >> 10)) >> 8;
-    *v += (uint32_t)d << 10;
-    // the state as it is now (Slots.Update): an earlier context may share the slot
-    c.ht7[c.cp7[j]] = TAB(T->next[c.ht7[c.cp7[j]]][y]);
+  for (int j = 0; j < nCx; j++) {
+    v[j] = CSM[j * 256 + c.st7[j]];
+    nw[j] = TAB(T->next[c.st7[j]][y]);
+  }
+#pragma unroll
+  for (int j = 1; j < nCx; j++) {
+#pragma unroll
+    for (int i = 0; i < j; i++)
+      if (c.cp7[i] == c.cp7[j]) nw[j] = TAB(T->next[nw[i]][y]);
+  }
+#pragma unroll
+  for (int j = 0; j < nCx; j++) {
+    int32_t d = ((y << 22) - (int32_t)(v[j] >> 10)) >> 8;
+    CSM[j * 256 + c.st7[j]] = v[j] + ((uint32_t)d << 10);
+    c.ht7[c.cp7[j]] = nw[j];
   }
 }
 

@@ -127,8 +127,9 @@ type lmOnly struct{ coder.LMBackend }
 // bytes, optionally prefixed by "cpu" (lm+cm with cm on the CPU cores),
 // "lm" (codec lm: the LM alone, for comparison), "id6" (the superseded
 // lm+cm.2, codec id 6, with the same model), "auto" (lm+cm as lmfs
-// registers it: batches of at most coder.SmallOnCPU blocks on the CPU) or
-// "go" (lm+cm on the CPU cores alone, the Go reference).
+// registers it: batches of at most coder.SmallOnCPU blocks on the CPU),
+// "go" (lm+cm on the CPU cores alone, the Go reference), "lmauto" (codec lm
+// as lmfs registers it) or "lmgo" (codec lm on the CPU cores alone).
 func benchPlan(s string) (plan []struct {
 	path     string
 	size     int
@@ -144,9 +145,10 @@ func benchPlan(s string) (plan []struct {
 			return nil, fmt.Errorf("%q: want SIZE:N,N", part)
 		}
 		path := "gpu"
-		for _, p := range []string{"cpu", "lm", "id6", "auto", "go"} {
+		for _, p := range []string{"lmauto", "lmgo", "cpu", "lm", "id6", "auto", "go"} {
 			if strings.HasPrefix(k, p) {
 				path, k = p, strings.TrimPrefix(k, p)
+				break
 			}
 		}
 		size, err := strconv.Atoi(k)
@@ -220,6 +222,12 @@ func BenchmarkLMCM(b *testing.B) {
 			case "go":
 				path = "lm+cm/go"
 				c = coder.NewLMCMModel(ref, id, lmcmMemory)
+			case "lmauto":
+				path = "lm/auto"
+				c = coder.NewLMAccel(ref, id, coder.Accel{Backend: m, MaxBatch: inflight, SmallOnCPU: coder.SmallOnCPU(ref)})
+			case "lmgo":
+				path = "lm/go"
+				c = coder.NewLM(ref)
 			case "id6":
 				path = "lm+cm.2/gpu"
 				c = coder.NewLMCM2Accel(refModel, id, lmcmMemory, coder.Accel{Backend: m, MaxBatch: inflight})
