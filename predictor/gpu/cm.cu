@@ -266,32 +266,72 @@ __device__ __forceinline__ int32_t cm_squash(const CMTabs *T, int32_t d) {
 
 __device__ __forceinline__ int32_t cm_clampSt(int32_t d) { return d > 2047 ? 2047 : (d < -2047 ? -2047 : d); }
 
-// slot_find is cm.Slots.Find on table t (mask+1 slots of 16 bytes): the
-// slot of hash h, found or replaced (cm's Model.find and id 7's contexts).
-__device__ __forceinline__ uint32_t slot_find(const CMTabs *T, uint8_t *t, uint32_t mask, uint32_t h) {
-  h = cm_hash32(h);
-  uint8_t chk = (uint8_t)(h >> 24);
-  uint32_t i = h & mask;
-  uint32_t b0 = i * 16;
-  if (t[b0] == chk) return b0;
-  uint32_t b1 = (i ^ 1) * 16;
-  if (t[b1] == chk) return b1;
-  uint32_t b2 = (i ^ 2) * 16;
-  if (t[b2] == chk) return b2;
-  uint32_t b = b0;
-  if (TAB(T->prio[t[b1 + 1]]) < TAB(T->prio[t[b + 1]])) b = b1;
-  if (TAB(T->prio[t[b2 + 1]]) < TAB(T->prio[t[b + 1]])) b = b2;
+// slots_find is cm.Slots.Find on table t (mask+1 slots of 16 bytes) for N
+// hashes in turn (hs[j] + k), the byte offsets of their slots in out (cm's
+// Model.find and id 7's contexts): for each, the slot at hash32(h) & mask,
+// ^1 or ^2 whose checksum byte is hash32(h) >> 24, or else the one of them
+// whose first state has the lowest replacement priority (the first such),
+// cleared and given the checksum. Every candidate's checksum and first
+// state is loaded before any slot is replaced; a slot an earlier hash
+// replaced is then taken as it is after the replacement (its checksum,
+// state 0), so the slots found, and the table after the stores, are those
+// of the hashes found one after another.
+template <int N>
+__device__ __forceinline__ void slots_find(const CMTabs *T, uint8_t *t, uint32_t mask, const uint32_t *hs, uint32_t k,
+                                           uint32_t *out) {
+  uint32_t b0[N];
+  uint8_t ck[N];
+  uint32_t v[N][3];  // checksum | first state << 8
+#pragma unroll
+  for (int j = 0; j < N; j++) {
+    uint32_t h = cm_hash32(hs[j] + k);
+    ck[j] = (uint8_t)(h >> 24);
+    b0[j] = (h & mask) * 16;
+  }
+#pragma unroll
+  for (int j = 0; j < N; j++) {
+#pragma unroll
+    for (int q = 0; q < 3; q++) v[j][q] = *(const uint16_t *)(t + (b0[j] ^ (16u * q)));  // slots are 16-byte aligned
+  }
+  bool rep[N];
+#pragma unroll
+  for (int j = 0; j < N; j++) {
+    uint32_t bq[3] = {b0[j], b0[j] ^ 16u, b0[j] ^ 32u};
+#pragma unroll
+    for (int i = 0; i < j; i++) {
+#pragma unroll
+      for (int q = 0; q < 3; q++)
+        if (rep[i] && bq[q] == out[i]) v[j][q] = ck[i];
+    }
+    rep[j] = false;
+    if ((v[j][0] & 0xFF) == ck[j]) out[j] = bq[0];
+    else if ((v[j][1] & 0xFF) == ck[j]) out[j] = bq[1];
+    else if ((v[j][2] & 0xFF) == ck[j]) out[j] = bq[2];
+    else {
+      int32_t pr[3];
+#pragma unroll
+      for (int q = 0; q < 3; q++) {
+        pr[q] = TAB(T->prio[v[j][q] >> 8]);
+      }
+      int qb = 0;
+      if (pr[1] < pr[qb]) qb = 1;
+      if (pr[2] < pr[qb]) qb = 2;
+      out[j] = bq[qb];
+      rep[j] = true;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < N; j++) {
+    if (!rep[j]) continue;
+    uint8_t *p = t + out[j];
 #ifdef LMFS_EMU
-  std::memset(t + b, 0, 16);
+    std::memset(p, 0, 16);
 #else
-  *(uint4 *)(t + b) = make_uint4(0, 0, 0, 0);  // slots are 16-byte aligned
+    *(uint4 *)p = make_uint4(0, 0, 0, 0);
 #endif
-  t[b] = chk;
-  return b;
+    *p = ck[j];
+  }
 }
-
-// cm_find is Model.find.
-__device__ __forceinline__ uint32_t cm_find(CMCtx &c, uint32_t h) { return slot_find(c.T, c.ht, c.s.mask, h); }
 
 __device__ __forceinline__ void cm_byteUpdate(CMCtx &c) {
   uint32_t c4 = c.s.c4, c8 = c.s.c8;
@@ -302,10 +342,9 @@ __device__ __forceinline__ void cm_byteUpdate(CMCtx &c) {
   c.s.h[4] = cm_hash32(c.s.word * 0x2545F491u) + 0x9000000u;
 }
 
+// cm_nibbleUpdate is Model.nibbleUpdate: the hashed contexts' slots (Model.find).
 __device__ __forceinline__ void cm_nibbleUpdate(CMCtx &c) {
-  uint32_t k = c.s.c0 * 0x1D8E4E27u;
-#pragma unroll
-  for (int i = 0; i < kCMHashed; i++) c.s.slot[i] = cm_find(c, c.s.h[i] + k);
+  slots_find<kCMHashed>(c.T, c.ht, c.s.mask, c.s.h, c.s.c0 * 0x1D8E4E27u, c.s.slot);
 }
 
 __device__ __forceinline__ int cm_matchBucket(int l) {
@@ -745,9 +784,12 @@ __device__ __forceinline__ void lmcm7_hashes(CMCtx &c) {
 __device__ __forceinline__ void lmcm7_lookups(CMCtx &c) {
   using namespace mix7;
   Lmcm7State *m = (Lmcm7State *)(c.mix + oST);
-  uint32_t k = c.s.c0 * 0x1D8E4E27u;
-  uint32_t mask = m->mask;
-  for (int j = 0; j < nCx; j++) m->slot[j] = slot_find(c.T, c.ht7, mask, m->h[j] + k);
+  uint32_t h[nCx], slot[nCx];
+#pragma unroll
+  for (int j = 0; j < nCx; j++) h[j] = m->h[j];
+  slots_find<nCx>(c.T, c.ht7, m->mask, h, c.s.c0 * 0x1D8E4E27u, slot);
+#pragma unroll
+  for (int j = 0; j < nCx; j++) m->slot[j] = slot[j];
 }
 
 // lmcm7_start is the end of Mixer7.Reset (the tables were set by
@@ -1317,20 +1359,43 @@ constexpr int64_t kEncChunk = 128;
 // against 14.6, at 8192 of 2 KiB 15.0 both ways).
 constexpr int kSerialFrom = 24576, kSerialFrom7 = 4096;
 
+// kCMGroup is the most blocks one cm kernel codes at once: a call with more
+// runs its cm kernels (an encoding chunk's, a decoding step's) one group
+// after another. The kernel
+// is bound by random accesses to the blocks' tables in GPU memory; from a
+// few thousand blocks on, more at once only evict each other's tables from
+// the L2 cache sooner (measured on an H200 with id 7 and 2 KiB blocks, the
+// cm kernels' time for 2048 positions: 4096 blocks 242 ms, 8192 blocks 498
+// ms; 32768 blocks at once 2786 ms, in groups of 8192 1995 ms, of 4096 1929
+// ms).
+constexpr int kCMGroup = 4096;
+
 // EncOpts are an encoding call's schedule: cm beside the LM (below
 // kSerialFrom or kSerialFrom7 blocks) or after it, chunks of kEncChunk positions. For
 // measurements (results are the same bit for bit): LMFS_LMCM_SERIAL=1 (0)
 // runs cm after (beside) the LM whatever the blocks in flight,
-// LMFS_LMCM_CHUNK sets the positions per chunk, LMFS_LMCM_TIMING=1 prints
+// LMFS_LMCM_CHUNK sets the positions per chunk, LMFS_LMCM_GROUP the blocks
+// per cm kernel (kCMGroup), LMFS_LMCM_TIMING=1 prints
 // the time of the LM's chunks, of the cm kernels and of the whole loop
 // (CUDA events) to stderr.
 struct EncOpts {
   int64_t chunk = kEncChunk;
+  int group = kCMGroup;
   bool serial = false, timing = false;
 };
 
+// cm_group is kCMGroup, or $LMFS_LMCM_GROUP (for measurements).
+int cm_group() {
+  if (const char *v = std::getenv("LMFS_LMCM_GROUP")) {
+    long long c = std::atoll(v);
+    if (c >= 1 && c <= (1 << 30)) return (int)c;
+  }
+  return kCMGroup;
+}
+
 EncOpts enc_opts(int rule, int nb) {
   EncOpts o;
+  o.group = cm_group();
   o.serial = nb >= (rule == 7 ? kSerialFrom7 : kSerialFrom);
   if (const char *v = std::getenv("LMFS_LMCM_SERIAL")) {
     if (std::strcmp(v, "1") == 0) o.serial = true;
@@ -1450,14 +1515,20 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
     auto flush = [&](int64_t t1) -> bool {
       int n = (int)B.active[c0];
 #ifdef LMFS_EMU
-      LAUNCH(K.enc, n, CB, didx, n, dprobs, c0, t1);
+      for (int g0 = 0; g0 < n; g0 += eo.group) {
+        int gn = std::min(eo.group, n - g0);
+        LAUNCH(K.enc, gn, CB, didx + g0, gn, dprobs, c0, t1);
+      }
 #else
       if (!tmark(g->stream)) return false;
       if (!eo.serial &&
           (!cuda_ok(cudaEventRecord(ev, g->stream), "record event", err) || !cuda_ok(cudaStreamWaitEvent(cms, ev, 0), "wait event", err)))
         return false;
       if (!tmark(cstream)) return false;
-      CM_LAUNCH(cstream, K.enc, n, CB, didx, n, dprobs, c0, t1);
+      for (int g0 = 0; g0 < n; g0 += eo.group) {
+        int gn = std::min(eo.group, n - g0);
+        CM_LAUNCH(cstream, K.enc, gn, CB, didx + g0, gn, dprobs, c0, t1);
+      }
       if (!tmark(cstream)) return false;
       if (t1 < maxlen && !tmark(g->stream)) return false;
 #endif
@@ -1492,8 +1563,8 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
         if (i + 3 < k) lm0 = tev[i + 3];
       }
       cudaEventElapsedTime(&all, tev[0], tev[k - 1]);
-      std::fprintf(stderr, "lmcm-timing encode rule=%d nb=%d maxlen=%lld chunk=%lld serial=%d: LM %.1f ms, cm %.1f ms, both %.1f ms\n", rule, nb,
-                   (long long)maxlen, (long long)eo.chunk, eo.serial ? 1 : 0, lm, cmk, all);
+      std::fprintf(stderr, "lmcm-timing encode rule=%d nb=%d maxlen=%lld chunk=%lld group=%d serial=%d: LM %.1f ms, cm %.1f ms, both %.1f ms\n", rule,
+                   nb, (long long)maxlen, (long long)eo.chunk, eo.group, eo.serial ? 1 : 0, lm, cmk, all);
     }
 #endif
     if (sample >= 0 && sample < nb && !d2h(g, sprobs, dprobs + off[sample] * 8, lens[sample] * 8 * sizeof(uint16_t), err)) return -1;
@@ -1504,6 +1575,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   }
   uint32_t *dcum;
   if (!bf.alloc(&dcum, (size_t)nb * 256, err)) return -1;
+  int group = cm_group();
   for (int64_t t = 0; t < maxlen; t++) {
     int n = (int)B.active[t];
     bool raw = false;
@@ -1514,7 +1586,10 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
 #else
     LAUNCH(cum_kernel, n, dcum, n);
 #endif
-    CM_LAUNCH(g->stream, K.dec, n, CB, S, didx, n, dcum, t);
+    for (int g0 = 0; g0 < n; g0 += group) {
+      int gn = std::min(group, n - g0);
+      CM_LAUNCH(g->stream, K.dec, gn, CB, S, didx + g0, gn, dcum + (int64_t)g0 * 256, t);
+    }
     if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;
     if (!step(g, S, didx, (int)B.active[t + 1], true, err, true)) return -1;
     if (int r = pace(g, token, t, err)) return r;
