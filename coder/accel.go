@@ -90,18 +90,26 @@ type Accel struct {
 	SmallOnCPU int
 }
 
-// SmallOnCPU returns the Accel.SmallOnCPU default for model m: a lockstep
-// group (LockstepWidth blocks) per core where the Go model runs on AVX-512
-// VNNI, else 0 (slower kernels lose to the GPU). Measured on the H200
-// machine (16 cores) with lm+cm and 64 KiB blocks, the CPU cores against
-// the GPU, encode / decode: 1 block 1.7 / 2.6 s against 3.6 / 4.7 s, 16
-// blocks 2.3 / 3.5 s against 7.3 / 8.8 s, 32 blocks 4.4 / 6.1 s against 9.9
-// / 11.9 s, 64 blocks 9.3 / 9.8 s against 10.4 / 12.5 s.
-func SmallOnCPU(m *lm.Model) int {
+// SmallOnCPU returns the Accel.SmallOnCPU default of the lm+cm codecs for
+// model m: two blocks per core where the Go model runs on AVX-512 VNNI, else
+// 0 (slower kernels lose to the GPU). Measured on the H200 machine (16
+// cores) with lm+cm and 64 KiB blocks, the CPU cores against the GPU,
+// encode / decode seconds: 1 block 2.1 / 2.2 against 3.3 / 4.3, 16 blocks
+// 2.3 / 3.5 against 4.2 / 6.0, 32 blocks 4.4 / 6.1 on the CPU (the GPU, by
+// its 16 and 64: about 4.5 / 6.0), 64 blocks 9.4 / 8.7 against 5.7 / 7.7.
+func SmallOnCPU(m *lm.Model) int { return smallOnCPU(m, 2) }
+
+// SmallOnCPULM is SmallOnCPU for codec lm, whose GPU calls cost less: one
+// block per core. Measured as SmallOnCPU's figures with 16 KiB blocks: 16
+// blocks 0.45 / 0.66 s on the CPU against 0.69 / 0.71 on the GPU, 32 blocks
+// 1.15 / 1.36 against 0.87 / 0.85.
+func SmallOnCPULM(m *lm.Model) int { return smallOnCPU(m, 1) }
+
+func smallOnCPU(m *lm.Model, perCore int) int {
 	if m.Kernel() != "avx512vnni" {
 		return 0
 	}
-	return LockstepWidth * runtime.GOMAXPROCS(0)
+	return perCore * runtime.GOMAXPROCS(0)
 }
 
 // accel is an Accel in use by one codec.
