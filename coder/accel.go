@@ -83,8 +83,8 @@ type Accel struct {
 	// SmallOnCPU: a batch of at most this many blocks is coded with the Go
 	// model on the CPU cores instead, in lockstep groups. An accelerator
 	// call steps through every position of its longest block, so it takes
-	// about as long for one block as for hundreds (an H200 decodes one 64
-	// KiB block of lm+cm in about 5 s), while a CPU core with a fast kernel
+	// about as long for one block as for dozens (an H200 decodes one 64
+	// KiB block of lm+cm in about 4 s), while a CPU core with a fast kernel
 	// codes one in about 2 s: a lone read or write is quicker on the CPU.
 	// 0 sends every batch to the accelerator.
 	SmallOnCPU int
