@@ -95,8 +95,8 @@ type Accel struct {
 // 0 (slower kernels lose to the GPU). Measured on the H200 machine (16
 // cores) with lm+cm and 64 KiB blocks, the CPU cores against the GPU,
 // encode / decode seconds: 1 block 2.1 / 2.2 against 3.3 / 4.3, 16 blocks
-// 2.3 / 3.5 against 4.2 / 6.0, 32 blocks 4.4 / 6.1 on the CPU (the GPU, by
-// its 16 and 64: about 4.5 / 6.0), 64 blocks 9.4 / 8.7 against 5.7 / 7.7.
+// 2.3 / 3.5 against 4.2 / 6.0, 32 blocks 4.3 / 6.3 on the CPU (the GPU, by
+// its 16 and 64: about 4.7 / 6.6), 64 blocks 9.4 / 8.7 against 5.6 / 7.6.
 func SmallOnCPU(m *lm.Model) int { return smallOnCPU(m, 2) }
 
 // SmallOnCPULM is SmallOnCPU for codec lm, whose GPU calls cost less: one

@@ -1361,13 +1361,12 @@ constexpr int kSerialFrom = 24576, kSerialFrom7 = 4096;
 
 // kCMGroup is the most blocks one cm kernel codes at once: a call with more
 // runs its cm kernels (an encoding chunk's, a decoding step's) one group
-// after another. The kernel
-// is bound by random accesses to the blocks' tables in GPU memory; from a
-// few thousand blocks on, more at once only evict each other's tables from
-// the L2 cache sooner (measured on an H200 with id 7 and 2 KiB blocks, the
-// cm kernels' time for 2048 positions: 4096 blocks 242 ms, 8192 blocks 498
-// ms; 32768 blocks at once 2786 ms, in groups of 8192 1995 ms, of 4096 1929
-// ms).
+// after another. The kernel is bound by scattered accesses to the blocks'
+// tables in GPU memory; from a few thousand blocks on, more at once only
+// evict each other's tables from the L2 cache sooner (measured on an H200
+// with id 7 and 2 KiB blocks, the cm kernels' time for 2048 positions: 4096
+// blocks 242 ms, 8192 blocks 498 ms; 32768 blocks at once 2786 ms, in
+// groups of 8192 1995 ms, of 4096 1892 to 1929 ms).
 constexpr int kCMGroup = 4096;
 
 // EncOpts are an encoding call's schedule: cm beside the LM (below
