@@ -1513,21 +1513,19 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
     int64_t c0 = 0;
     auto flush = [&](int64_t t1) -> bool {
       int n = (int)B.active[c0];
-#ifdef LMFS_EMU
-      for (int g0 = 0; g0 < n; g0 += eo.group) {
-        int gn = std::min(eo.group, n - g0);
-        LAUNCH(K.enc, gn, CB, didx + g0, gn, dprobs, c0, t1);
-      }
-#else
+#ifndef LMFS_EMU
       if (!tmark(g->stream)) return false;
       if (!eo.serial &&
           (!cuda_ok(cudaEventRecord(ev, g->stream), "record event", err) || !cuda_ok(cudaStreamWaitEvent(cms, ev, 0), "wait event", err)))
         return false;
       if (!tmark(cstream)) return false;
+#endif
+      // (the emulation's CM_LAUNCH has no stream: cstream is not used there)
       for (int g0 = 0; g0 < n; g0 += eo.group) {
         int gn = std::min(eo.group, n - g0);
         CM_LAUNCH(cstream, K.enc, gn, CB, didx + g0, gn, dprobs, c0, t1);
       }
+#ifndef LMFS_EMU
       if (!tmark(cstream)) return false;
       if (t1 < maxlen && !tmark(g->stream)) return false;
 #endif
