@@ -342,6 +342,15 @@ __device__ __forceinline__ void cm_byteUpdate(CMCtx &c) {
   c.s.h[4] = cm_hash32(c.s.word * 0x2545F491u) + 0x9000000u;
 }
 
+// cm_wordNext is the word hash after byte ch (cm's word and id 7's word0);
+// *letter says whether ch continues a word.
+__device__ __forceinline__ uint32_t cm_wordNext(uint32_t word, uint32_t ch, bool *letter) {
+  uint32_t lc = ch;
+  if (lc >= 'A' && lc <= 'Z') lc += 'a' - 'A';
+  *letter = (lc >= 'a' && lc <= 'z') || lc >= 0x80;
+  return *letter ? (word + lc + 1) * 0x3D4D51CBu : 0;
+}
+
 // cm_nibbleUpdate is Model.nibbleUpdate: the hashed contexts' slots (Model.find).
 __device__ __forceinline__ void cm_nibbleUpdate(CMCtx &c) {
   slots_find<kCMHashed>(c.T, c.ht, c.s.mask, c.s.h, c.s.c0 * 0x1D8E4E27u, c.s.slot);
@@ -508,10 +517,8 @@ __device__ __forceinline__ void cm_advance(CMCtx &c, int y) {
     c.s.c4 = (c.s.c4 << 8) | ch;
     c.s.c0 = 1;
     c.s.bits = 0;
-    uint8_t lc = ch;
-    if (lc >= 'A' && lc <= 'Z') lc += 'a' - 'A';
-    if ((lc >= 'a' && lc <= 'z') || lc >= 0x80) c.s.word = (c.s.word + (uint32_t)lc + 1) * 0x3D4D51CBu;
-    else c.s.word = 0;
+    bool letter;
+    c.s.word = cm_wordNext(c.s.word, ch, &letter);
     cm_byteUpdate(c);
     // matchUpdate
     int64_t n = c.s.n;
@@ -822,10 +829,10 @@ __device__ __forceinline__ void lmcm7_advance(CMCtx &c) {
   IND[c1] = (uint16_t)((IND[c1] << 8) | ch);
   uint32_t i2 = ((prev & 0xFFFFu) * 0x9E3779B1u) >> 20;
   IND2[i2] = (uint16_t)((IND2[i2] << 8) | ch);
-  uint32_t lc = ch;
-  if (lc >= 'A' && lc <= 'Z') lc += 'a' - 'A';
-  if ((lc >= 'a' && lc <= 'z') || lc >= 0x80) {
-    m->word0 = (m->word0 + lc + 1) * 0x3D4D51CBu;
+  bool letter;
+  uint32_t w0 = cm_wordNext(m->word0, ch, &letter);
+  if (letter) {
+    m->word0 = w0;
   } else if (m->word0 != 0) {
     m->word2 = m->word1;
     m->word1 = m->word0;
@@ -1178,6 +1185,433 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
   S.xcur[b] = lo;
 }
 
+#ifdef LMFS_FAST
+// ---- id 7's encoder with a warp per block (CUDA builds) ----
+//
+// lmcm_encode_kernel<7> codes a block on one thread: a bit is some 2400
+// instructions, most of them in chains of dependent loads, so one thread
+// waits about 12 us per bit, and the GPU needs thousands of blocks at once to
+// be busy, whose tables then miss the L2 cache: from 4096 blocks on the
+// kernel is bound by DRAM (68.7 sectors per coded bit at 4096 blocks, 26.5
+// at 512; measured on an H200). lmcm7_encode_warp codes a block on a warp:
+// the inputs of cm's mixer and of the three mixers of the stage, their
+// training, and the slot lookups of the 5 + 9 contexts are spread over the
+// lanes; what is one value per bit (the mixers' sums, the APMs, the coder,
+// the history) every lane computes alike. The same integers in the same
+// order where order matters (the slot replacements, contexts sharing a
+// slot byte): its payloads are lmcm_encode_kernel<7>'s bit for bit.
+//
+// Lanes: cm's input i on lane i (0..8; hashed context j on lane 2+j); the
+// stage's input i on lane i (0..23: 0 the LM, 1..9 cm's inputs, 10 cm's P,
+// 11 the LM's APM, 12..14 the state maps, 15+j the stage's context j).
+namespace w7 {
+constexpr unsigned kAll = 0xFFFFFFFFu;
+constexpr int kCm0 = 2, kCx0 = mix6::inSMM + 1;
+static_assert(kCx0 + mix7::nCx == mix7::nIn && mix7::nIn <= 32, "lanes");
+
+__device__ __forceinline__ int64_t sum64(int64_t v) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(kAll, v, o);
+  return v;
+}
+
+// cm_hash is hash j of cm_hashes.
+__device__ __forceinline__ uint32_t cm_hash(int j, uint32_t c4, uint32_t c8, uint32_t word) {
+  switch (j) {
+    case 0: return (c4 & 0xFFFFu) * 0x2F0B4C75u + 0x1000000u;
+    case 1: return (c4 & 0xFFFFFFu) * 0x7A3F5E93u + 0x3000000u;
+    case 2: return c4 * 0x3C6EF372u + 0x5000000u;
+    case 3: return cm_hash32(c4 * 0x9E3779B1u + 0x7000000u) + (c8 & 0xFFFFu) * 0x6F4F2A35u;
+    default: return cm_hash32(word * 0x2545F491u) + 0x9000000u;
+  }
+}
+
+// Hist is the stage's history (Lmcm7State's scalars) in registers.
+struct Hist {
+  uint32_t word0, word1, word2, mask;
+  int64_t lineStart, prevLine;
+};
+
+// cx_hash is context j's hash of Mixer7.byteUpdate (lmcm7_hashes).
+__device__ __forceinline__ uint32_t cx_hash(int j, const uint8_t *buf, uint32_t c4, uint32_t c8, int64_t pos, const Hist &m,
+                                            const uint16_t *IND, const uint16_t *IND2) {
+  uint32_t c1 = c4 & 0xFF;
+  switch (j) {
+    case 0: return cm_hash32(m.word0 * 0x2545F491u + cm_hash32(m.word1 + 0x1000193u)) + 0x0B000000u;
+    case 1: {
+      int64_t col = pos - m.lineStart;
+      int64_t colc = col < 255 ? col : 255;
+      uint32_t aboveC = 0;
+      if (m.prevLine >= 0 && m.prevLine + colc < m.lineStart) aboveC = (uint32_t)buf[m.prevLine + colc] + 256;
+      return ((aboveC << 8) | (uint32_t)colc) * 0x6F4F2A35u + 0x0D000000u;
+    }
+    case 2: return (c1 | ((uint32_t)IND[c1] << 8)) * 0x2F0B4C75u + 0x13000000u;
+    case 3: {
+      int64_t col = pos - m.lineStart;
+      uint32_t above = 0;
+      if (m.prevLine >= 0 && m.prevLine + col < m.lineStart) above = (uint32_t)buf[m.prevLine + col] + 256;
+      return ((above << 8) | c1) * 0x7FEB352Du + 0x17000000u;
+    }
+    case 4: return (c4 & 0xFF00FF00u) * 0x846CA68Bu + 0x19000000u;
+    case 5: return cm_hash32(m.word1 * 0x2F0B4C75u + cm_hash32(m.word2 + 0x1B000000u)) + 0x1B000000u;
+    case 6: return cm_hash32(m.word0 * 0x7A3F5E93u + cm_hash32(m.word2 + 0x1D000000u)) + 0x1D000000u;
+    case 7: {
+      uint32_t c12 = 0;
+      if (pos >= 12)
+        c12 = ((uint32_t)buf[pos - 12] << 24) | ((uint32_t)buf[pos - 11] << 16) | ((uint32_t)buf[pos - 10] << 8) | (uint32_t)buf[pos - 9];
+      return cm_hash32(cm_hash32(c4 * 0x9E3779B1u + 0x1F000000u) + c8 * 0x6F4F2A35u) + c12 * 0x3C6EF372u;
+    }
+    default: {
+      uint32_t i2 = ((c4 & 0xFFFFu) * 0x9E3779B1u) >> 20;
+      return ((c4 & 0xFFFFu) | ((uint32_t)IND2[i2] << 16)) * 0x2545F491u + 0x21000000u;
+    }
+  }
+}
+
+// find is slots_find over the lanes L0..L0+N-1 (lane L0+j: hash h of
+// context j, mine): each lane loads its three candidates; then in the
+// contexts' order each decides, and the later ones see its replacement
+// (as slots_find's correction). A slot two lanes replace is written by the
+// later one only, as the stores in order would leave it. It returns the
+// byte offset of the lane's slot.
+template <int L0, int N>
+__device__ __forceinline__ uint32_t find(const CMTabs *T, uint8_t *t, uint32_t mask, uint32_t h, uint32_t k, int lane) {
+  const bool mine = lane >= L0 && lane < L0 + N;
+  const int j = lane - L0;
+  uint32_t hh = cm_hash32(h + k);
+  uint32_t ck = hh >> 24, b0 = (hh & mask) * 16;
+  uint32_t v0 = 0, v1 = 0, v2 = 0;
+  if (mine) {
+    v0 = *(const uint16_t *)(t + b0);
+    v1 = *(const uint16_t *)(t + (b0 ^ 16u));
+    v2 = *(const uint16_t *)(t + (b0 ^ 32u));
+  }
+  uint32_t out = 0;
+  bool rep = false, later = false;
+#pragma unroll
+  for (int i = 0; i < N; i++) {
+    if (mine && j == i) {
+      if ((v0 & 0xFF) == ck) out = b0;
+      else if ((v1 & 0xFF) == ck) out = b0 ^ 16u;
+      else if ((v2 & 0xFF) == ck) out = b0 ^ 32u;
+      else {
+        int32_t p0 = TAB(T->prio[v0 >> 8]), p1 = TAB(T->prio[v1 >> 8]), p2 = TAB(T->prio[v2 >> 8]);
+        uint32_t qb = 0;
+        int32_t pb = p0;
+        if (p1 < pb) qb = 16u, pb = p1;
+        if (p2 < pb) qb = 32u;
+        out = b0 ^ qb;
+        rep = true;
+      }
+    }
+    uint32_t oi = __shfl_sync(kAll, out, L0 + i), ci = __shfl_sync(kAll, ck, L0 + i);
+    bool ri = __shfl_sync(kAll, rep ? 1 : 0, L0 + i) != 0;
+    if (mine && ri) {
+      if (j > i) {
+        if (b0 == oi) v0 = ci;
+        if ((b0 ^ 16u) == oi) v1 = ci;
+        if ((b0 ^ 32u) == oi) v2 = ci;
+      } else if (j < i && oi == out) {
+        later = true;
+      }
+    }
+  }
+  if (mine && rep && !later) {
+    *(uint4 *)(t + out) = make_uint4(0, 0, 0, 0);
+    t[out] = (uint8_t)ck;
+  }
+  __syncwarp();
+  return out;
+}
+}  // namespace w7
+
+__global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32_t *__restrict__ idx, int n,
+                                                         const uint16_t *__restrict__ probs, int64_t t0, int64_t t1) {
+  using namespace mix6;
+  using namespace w7;
+  const int64_t gw = GID() >> 5;
+  const int lane = threadIdx.x & 31;
+  if (gw >= n) return;
+  const int b = idx[gw];
+  CMCtx c;
+  cm_view(c, B, b);
+  c.s = B.st[b];
+  const CMTabs *T = c.T;
+  mix7::Lmcm7State *ms = (mix7::Lmcm7State *)(c.mix + mix7::oST);
+  int32_t *W = (int32_t *)(c.mix + mix7::oW), *W2 = (int32_t *)(c.mix + mix7::oW2);
+  uint16_t *AL = (uint16_t *)(c.mix + mix7::oAL), *A1 = (uint16_t *)(c.mix + mix7::oA1);
+  uint16_t *A2 = (uint16_t *)(c.mix + mix7::oA2), *SM = (uint16_t *)(c.mix + mix7::oSM);
+  uint32_t *CSM = (uint32_t *)(c.mix + mix7::oCSM);
+  uint16_t *IND = (uint16_t *)(c.mix + mix7::oIND), *IND2 = (uint16_t *)(c.mix + mix7::oIND2);
+  Hist m{ms->word0, ms->word1, ms->word2, ms->mask, ms->lineStart, ms->prevLine};
+  const bool isCm = lane >= kCm0 && lane < kCm0 + kCMHashed, isCx = lane >= kCx0 && lane < kCx0 + mix7::nCx;
+  const int jcm = lane - kCm0, jcx = lane - kCx0;
+  uint32_t myh = 0, myslot = 0;  // this lane's context: its hash and slot
+  if (isCm) myh = B.st[b].h[jcm], myslot = B.st[b].slot[jcm];
+  if (isCx) myh = ms->h[jcx], myslot = ms->slot[jcx];
+  int64_t len = B.len[b];
+  int64_t end = t1 < len ? t1 : len;
+  uint8_t *out = B.io + B.ioS[b];
+  int64_t cap = B.ioE[b] - B.ioS[b];
+  uint32_t x1 = c.s.x1, x2 = c.s.x2;
+  int64_t io = c.s.io;
+  for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
+    const uint16_t *pp = probs + (B.off[b] + t) * 8;
+    uint4 pv = *(const uint4 *)pp;
+    uint64_t p03 = (uint64_t)pv.x | (uint64_t)pv.y << 32, p47 = (uint64_t)pv.z | (uint64_t)pv.w << 32;
+    const int sym = c.buf[t];
+    for (int k = 0; k < 8; k++) {
+      const int y = (sym >> (7 - k)) & 1;
+      const int32_t pl = (int32_t)(((k < 4 ? p03 : p47) >> (16 * (k & 3))) & 0xFFFF);
+      const int bits = c.s.bits;
+      const uint32_t c0 = c.s.c0, c0b = c0 & 0xFF, c1 = c.s.c4 & 0xFF, c2 = (c.s.c4 >> 8) & 0xFF;
+      const uint32_t node = bits < 4 ? c0 : (1u << (bits - 4)) | (c0 & ((1u << (bits - 4)) - 1));
+      // ---- cm_predict: input xc on lanes 0..8 ----
+      const bool match = c.s.mlen > 0;
+      int mbit = 0, mcx = 0;
+      if (match) {
+        mbit = (c.buf[c.s.mptr] >> (7 - bits)) & 1;
+        mcx = cm_matchBucket(c.s.mlen) * 2 + mbit;
+      }
+      const int o1i = (int)((c1 << 8) | c0b);
+      uint32_t cp = 0, st = 0;  // the lane's context: slot byte and state
+      if (isCm) cp = myslot + node, st = c.ht[cp];
+      if (isCx) cp = myslot + node, st = c.ht7[cp];
+      int32_t xc = 0;
+      if (lane == 0) xc = TAB(T->stretch[c.o0[c0b] >> 20]);
+      else if (lane == 1) xc = TAB(T->stretch[c.o1[o1i] >> 20]);
+      else if (isCm) xc = TAB(T->stretch[c.sm[jcm * 256 + st] >> 20]);
+      else if (lane == 7) xc = match ? TAB(T->stretch[((int32_t)(c.msm[mcx & 127] >> 20)) & 4095]) : 0;
+      else if (lane == 8) xc = 256;
+      const int wsel = ((int)((c1 << 3) | (uint32_t)bits) * 3 + (match ? 1 + mbit : 0)) * kCMRow;
+      const int32_t wl = lane < kCMInputs ? c.w[wsel + lane] : 0;
+      const int32_t mp = cm_clampSt((int32_t)(sum64((int64_t)xc * wl) >> 16));
+      const int32_t sqmp = cm_squash(T, mp);
+      const int32_t fwv = c.fw[c0b];
+      const int32_t fdot = cm_clampSt((int32_t)(((int64_t)mp * (int64_t)fwv) >> 16));
+      const int32_t pmix = cm_squash(T, fdot);
+      const int32_t sa = fdot + 2048, wa = sa & 127, ai = (int32_t)c0b * kCMApmBins + (sa >> 7);
+      const int32_t a0 = c.apm[ai], a1 = c.apm[ai + 1];
+      int32_t pr = (pmix + ((a0 * (128 - wa) + a1 * wa) >> 11) + 1) >> 1;
+      pr = pr < 1 ? 1 : (pr > 4095 ? 4095 : pr);
+      // ---- the stage's inputs (lmcm6_inputs, lmcm7_p): x on lanes 0..23 ----
+      const int32_t stL = mix_stretch(T, pl >> 4);
+      int32_t iL;
+      const int32_t q = interp6(AL, (int)c0b * nBins, stL + 2048, &iL);
+      const int lq = (int)((stL + 2048) >> 8);
+      const uint32_t st0 = __shfl_sync(kAll, st, kCm0), st1 = __shfl_sync(kAll, st, kCm0 + 1);
+      const int32_t xin = __shfl_sync(kAll, xc, (lane + 31) & 31);
+      const int is0 = lq * 256 + (int)st0, is1 = lq * 256 + (int)st1;
+      const int iM = lq * 32 + (match ? (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + mbit : 0);
+      int32_t x = 0;
+      if (lane == inLM) x = stL;
+      else if (lane < inCMP) x = xin;
+      else if (lane == inCMP) x = mix_stretch(T, pr);
+      else if (lane == inLMA) x = mix_stretch(T, q >> 4);
+      else if (lane == inSM) x = mix_stretch(T, (int32_t)SM[is0] >> 4);
+      else if (lane == inSM + 1) x = mix_stretch(T, (int32_t)SM[lmQ * 256 + is1] >> 4);
+      else if (lane == inSMM) x = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + iM] >> 4);
+      else if (isCx) x = TAB(T->stretch[CSM[jcx * 256 + st] >> 20]);
+      // ---- lmcm6_mix ----
+      const int sel0 = (0 * 256 + (int)c2) * mix7::kRow, sel1 = (1 * 256 + (int)c0b) * mix7::kRow, sel2 = (2 * 256 + (int)c1) * mix7::kRow;
+      const bool wl24 = lane < mix7::nIn;
+      int32_t wk0 = 0, wk1 = 0, wk2 = 0;
+      if (wl24) wk0 = W[sel0 + lane], wk1 = W[sel1 + lane], wk2 = W[sel2 + lane];
+      const int32_t dot0 = mix6_clampSt(sum64((int64_t)x * wk0) >> 16);
+      const int32_t dot1 = mix6_clampSt(sum64((int64_t)x * wk1) >> 16);
+      const int32_t dot2 = mix6_clampSt(sum64((int64_t)x * wk2) >> 16);
+      const int32_t pm0 = mix_squash(T, dot0), pm1 = mix_squash(T, dot1), pm2 = mix_squash(T, dot2);
+      const int32_t ast = stL < 0 ? -stL : stL;
+      const int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
+      const int32_t dd = c.s.eL - c.s.eC;
+      const int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
+      if (bits == 0) c.s.miss = 0;
+      const int miss = c.s.miss < 2 ? c.s.miss : 2;
+      int32_t *w2 = W2 + (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
+      const int32_t w20 = w2[0], w21 = w2[1], w22 = w2[2];
+      const int32_t d2 = mix6_clampSt(((int64_t)dot0 * w20 + (int64_t)dot1 * w21 + (int64_t)dot2 * w22) >> 16);
+      const int32_t p2 = mix_squash(T, d2);
+      int32_t i1, i2;
+      const int32_t q1 = interp6(A1, (int)c0b * nBins, d2 + 2048, &i1);
+      const int32_t q2 = interp6(A2, (lq * 8 + bits) * nBins, d2 + 2048, &i2);
+      int32_t pmx = (p2 * 32 + q1 + q2 + 2) >> 2;
+      pmx = pmx < 16 ? 16 : (pmx > 65520 ? 65520 : pmx);
+      // ---- the coder ----
+      const uint32_t xmid = ac_split(x1, x2, ac_clamp(pmx));
+      if (y) x2 = xmid;
+      else x1 = xmid + 1;
+      while (((x1 ^ x2) & 0xFF000000u) == 0) {
+        if (lane == 0 && io < cap) out[io] = (uint8_t)(x2 >> 24);
+        io++;
+        x1 <<= 8;
+        x2 = (x2 << 8) | 0xFF;
+      }
+      // ---- lmcm6_train ----
+      {
+        const int64_t lr = c.s.mixn < rateBits ? rate0 : rate1;
+        c.s.mixn++;
+        uint16_t *pa = lane == 0 ? A1 + i1 : lane == 1 ? A2 + i2 : lane == 2 ? AL + iL : lane == 3 ? SM + is0 : lane == 4 ? SM + lmQ * 256 + is1 : SM + 2 * lmQ * 256 + iM;
+        int32_t av = lane < 6 ? (int32_t)*pa : 0;
+        const int64_t e0 = (int64_t)((y << 12) - pm0), e1 = (int64_t)((y << 12) - pm1), e2 = (int64_t)((y << 12) - pm2);
+        if (wl24) {
+          if (e0 > skipErr || e0 < -skipErr) W[sel0 + lane] = wk0 + (int32_t)(((int64_t)x * (e0 * lr) + (1 << 13)) >> 14);
+          if (e1 > skipErr || e1 < -skipErr) W[sel1 + lane] = wk1 + (int32_t)(((int64_t)x * (e1 * lr) + (1 << 13)) >> 14);
+          if (e2 > skipErr || e2 < -skipErr) W[sel2 + lane] = wk2 + (int32_t)(((int64_t)x * (e2 * lr) + (1 << 13)) >> 14);
+        }
+        const int64_t eo = (int64_t)((y << 12) - p2) * rate2;
+        if (lane < nMix) {
+          const int32_t dv = lane == 0 ? dot0 : lane == 1 ? dot1 : dot2, wv = lane == 0 ? w20 : lane == 1 ? w21 : w22;
+          w2[lane] = wv + (int32_t)(((int64_t)dv * eo + (1 << 13)) >> 14);
+        }
+        const int32_t pL = pl >> 4;
+        if ((y == 1) != (pL >= 2048)) c.s.miss++;
+        c.s.eL += ((abs32((y << 12) - pL) << 4) - c.s.eL) >> advShift;
+        c.s.eC += ((abs32((y << 12) - pr) << 4) - c.s.eC) >> advShift;
+        if (lane < 6) *pa = apm_next(av, y, lane < 3 ? apmRate : smRate);
+      }
+      // ---- lmcm7_update: the contexts' state maps and states ----
+      {
+        uint32_t v = 0, nw = 0;
+        if (isCx) v = CSM[jcx * 256 + st], nw = TAB(T->next[st][y]);
+        bool later = false;
+#pragma unroll
+        for (int i = 0; i < mix7::nCx; i++) {
+          const uint32_t ci = __shfl_sync(kAll, cp, kCx0 + i), ni = __shfl_sync(kAll, nw, kCx0 + i);
+          if (isCx && ci == cp) {
+            if (jcx > i) nw = TAB(T->next[ni][y]);
+            else if (jcx < i) later = true;
+          }
+        }
+        if (isCx) {
+          const int32_t d = ((y << 22) - (int32_t)(v >> 10)) >> 8;
+          CSM[jcx * 256 + st] = v + ((uint32_t)d << 10);
+          if (!later) c.ht7[cp] = (uint8_t)nw;
+        }
+      }
+      // ---- cm_train ----
+      {
+        int64_t lr = 7;
+        if (c.s.nbits < (1 << 14)) lr = 20;
+        else if (c.s.nbits < (1 << 16)) lr = 12;
+        c.s.nbits++;
+        const int64_t err = (int64_t)(y << 12) - (int64_t)sqmp;
+        if (lane == 0 || lane == 1 || (lane == 7 && match)) {
+          uint32_t *p = lane == 0 ? &c.o0[c0b] : lane == 1 ? &c.o1[o1i & 0xFFFF] : &c.msm[mcx & 127];
+          const uint32_t tv = *p;
+          *p = cm_ctrNext(tv, y, lane == 7 ? 1023 : 60, TAB(T->smRate[tv & 1023]));
+        }
+        if (isCm) {
+          const uint32_t smv = c.sm[jcm * 256 + st];
+          const int32_t d = (((int32_t)y << 22) - (int32_t)(smv >> 10)) >> 8;
+          c.sm[jcm * 256 + st] = smv + ((uint32_t)d << 10);
+          c.ht[cp] = TAB(T->next[st][y]);
+        }
+        if ((err > 24 || err < -24) && lane < kCMInputs) c.w[wsel + lane] = wl + (int32_t)(((int64_t)xc * (err * lr) + (1 << 13)) >> 14);
+        if (lane == 0) {
+          const int64_t e = ((int64_t)(y << 12) - (int64_t)pmix) * lr;
+          c.fw[c0b] = fwv + (int32_t)(((int64_t)mp * e + (1 << 13)) >> 14);
+          const int32_t av = (wa >> 6) ? a1 : a0;
+          const int32_t g = (y << 16) + (y << 7) - y - y;
+          c.apm[ai + (wa >> 6)] = (uint16_t)(av + ((g - av) >> 7));
+        }
+      }
+      __syncwarp();
+      // ---- cm_advance, lmcm7_advance ----
+      c.s.c0 = (c0 << 1) | (uint32_t)y;
+      c.s.bits++;
+      if (match && mbit != y) c.s.mlen = 0;
+      if (c.s.bits == 8) {
+        const uint32_t ch = c.s.c0 & 0xFF, prev = c.s.c4;
+        c.s.n++;
+        c.s.c8 = (c.s.c8 << 8) | (c.s.c4 >> 24);
+        c.s.c4 = (c.s.c4 << 8) | ch;
+        c.s.c0 = 1;
+        c.s.bits = 0;
+        bool letter;
+        c.s.word = cm_wordNext(c.s.word, ch, &letter);
+        if (isCm) myh = cm_hash(jcm, c.s.c4, c.s.c8, c.s.word);
+        const int64_t nn = c.s.n;
+        if (c.s.mlen > 0) {
+          c.s.mptr++;
+          if (c.s.mlen < 65535) c.s.mlen++;
+        }
+        if (nn >= 8) {
+          const uint32_t h = cm_hash32((c.s.c4 * 0x2F0B4C75u) ^ cm_hash32(c.s.c8 + 0x9E3779B9u)) & c.s.mmask;
+          if (c.s.mlen == 0) {
+            const int64_t p = c.mt[h];
+            if (p > 0 && p < nn) {
+              int l = 0;
+              while (l < 255 && l < p && c.buf[p - 1 - l] == c.buf[nn - 1 - l]) l++;
+              if (l >= 8) {
+                c.s.mptr = (int32_t)p;
+                c.s.mlen = l;
+              }
+            }
+          }
+          __syncwarp();
+          if (lane == 0) c.mt[h] = (int32_t)nn;
+        }
+        const uint32_t sc = find<kCm0, kCMHashed>(T, c.ht, c.s.mask, myh, c.s.c0 * 0x1D8E4E27u, lane);
+        if (isCm) myslot = sc;
+        // lmcm7_advance at a byte's end
+        const uint32_t pc1 = prev & 0xFF, pi2 = ((prev & 0xFFFFu) * 0x9E3779B1u) >> 20;
+        const uint16_t ind = IND[pc1], ind2 = IND2[pi2];
+        __syncwarp();
+        if (lane == 0) IND[pc1] = (uint16_t)((ind << 8) | ch), IND2[pi2] = (uint16_t)((ind2 << 8) | ch);
+        __syncwarp();
+        const uint32_t w0n = cm_wordNext(m.word0, ch, &letter);
+        if (letter) {
+          m.word0 = w0n;
+        } else if (m.word0 != 0) {
+          m.word2 = m.word1;
+          m.word1 = m.word0;
+          m.word0 = 0;
+        }
+        if (ch == '\n') {
+          m.prevLine = m.lineStart;
+          m.lineStart = nn;
+        }
+        if (isCx) myh = cx_hash(jcx, c.buf, c.s.c4, c.s.c8, nn, m, IND, IND2);
+        const uint32_t s7 = find<kCx0, mix7::nCx>(T, c.ht7, m.mask, myh, c.s.c0 * 0x1D8E4E27u, lane);
+        if (isCx) myslot = s7;
+      } else if (c.s.bits == 4) {
+        const uint32_t sc = find<kCm0, kCMHashed>(T, c.ht, c.s.mask, myh, c.s.c0 * 0x1D8E4E27u, lane);
+        const uint32_t s7 = find<kCx0, mix7::nCx>(T, c.ht7, m.mask, myh, c.s.c0 * 0x1D8E4E27u, lane);
+        if (isCm) myslot = sc;
+        if (isCx) myslot = s7;
+      }
+    }
+    if (io >= cap) c.s.bad = (int32_t)t;
+  }
+  if (end == len && c.s.bad < 0 && t0 < end) {
+    if (lane == 0 && io < cap) out[io] = (uint8_t)(x1 >> 24);
+    io++;
+    if (io > cap) c.s.bad = (int32_t)len;
+  }
+  c.s.x1 = x1;
+  c.s.x2 = x2;
+  c.s.io = io;
+#pragma unroll
+  for (int j = 0; j < kCMHashed; j++) {
+    c.s.h[j] = __shfl_sync(kAll, myh, kCm0 + j);
+    c.s.slot[j] = __shfl_sync(kAll, myslot, kCm0 + j);
+  }
+  uint32_t hs[mix7::nCx], ss[mix7::nCx];
+#pragma unroll
+  for (int j = 0; j < mix7::nCx; j++) {
+    hs[j] = __shfl_sync(kAll, myh, kCx0 + j);
+    ss[j] = __shfl_sync(kAll, myslot, kCx0 + j);
+  }
+  if (lane == 0) {
+    B.st[b] = c.s;
+    ms->word0 = m.word0, ms->word1 = m.word1, ms->word2 = m.word2;
+    ms->lineStart = m.lineStart, ms->prevLine = m.prevLine;
+#pragma unroll
+    for (int j = 0; j < mix7::nCx; j++) ms->h[j] = hs[j], ms->slot[j] = ss[j];
+  }
+}
+#endif  // LMFS_FAST
+
 // ---- host side ----
 
 // cm_tables builds CMTabs with the integer code of predictor/cm (tables.go,
@@ -1369,6 +1803,9 @@ constexpr int kSerialFrom = 24576, kSerialFrom7 = 4096;
 // groups of 8192 1995 ms, of 4096 1892 to 1929 ms).
 constexpr int kCMGroup = 4096;
 
+// kCMGroupWarp is kCMGroup for lmcm7_encode_warp (a warp per block).
+constexpr int kCMGroupWarp = 2048;
+
 // EncOpts are an encoding call's schedule: cm beside the LM (below
 // kSerialFrom or kSerialFrom7 blocks) or after it, chunks of kEncChunk positions. For
 // measurements (results are the same bit for bit): LMFS_LMCM_SERIAL=1 (0)
@@ -1381,20 +1818,25 @@ struct EncOpts {
   int64_t chunk = kEncChunk;
   int group = kCMGroup;
   bool serial = false, timing = false;
+  bool warp = false;  // id 7: lmcm7_encode_warp, a warp per block
 };
 
-// cm_group is kCMGroup, or $LMFS_LMCM_GROUP (for measurements).
-int cm_group() {
+// cm_group is def, or $LMFS_LMCM_GROUP (for measurements).
+int cm_group(int def) {
   if (const char *v = std::getenv("LMFS_LMCM_GROUP")) {
     long long c = std::atoll(v);
     if (c >= 1 && c <= (1 << 30)) return (int)c;
   }
-  return kCMGroup;
+  return def;
 }
 
 EncOpts enc_opts(int rule, int nb) {
   EncOpts o;
-  o.group = cm_group();
+#ifdef LMFS_FAST
+  o.warp = rule == 7;
+  if (const char *v = std::getenv("LMFS_LMCM_WARP")) o.warp = rule == 7 && std::strcmp(v, "0") != 0;
+#endif
+  o.group = o.warp ? cm_group(kCMGroupWarp) : cm_group(kCMGroup);
   o.serial = nb >= (rule == 7 ? kSerialFrom7 : kSerialFrom);
   if (const char *v = std::getenv("LMFS_LMCM_SERIAL")) {
     if (std::strcmp(v, "1") == 0) o.serial = true;
@@ -1523,6 +1965,12 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
       // (the emulation's CM_LAUNCH has no stream: cstream is not used there)
       for (int g0 = 0; g0 < n; g0 += eo.group) {
         int gn = std::min(eo.group, n - g0);
+#ifdef LMFS_FAST
+        if (eo.warp) {
+          lmcm7_encode_warp<<<(unsigned)(((int64_t)gn * 32 + 127) / 128), 128, 0, cstream>>>(CB, didx + g0, gn, dprobs, c0, t1);
+          continue;
+        }
+#endif
         CM_LAUNCH(cstream, K.enc, gn, CB, didx + g0, gn, dprobs, c0, t1);
       }
 #ifndef LMFS_EMU
@@ -1560,8 +2008,8 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
         if (i + 3 < k) lm0 = tev[i + 3];
       }
       cudaEventElapsedTime(&all, tev[0], tev[k - 1]);
-      std::fprintf(stderr, "lmcm-timing encode rule=%d nb=%d maxlen=%lld chunk=%lld group=%d serial=%d: LM %.1f ms, cm %.1f ms, both %.1f ms\n", rule,
-                   nb, (long long)maxlen, (long long)eo.chunk, eo.group, eo.serial ? 1 : 0, lm, cmk, all);
+      std::fprintf(stderr, "lmcm-timing encode rule=%d nb=%d maxlen=%lld chunk=%lld group=%d serial=%d warp=%d: LM %.1f ms, cm %.1f ms, both %.1f ms\n", rule,
+                   nb, (long long)maxlen, (long long)eo.chunk, eo.group, eo.serial ? 1 : 0, eo.warp ? 1 : 0, lm, cmk, all);
     }
 #endif
     if (sample >= 0 && sample < nb && !d2h(g, sprobs, dprobs + off[sample] * 8, lens[sample] * 8 * sizeof(uint16_t), err)) return -1;
@@ -1572,7 +2020,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   }
   uint32_t *dcum;
   if (!bf.alloc(&dcum, (size_t)nb * 256, err)) return -1;
-  int group = cm_group();
+  int group = cm_group(kCMGroup);
   for (int64_t t = 0; t < maxlen; t++) {
     int n = (int)B.active[t];
     bool raw = false;
