@@ -1288,22 +1288,35 @@ __device__ __forceinline__ uint32_t find(const CMTabs *T, uint8_t *t, uint32_t m
   }
   uint32_t out = 0;
   bool rep = false, later = false;
-#pragma unroll
-  for (int i = 0; i < N; i++) {
-    if (mine && j == i) {
-      if ((v0 & 0xFF) == ck) out = b0;
-      else if ((v1 & 0xFF) == ck) out = b0 ^ 16u;
-      else if ((v2 & 0xFF) == ck) out = b0 ^ 32u;
-      else {
-        int32_t p0 = TAB(T->prio[v0 >> 8]), p1 = TAB(T->prio[v1 >> 8]), p2 = TAB(T->prio[v2 >> 8]);
-        uint32_t qb = 0;
-        int32_t pb = p0;
-        if (p1 < pb) qb = 16u, pb = p1;
-        if (p2 < pb) qb = 32u;
-        out = b0 ^ qb;
-        rep = true;
-      }
+  auto decide = [&]() {
+    if ((v0 & 0xFF) == ck) out = b0;
+    else if ((v1 & 0xFF) == ck) out = b0 ^ 16u;
+    else if ((v2 & 0xFF) == ck) out = b0 ^ 32u;
+    else {
+      int32_t p0 = TAB(T->prio[v0 >> 8]), p1 = TAB(T->prio[v1 >> 8]), p2 = TAB(T->prio[v2 >> 8]);
+      uint32_t qb = 0;
+      int32_t pb = p0;
+      if (p1 < pb) qb = 16u, pb = p1;
+      if (p2 < pb) qb = 32u;
+      out = b0 ^ qb;
+      rep = true;
     }
+  };
+  // Contexts whose candidates lie in different 64-byte groups cannot see
+  // each other's replacements: then each decides alone (the usual case).
+  const unsigned grp = __match_any_sync(kAll, mine ? (b0 & ~63u) : 0x80000000u | (uint32_t)lane);
+  if (!__any_sync(kAll, mine && __popc(grp) > 1)) {
+    if (mine) decide();
+    if (mine && rep) {
+      *(uint4 *)(t + out) = make_uint4(0, 0, 0, 0);
+      t[out] = (uint8_t)ck;
+    }
+    __syncwarp();
+    return out;
+  }
+#pragma unroll 1
+  for (int i = 0; i < N; i++) {
+    if (mine && j == i) decide();
     uint32_t oi = __shfl_sync(kAll, out, L0 + i), ci = __shfl_sync(kAll, ck, L0 + i);
     bool ri = __shfl_sync(kAll, rep ? 1 : 0, L0 + i) != 0;
     if (mine && ri) {
@@ -1323,9 +1336,33 @@ __device__ __forceinline__ uint32_t find(const CMTabs *T, uint8_t *t, uint32_t m
   __syncwarp();
   return out;
 }
+// Pre holds what a bit reads from the tables at addresses the history
+// decides, loaded ahead: during the bit before (an encoder knows every bit),
+// so that the loads' latency hides behind that bit's work. Lanes keep their
+// part: a context's state and state map entry (cm's and the stage's context
+// lanes), cm's o0 and o1 entries (lanes 0, 1), cm's mixer weights (lanes
+// 0..8), the stage's mixer weights (lanes 0..23), and the rows of cm's APM
+// and the stage's A1 and A2 (entry e on lane e, entry 32 on every lane),
+// from which a shuffle picks the two entries the bit interpolates.
+struct Pre {
+  uint32_t st, smv, o;
+  int32_t wl, fw, wk0, wk1, wk2;
+  uint32_t ar, ar32, a1, a132, a2, a232;
+};
+
+__device__ __forceinline__ uint32_t row_at(uint32_t v, uint32_t v32, int e) {
+  uint32_t a = __shfl_sync(kAll, v, e & 31);
+  return e >= 32 ? v32 : a;
+}
 }  // namespace w7
 
-__global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32_t *__restrict__ idx, int n,
+
+// LMFS_W7_MINB: CUDA blocks of 4 warps per multiprocessor the register
+// budget is set for.
+#ifndef LMFS_W7_MINB
+#define LMFS_W7_MINB 3
+#endif
+__global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks B, const int32_t *__restrict__ idx, int n,
                                                          const uint16_t *__restrict__ probs, int64_t t0, int64_t t1) {
   using namespace mix6;
   using namespace w7;
@@ -1345,20 +1382,58 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
   uint16_t *IND = (uint16_t *)(c.mix + mix7::oIND), *IND2 = (uint16_t *)(c.mix + mix7::oIND2);
   Hist m{ms->word0, ms->word1, ms->word2, ms->mask, ms->lineStart, ms->prevLine};
   const bool isCm = lane >= kCm0 && lane < kCm0 + kCMHashed, isCx = lane >= kCx0 && lane < kCx0 + mix7::nCx;
+  const bool isCtx = isCm || isCx;
   const int jcm = lane - kCm0, jcx = lane - kCx0;
   uint32_t myh = 0, myslot = 0;  // this lane's context: its hash and slot
   if (isCm) myh = B.st[b].h[jcm], myslot = B.st[b].slot[jcm];
   if (isCx) myh = ms->h[jcx], myslot = ms->slot[jcx];
-  int64_t len = B.len[b];
-  int64_t end = t1 < len ? t1 : len;
+  const int64_t len = B.len[b];
+  const int64_t end = t1 < len ? t1 : len;
   uint8_t *out = B.io + B.ioS[b];
-  int64_t cap = B.ioE[b] - B.ioS[b];
+  const int64_t cap = B.ioE[b] - B.ioS[b];
+  const uint16_t *pbase = probs + B.off[b] * 8;
   uint32_t x1 = c.s.x1, x2 = c.s.x2;
   int64_t io = c.s.io;
+  // ld_states loads the state of the lane's context at node and its state map entry.
+  auto ld_states = [&](Pre &p, uint32_t node) {
+    if (isCm) {
+      p.st = c.ht[myslot + node];
+      p.smv = c.sm[jcm * 256 + p.st];
+    } else if (isCx) {
+      p.st = c.ht7[myslot + node];
+      p.smv = CSM[jcx * 256 + p.st];
+    }
+  };
+  // ld_wl loads cm's mixer weights of row wsel.
+  auto ld_wl = [&](Pre &p, int wsel) { p.wl = lane < kCMInputs ? c.w[wsel + lane] : 0; };
+  // ld_rest loads the rest of Pre for a bit of partial byte c0, history
+  // bytes c1 and c2, bit position bits and LM quantum lq.
+  auto ld_rest = [&](Pre &p, uint32_t c0, uint32_t c1, uint32_t c2, int bits, int lq) {
+    const uint32_t c0b = c0 & 0xFF;
+    if (lane == 0) p.o = c.o0[c0b];
+    else if (lane == 1) p.o = c.o1[(c1 << 8) | c0b];
+    p.fw = c.fw[c0b];
+    p.wk0 = p.wk1 = p.wk2 = 0;
+    if (lane < mix7::nIn) {
+      p.wk0 = W[(0 * 256 + (int)c2) * mix7::kRow + lane];
+      p.wk1 = W[(1 * 256 + (int)c0b) * mix7::kRow + lane];
+      p.wk2 = W[(2 * 256 + (int)c1) * mix7::kRow + lane];
+    }
+    const uint16_t *ra = c.apm + c0b * kCMApmBins, *r1 = A1 + c0b * nBins, *r2 = A2 + (lq * 8 + bits) * nBins;
+    p.ar = ra[lane], p.ar32 = ra[32];
+    p.a1 = r1[lane], p.a132 = r1[32];
+    p.a2 = r2[lane], p.a232 = r2[32];
+  };
+  auto lq_of = [&](int32_t pl) { return (int)((mix_stretch(T, pl >> 4) + 2048) >> 8); };
+  auto match_ms = [&](int mlen, int mptr, int bits) { return mlen > 0 ? 1 + ((c.buf[mptr] >> (7 - bits)) & 1) : 0; };
+  auto wsel_of = [&](uint32_t c1, int bits, int ms_) { return ((int)((c1 << 3) | (uint32_t)bits) * 3 + ms_) * kCMRow; };
+  Pre cur{}, nxt{};
+  bool haveS = false, haveR = false, haveW = false;  // cur's states, rest and cm weights are loaded
   for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
-    const uint16_t *pp = probs + (B.off[b] + t) * 8;
-    uint4 pv = *(const uint4 *)pp;
-    uint64_t p03 = (uint64_t)pv.x | (uint64_t)pv.y << 32, p47 = (uint64_t)pv.z | (uint64_t)pv.w << 32;
+    const uint4 pv = *(const uint4 *)(pbase + t * 8);
+    const uint64_t p03 = (uint64_t)pv.x | (uint64_t)pv.y << 32, p47 = (uint64_t)pv.z | (uint64_t)pv.w << 32;
+    const bool more = t + 1 < end;
+    const uint32_t plNext = more ? pbase[(t + 1) * 8] : 0;  // the next byte's first probability
     const int sym = c.buf[t];
     for (int k = 0; k < 8; k++) {
       const int y = (sym >> (7 - k)) & 1;
@@ -1366,60 +1441,68 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
       const int bits = c.s.bits;
       const uint32_t c0 = c.s.c0, c0b = c0 & 0xFF, c1 = c.s.c4 & 0xFF, c2 = (c.s.c4 >> 8) & 0xFF;
       const uint32_t node = bits < 4 ? c0 : (1u << (bits - 4)) | (c0 & ((1u << (bits - 4)) - 1));
-      // ---- cm_predict: input xc on lanes 0..8 ----
       const bool match = c.s.mlen > 0;
       int mbit = 0, mcx = 0;
       if (match) {
         mbit = (c.buf[c.s.mptr] >> (7 - bits)) & 1;
         mcx = cm_matchBucket(c.s.mlen) * 2 + mbit;
       }
-      const int o1i = (int)((c1 << 8) | c0b);
-      uint32_t cp = 0, st = 0;  // the lane's context: slot byte and state
-      if (isCm) cp = myslot + node, st = c.ht[cp];
-      if (isCx) cp = myslot + node, st = c.ht7[cp];
-      int32_t xc = 0;
-      if (lane == 0) xc = TAB(T->stretch[c.o0[c0b] >> 20]);
-      else if (lane == 1) xc = TAB(T->stretch[c.o1[o1i] >> 20]);
-      else if (isCm) xc = TAB(T->stretch[c.sm[jcm * 256 + st] >> 20]);
-      else if (lane == 7) xc = match ? TAB(T->stretch[((int32_t)(c.msm[mcx & 127] >> 20)) & 4095]) : 0;
-      else if (lane == 8) xc = 256;
-      const int wsel = ((int)((c1 << 3) | (uint32_t)bits) * 3 + (match ? 1 + mbit : 0)) * kCMRow;
-      const int32_t wl = lane < kCMInputs ? c.w[wsel + lane] : 0;
+      const int32_t stL = mix_stretch(T, pl >> 4);
+      const int lq = (int)((stL + 2048) >> 8);
+      const int wsel = wsel_of(c1, bits, match ? 1 + mbit : 0);
+      if (!haveS) ld_states(cur, node);
+      if (!haveR) ld_rest(cur, c0, c1, c2, bits, lq);
+      if (!haveW) ld_wl(cur, wsel);
+      if (!haveW && lane == 7 && match) cur.o = c.msm[mcx & 127];  // (haveW: cm's match state entry too)
+      // ---- the next bit's loads ----
+      const bool nS = bits != 3 && bits != 7;  // the next bit is in this nibble (its slots are known)
+      const bool nR = k < 7 || more;
+      const uint32_t c0n = k < 7 ? (c0 << 1) | (uint32_t)y : 1u, c1n = k < 7 ? c1 : (uint32_t)sym, c2n = k < 7 ? c2 : c1;
+      const int bn = (bits + 1) & 7;
+      const int32_t pln = k < 7 ? (int32_t)(((k + 1 < 4 ? p03 : p47) >> (16 * ((k + 1) & 3))) & 0xFFFF) : (int32_t)plNext;
+      if (nS) ld_states(nxt, bn < 4 ? c0n : (1u << (bn - 4)) | (c0n & ((1u << (bn - 4)) - 1)));
+      if (nR) ld_rest(nxt, c0n, c1n, c2n, bn, lq_of(pln));
+      const int mlenN = match && mbit != y ? 0 : c.s.mlen;
+      if (k < 7) ld_wl(nxt, wsel_of(c1, bn, match_ms(mlenN, c.s.mptr, bn)));
+      const int mcxN = mlenN > 0 ? cm_matchBucket(mlenN) * 2 + ((c.buf[c.s.mptr] >> (7 - bn)) & 1) : 0;
+      if (k < 7 && lane == 7 && mlenN > 0) nxt.o = c.msm[mcxN & 127];
+      // ---- cm_predict: input xc on lanes 0..8 ----
+      const uint32_t cp = myslot + node, st = cur.st;
+      // (every lane loads, at an index that is harmless where unused: no
+      // divergent branches, whose loads would wait one after another)
+      const bool xcLoad = lane <= 1 || isCm || (lane == 7 && match);
+      const int32_t xcv = TAB(T->stretch[xcLoad ? ((lane <= 1 || lane == 7) ? cur.o : cur.smv) >> 20 : 0]);
+      const int32_t xc = xcLoad ? xcv : (lane == 8 ? 256 : 0);
+      const int32_t wl = lane < kCMInputs ? cur.wl : 0;
       const int32_t mp = cm_clampSt((int32_t)(sum64((int64_t)xc * wl) >> 16));
       const int32_t sqmp = cm_squash(T, mp);
-      const int32_t fwv = c.fw[c0b];
-      const int32_t fdot = cm_clampSt((int32_t)(((int64_t)mp * (int64_t)fwv) >> 16));
+      const int32_t fdot = cm_clampSt((int32_t)(((int64_t)mp * (int64_t)cur.fw) >> 16));
       const int32_t pmix = cm_squash(T, fdot);
-      const int32_t sa = fdot + 2048, wa = sa & 127, ai = (int32_t)c0b * kCMApmBins + (sa >> 7);
-      const int32_t a0 = c.apm[ai], a1 = c.apm[ai + 1];
+      const int32_t sa = fdot + 2048, wa = sa & 127, ea = sa >> 7;
+      const int32_t a0 = (int32_t)row_at(cur.ar, cur.ar32, ea), a1 = (int32_t)row_at(cur.ar, cur.ar32, ea + 1);
       int32_t pr = (pmix + ((a0 * (128 - wa) + a1 * wa) >> 11) + 1) >> 1;
       pr = pr < 1 ? 1 : (pr > 4095 ? 4095 : pr);
       // ---- the stage's inputs (lmcm6_inputs, lmcm7_p): x on lanes 0..23 ----
-      const int32_t stL = mix_stretch(T, pl >> 4);
       int32_t iL;
       const int32_t q = interp6(AL, (int)c0b * nBins, stL + 2048, &iL);
-      const int lq = (int)((stL + 2048) >> 8);
       const uint32_t st0 = __shfl_sync(kAll, st, kCm0), st1 = __shfl_sync(kAll, st, kCm0 + 1);
       const int32_t xin = __shfl_sync(kAll, xc, (lane + 31) & 31);
       const int is0 = lq * 256 + (int)st0, is1 = lq * 256 + (int)st1;
       const int iM = lq * 32 + (match ? (c.s.mlen < 15 ? c.s.mlen : 15) * 2 + mbit : 0);
-      int32_t x = 0;
-      if (lane == inLM) x = stL;
-      else if (lane < inCMP) x = xin;
-      else if (lane == inCMP) x = mix_stretch(T, pr);
-      else if (lane == inLMA) x = mix_stretch(T, q >> 4);
-      else if (lane == inSM) x = mix_stretch(T, (int32_t)SM[is0] >> 4);
-      else if (lane == inSM + 1) x = mix_stretch(T, (int32_t)SM[lmQ * 256 + is1] >> 4);
-      else if (lane == inSMM) x = mix_stretch(T, (int32_t)SM[2 * lmQ * 256 + iM] >> 4);
-      else if (isCx) x = TAB(T->stretch[CSM[jcx * 256 + st] >> 20]);
+      // lanes 10..14 (cm's P, the LM's APM, the state maps): mix_stretch of
+      // a 12-bit probability; lanes 15..23: stretch of a state map entry
+      const bool smLane = lane >= inSM && lane <= inSMM;
+      const int32_t smE = SM[smLane ? (lane == inSM ? is0 : lane == inSM + 1 ? lmQ * 256 + is1 : 2 * lmQ * 256 + iM) : 0];
+      int32_t p12 = lane == inCMP ? pr : lane == inLMA ? (q >> 4) : smE >> 4;
+      p12 = p12 < 0 ? 0 : (p12 > 4095 ? 4095 : p12);
+      const int32_t tv = TAB((isCx ? T->stretch : T->mstretch)[isCx ? (int32_t)(cur.smv >> 20) : p12]);
+      const int32_t x = lane == inLM ? stL : lane < inCMP ? xin : lane < mix7::nIn ? tv : 0;
       // ---- lmcm6_mix ----
       const int sel0 = (0 * 256 + (int)c2) * mix7::kRow, sel1 = (1 * 256 + (int)c0b) * mix7::kRow, sel2 = (2 * 256 + (int)c1) * mix7::kRow;
       const bool wl24 = lane < mix7::nIn;
-      int32_t wk0 = 0, wk1 = 0, wk2 = 0;
-      if (wl24) wk0 = W[sel0 + lane], wk1 = W[sel1 + lane], wk2 = W[sel2 + lane];
-      const int32_t dot0 = mix6_clampSt(sum64((int64_t)x * wk0) >> 16);
-      const int32_t dot1 = mix6_clampSt(sum64((int64_t)x * wk1) >> 16);
-      const int32_t dot2 = mix6_clampSt(sum64((int64_t)x * wk2) >> 16);
+      const int32_t dot0 = mix6_clampSt(sum64((int64_t)x * cur.wk0) >> 16);
+      const int32_t dot1 = mix6_clampSt(sum64((int64_t)x * cur.wk1) >> 16);
+      const int32_t dot2 = mix6_clampSt(sum64((int64_t)x * cur.wk2) >> 16);
       const int32_t pm0 = mix_squash(T, dot0), pm1 = mix_squash(T, dot1), pm2 = mix_squash(T, dot2);
       const int32_t ast = stL < 0 ? -stL : stL;
       const int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
@@ -1431,9 +1514,10 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
       const int32_t w20 = w2[0], w21 = w2[1], w22 = w2[2];
       const int32_t d2 = mix6_clampSt(((int64_t)dot0 * w20 + (int64_t)dot1 * w21 + (int64_t)dot2 * w22) >> 16);
       const int32_t p2 = mix_squash(T, d2);
-      int32_t i1, i2;
-      const int32_t q1 = interp6(A1, (int)c0b * nBins, d2 + 2048, &i1);
-      const int32_t q2 = interp6(A2, (lq * 8 + bits) * nBins, d2 + 2048, &i2);
+      const int32_t s2 = d2 + 2048, w2w = s2 & 127, e2 = s2 >> 7;
+      const int32_t q1 = ((int32_t)row_at(cur.a1, cur.a132, e2) * (128 - w2w) + (int32_t)row_at(cur.a1, cur.a132, e2 + 1) * w2w) >> 7;
+      const int32_t q2 = ((int32_t)row_at(cur.a2, cur.a232, e2) * (128 - w2w) + (int32_t)row_at(cur.a2, cur.a232, e2 + 1) * w2w) >> 7;
+      const int i1 = (int)c0b * nBins + e2 + (w2w >> 6), i2 = (lq * 8 + bits) * nBins + e2 + (w2w >> 6);
       int32_t pmx = (p2 * 32 + q1 + q2 + 2) >> 2;
       pmx = pmx < 16 ? 16 : (pmx > 65520 ? 65520 : pmx);
       // ---- the coder ----
@@ -1451,12 +1535,18 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
         const int64_t lr = c.s.mixn < rateBits ? rate0 : rate1;
         c.s.mixn++;
         uint16_t *pa = lane == 0 ? A1 + i1 : lane == 1 ? A2 + i2 : lane == 2 ? AL + iL : lane == 3 ? SM + is0 : lane == 4 ? SM + lmQ * 256 + is1 : SM + 2 * lmQ * 256 + iM;
-        int32_t av = lane < 6 ? (int32_t)*pa : 0;
-        const int64_t e0 = (int64_t)((y << 12) - pm0), e1 = (int64_t)((y << 12) - pm1), e2 = (int64_t)((y << 12) - pm2);
+        const int32_t av = lane < 6 ? (int32_t)*pa : 0;
+        const int64_t e0 = (int64_t)((y << 12) - pm0), e1 = (int64_t)((y << 12) - pm1), e2_ = (int64_t)((y << 12) - pm2);
+        int32_t n0 = cur.wk0, n1 = cur.wk1, n2 = cur.wk2;  // the rows after training
         if (wl24) {
-          if (e0 > skipErr || e0 < -skipErr) W[sel0 + lane] = wk0 + (int32_t)(((int64_t)x * (e0 * lr) + (1 << 13)) >> 14);
-          if (e1 > skipErr || e1 < -skipErr) W[sel1 + lane] = wk1 + (int32_t)(((int64_t)x * (e1 * lr) + (1 << 13)) >> 14);
-          if (e2 > skipErr || e2 < -skipErr) W[sel2 + lane] = wk2 + (int32_t)(((int64_t)x * (e2 * lr) + (1 << 13)) >> 14);
+          if (e0 > skipErr || e0 < -skipErr) W[sel0 + lane] = n0 = cur.wk0 + (int32_t)(((int64_t)x * (e0 * lr) + (1 << 13)) >> 14);
+          if (e1 > skipErr || e1 < -skipErr) W[sel1 + lane] = n1 = cur.wk1 + (int32_t)(((int64_t)x * (e1 * lr) + (1 << 13)) >> 14);
+          if (e2_ > skipErr || e2_ < -skipErr) W[sel2 + lane] = n2 = cur.wk2 + (int32_t)(((int64_t)x * (e2_ * lr) + (1 << 13)) >> 14);
+        }
+        if (nR) {  // a row the next bit uses again is the trained one
+          const int nsel0 = (0 * 256 + (int)c2n) * mix7::kRow, nsel2 = (2 * 256 + (int)c1n) * mix7::kRow;
+          if (nsel0 == sel0) nxt.wk0 = n0;
+          if (nsel2 == sel2) nxt.wk2 = n2;
         }
         const int64_t eo = (int64_t)((y << 12) - p2) * rate2;
         if (lane < nMix) {
@@ -1469,23 +1559,32 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
         c.s.eC += ((abs32((y << 12) - pr) << 4) - c.s.eC) >> advShift;
         if (lane < 6) *pa = apm_next(av, y, lane < 3 ? apmRate : smRate);
       }
+      // the training's table lookups, on every lane: the next state of the
+      // lane's context, the adaptation rate of its counter (lanes 0, 1, 7)
+      const uint32_t nxtSt = TAB(T->next[st & 0xFF][y]);
+      const int32_t ctrRate = TAB(T->smRate[cur.o & 1023]);
       // ---- lmcm7_update: the contexts' state maps and states ----
       {
-        uint32_t v = 0, nw = 0;
-        if (isCx) v = CSM[jcx * 256 + st], nw = TAB(T->next[st][y]);
+        uint32_t nw = nxtSt;  // (cx lanes)
         bool later = false;
-#pragma unroll
-        for (int i = 0; i < mix7::nCx; i++) {
-          const uint32_t ci = __shfl_sync(kAll, cp, kCx0 + i), ni = __shfl_sync(kAll, nw, kCx0 + i);
-          if (isCx && ci == cp) {
-            if (jcx > i) nw = TAB(T->next[ni][y]);
-            else if (jcx < i) later = true;
+        const unsigned same = __match_any_sync(kAll, isCx ? cp : 0x80000000u | (uint32_t)lane);
+        if (__any_sync(kAll, isCx && __popc(same) > 1)) {  // contexts sharing a slot byte step in turn
+#pragma unroll 1
+          for (int i = 0; i < mix7::nCx; i++) {
+            const uint32_t ci = __shfl_sync(kAll, cp, kCx0 + i), ni = __shfl_sync(kAll, nw, kCx0 + i);
+            if (isCx && ci == cp) {
+              if (jcx > i) nw = TAB(T->next[ni][y]);
+              else if (jcx < i) later = true;
+            }
           }
         }
         if (isCx) {
+          const uint32_t v = cur.smv;
           const int32_t d = ((y << 22) - (int32_t)(v >> 10)) >> 8;
-          CSM[jcx * 256 + st] = v + ((uint32_t)d << 10);
+          const uint32_t nv = v + ((uint32_t)d << 10);
+          CSM[jcx * 256 + st] = nv;
           if (!later) c.ht7[cp] = (uint8_t)nw;
+          if (nS && nxt.st == st) nxt.smv = nv;
         }
       }
       // ---- cm_train ----
@@ -1495,31 +1594,33 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
         else if (c.s.nbits < (1 << 16)) lr = 12;
         c.s.nbits++;
         const int64_t err = (int64_t)(y << 12) - (int64_t)sqmp;
-        if (lane == 0 || lane == 1 || (lane == 7 && match)) {
-          uint32_t *p = lane == 0 ? &c.o0[c0b] : lane == 1 ? &c.o1[o1i & 0xFFFF] : &c.msm[mcx & 127];
-          const uint32_t tv = *p;
-          *p = cm_ctrNext(tv, y, lane == 7 ? 1023 : 60, TAB(T->smRate[tv & 1023]));
+        if (lane <= 1 || (lane == 7 && match)) {
+          const uint32_t nv = cm_ctrNext(cur.o, y, lane == 7 ? 1023 : 60, ctrRate);
+          *(lane == 0 ? &c.o0[c0b] : lane == 1 ? &c.o1[(c1 << 8) | c0b] : &c.msm[mcx & 127]) = nv;
+          if (lane == 7 && k < 7 && mlenN > 0 && mcxN == mcx) nxt.o = nv;
         }
         if (isCm) {
-          const uint32_t smv = c.sm[jcm * 256 + st];
+          const uint32_t smv = cur.smv;
           const int32_t d = (((int32_t)y << 22) - (int32_t)(smv >> 10)) >> 8;
-          c.sm[jcm * 256 + st] = smv + ((uint32_t)d << 10);
-          c.ht[cp] = TAB(T->next[st][y]);
+          const uint32_t nv = smv + ((uint32_t)d << 10);
+          c.sm[jcm * 256 + st] = nv;
+          c.ht[cp] = (uint8_t)nxtSt;
+          if (nS && nxt.st == st) nxt.smv = nv;
         }
         if ((err > 24 || err < -24) && lane < kCMInputs) c.w[wsel + lane] = wl + (int32_t)(((int64_t)xc * (err * lr) + (1 << 13)) >> 14);
         if (lane == 0) {
           const int64_t e = ((int64_t)(y << 12) - (int64_t)pmix) * lr;
-          c.fw[c0b] = fwv + (int32_t)(((int64_t)mp * e + (1 << 13)) >> 14);
+          c.fw[c0b] = cur.fw + (int32_t)(((int64_t)mp * e + (1 << 13)) >> 14);
           const int32_t av = (wa >> 6) ? a1 : a0;
           const int32_t g = (y << 16) + (y << 7) - y - y;
-          c.apm[ai + (wa >> 6)] = (uint16_t)(av + ((g - av) >> 7));
+          c.apm[c0b * kCMApmBins + ea + (wa >> 6)] = (uint16_t)(av + ((g - av) >> 7));
         }
       }
       __syncwarp();
       // ---- cm_advance, lmcm7_advance ----
       c.s.c0 = (c0 << 1) | (uint32_t)y;
       c.s.bits++;
-      if (match && mbit != y) c.s.mlen = 0;
+      c.s.mlen = mlenN;
       if (c.s.bits == 8) {
         const uint32_t ch = c.s.c0 & 0xFF, prev = c.s.c4;
         c.s.n++;
@@ -1529,7 +1630,14 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
         c.s.bits = 0;
         bool letter;
         c.s.word = cm_wordNext(c.s.word, ch, &letter);
-        if (isCm) myh = cm_hash(jcm, c.s.c4, c.s.c8, c.s.word);
+        {  // every lane computes the five hashes (no divergent switch), each keeps its own
+          uint32_t hh[kCMHashed];
+#pragma unroll
+          for (int j = 0; j < kCMHashed; j++) hh[j] = cm_hash(j, c.s.c4, c.s.c8, c.s.word);
+#pragma unroll
+          for (int j = 0; j < kCMHashed; j++)
+            if (jcm == j) myh = hh[j];
+        }
         const int64_t nn = c.s.n;
         if (c.s.mlen > 0) {
           c.s.mptr++;
@@ -1571,7 +1679,14 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
           m.prevLine = m.lineStart;
           m.lineStart = nn;
         }
-        if (isCx) myh = cx_hash(jcx, c.buf, c.s.c4, c.s.c8, nn, m, IND, IND2);
+        {
+          uint32_t hh[mix7::nCx];
+#pragma unroll
+          for (int j = 0; j < mix7::nCx; j++) hh[j] = cx_hash(j, c.buf, c.s.c4, c.s.c8, nn, m, IND, IND2);
+#pragma unroll
+          for (int j = 0; j < mix7::nCx; j++)
+            if (jcx == j) myh = hh[j];
+        }
         const uint32_t s7 = find<kCx0, mix7::nCx>(T, c.ht7, m.mask, myh, c.s.c0 * 0x1D8E4E27u, lane);
         if (isCx) myslot = s7;
       } else if (c.s.bits == 4) {
@@ -1580,6 +1695,10 @@ __global__ void __launch_bounds__(128) lmcm7_encode_warp(CMBlocks B, const int32
         if (isCm) myslot = sc;
         if (isCx) myslot = s7;
       }
+      cur = nxt;
+      haveS = nS;
+      haveR = nR;
+      haveW = k < 7;
     }
     if (io >= cap) c.s.bad = (int32_t)t;
   }
@@ -1803,8 +1922,6 @@ constexpr int kSerialFrom = 24576, kSerialFrom7 = 4096;
 // groups of 8192 1995 ms, of 4096 1892 to 1929 ms).
 constexpr int kCMGroup = 4096;
 
-// kCMGroupWarp is kCMGroup for lmcm7_encode_warp (a warp per block).
-constexpr int kCMGroupWarp = 2048;
 
 // EncOpts are an encoding call's schedule: cm beside the LM (below
 // kSerialFrom or kSerialFrom7 blocks) or after it, chunks of kEncChunk positions. For
@@ -1830,13 +1947,24 @@ int cm_group(int def) {
   return def;
 }
 
-EncOpts enc_opts(int rule, int nb) {
+EncOpts enc_opts(const Ctx *g, int rule, int nb) {
   EncOpts o;
 #ifdef LMFS_FAST
-  o.warp = rule == 7;
-  if (const char *v = std::getenv("LMFS_LMCM_WARP")) o.warp = rule == 7 && std::strcmp(v, "0") != 0;
+  // lmcm7_encode_warp where a call's blocks fit on the GPU at once (one
+  // wave of warps), lmcm_encode_kernel<7> above: measured on an H200 with
+  // 2 KiB blocks, the cm kernels' time for 2048 positions, thread kernel
+  // against warp kernel: 512 blocks 187 / 74 ms, 1024 197 / 85 ms, 1536
+  // about 210 / 103 ms; 8192 blocks 474 ms (groups of 4096, bound by DRAM)
+  // against 550 (groups of 1536).
+  int per = 0;
+  if (rule == 7 && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, lmcm7_encode_warp, 128, 0) == cudaSuccess && per > 0) {
+    int wave = per * 4 * g->nsm;
+    o.warp = nb <= wave;
+    o.group = wave;
+  }
+  if (const char *v = std::getenv("LMFS_LMCM_WARP")) o.warp = rule == 7 && per > 0 && std::strcmp(v, "0") != 0;
 #endif
-  o.group = o.warp ? cm_group(kCMGroupWarp) : cm_group(kCMGroup);
+  o.group = o.warp ? cm_group(o.group) : cm_group(kCMGroup);
   o.serial = nb >= (rule == 7 ? kSerialFrom7 : kSerialFrom);
   if (const char *v = std::getenv("LMFS_LMCM_SERIAL")) {
     if (std::strcmp(v, "1") == 0) o.serial = true;
@@ -1921,7 +2049,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   if (!dec) {
     uint16_t *dprobs;
     if (!bf.alloc(&dprobs, total * 8, err)) return -1;
-    EncOpts eo = enc_opts(rule, nb);
+    EncOpts eo = enc_opts(g, rule, nb);
 #ifndef LMFS_EMU
     // The cm kernel runs on a second stream, one chunk behind the LM, or
     // (eo.serial) on the LM's stream after each chunk.
