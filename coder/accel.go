@@ -90,26 +90,21 @@ type Accel struct {
 	SmallOnCPU int
 }
 
-// SmallOnCPU returns the Accel.SmallOnCPU default of the lm+cm codecs for
-// model m: two blocks per core where the Go model runs on AVX-512 VNNI, else
-// 0 (slower kernels lose to the GPU). Measured on the H200 machine (16
-// cores) with lm+cm and 64 KiB blocks, the CPU cores against the GPU,
-// encode / decode seconds: 1 block 2.1 / 2.2 against 3.3 / 4.3, 16 blocks
-// 2.3 / 3.5 against 4.2 / 6.0, 32 blocks 4.3 / 6.3 on the CPU (the GPU, by
-// its 16 and 64: about 4.7 / 6.6), 64 blocks 9.4 / 8.7 against 5.6 / 7.6.
-func SmallOnCPU(m *lm.Model) int { return smallOnCPU(m, 2) }
-
-// SmallOnCPULM is SmallOnCPU for codec lm, whose GPU calls cost less: one
-// block per core. Measured as SmallOnCPU's figures with 16 KiB blocks: 16
-// blocks 0.45 / 0.66 s on the CPU against 0.69 / 0.71 on the GPU, 32 blocks
-// 1.15 / 1.36 against 0.87 / 0.85.
-func SmallOnCPULM(m *lm.Model) int { return smallOnCPU(m, 1) }
-
-func smallOnCPU(m *lm.Model, perCore int) int {
+// SmallOnCPU returns the Accel.SmallOnCPU default of the LM codecs (lm,
+// lm+cm) for model m: one block per core where the Go model runs on AVX-512
+// VNNI, else 0 (slower kernels lose to the GPU). Measured on the H200
+// machine (16 cores), the CPU cores against the GPU, encode / decode
+// seconds. lm+cm, 64 KiB blocks: 1 block 2.1 / 2.2 against 3.3 / 4.3 (before
+// id 7's warp kernels), 16
+// blocks 2.3 / 3.5 against 3.0 / 4.3, 32 blocks 4.3 / 6.3 against 3.1 /
+// 4.4 (with id 7's warp kernels; 4.7 / 6.6 before them, when the rule was
+// two blocks per core). lm, 16 KiB blocks: 16 blocks 0.45 / 0.66 against
+// 0.69 / 0.71, 32 blocks 1.15 / 1.36 against 0.87 / 0.85.
+func SmallOnCPU(m *lm.Model) int {
 	if m.Kernel() != "avx512vnni" {
 		return 0
 	}
-	return perCore * runtime.GOMAXPROCS(0)
+	return runtime.GOMAXPROCS(0)
 }
 
 // accel is an Accel in use by one codec.

@@ -128,9 +128,7 @@ func (r *Registry) registerLM(m *lm.Model, file []byte, cmMemory int64, encode b
 		if err == nil {
 			r.lm.log.Info("neural LM runs on the GPU", "model", id.Short(), "device", gm.Device(), "library", r.lm.lib.Path())
 			a := Accel{Backend: gm, MaxBatch: r.lm.maxBatch, Log: r.lm.log, SmallOnCPU: SmallOnCPU(m)}
-			alm := a
-			alm.SmallOnCPU = SmallOnCPULM(m)
-			reg(NewLMAccel(m, id, alm))
+			reg(NewLMAccel(m, id, a))
 			reg(NewLMCMAccel(m, id, cmMemory, a))
 			reg(NewLMCM2Accel(m, id, cmMemory, a))
 			reg(NewLMCM1Accel(m, id, cmMemory, a))

@@ -1362,8 +1362,14 @@ __device__ __forceinline__ uint32_t row_at(uint32_t v, uint32_t v32, int e) {
 #ifndef LMFS_W7_MINB
 #define LMFS_W7_MINB 3
 #endif
-__global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks B, const int32_t *__restrict__ idx, int n,
-                                                         const uint16_t *__restrict__ probs, int64_t t0, int64_t t1) {
+// w7_code is the body of lmcm7_encode_warp (DEC false: positions [t0, t1)
+// of the blocks idx[0..n-1], as lmcm_encode_kernel) and of
+// lmcm7_decode_warp (DEC true: byte t0 of the blocks, the LM's cumulative
+// tables in cum, as lmcm_decode_kernel). A decoder learns a bit only after
+// coding it, so it loads each bit's entries at the bit's start.
+template <bool DEC>
+__device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *__restrict__ idx, int n, const uint16_t *__restrict__ probs,
+                                        const uint32_t *__restrict__ cum, int64_t t0, int64_t t1) {
   using namespace mix6;
   using namespace w7;
   const int64_t gw = GID() >> 5;
@@ -1389,11 +1395,14 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
   if (isCx) myh = ms->h[jcx], myslot = ms->slot[jcx];
   const int64_t len = B.len[b];
   const int64_t end = t1 < len ? t1 : len;
-  uint8_t *out = B.io + B.ioS[b];
-  const int64_t cap = B.ioE[b] - B.ioS[b];
-  const uint16_t *pbase = probs + B.off[b] * 8;
-  uint32_t x1 = c.s.x1, x2 = c.s.x2;
-  int64_t io = c.s.io;
+  uint8_t *out = B.io + B.ioS[b];               // encoding: the stream; decoding: the payload
+  const int64_t cap = B.ioE[b] - B.ioS[b];      // its capacity or length
+  const uint16_t *pbase = DEC ? nullptr : probs + B.off[b] * 8;
+  const uint32_t *cu = DEC ? cum + gw * 256 : nullptr;
+  uint32_t x1 = c.s.x1, x2 = c.s.x2, xd = c.s.x;  // xd: the decoder's window
+  int64_t io = c.s.io;                          // encoding: bytes written; decoding: bytes read
+  int lo = 0, hi = 256;                         // decoding: the byte's symbols still possible
+  uint32_t clo = 0, chi = 65536;
   // ld_states loads the state of the lane's context at node and its state map entry.
   auto ld_states = [&](Pre &p, uint32_t node) {
     if (isCm) {
@@ -1429,15 +1438,30 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
   auto wsel_of = [&](uint32_t c1, int bits, int ms_) { return ((int)((c1 << 3) | (uint32_t)bits) * 3 + ms_) * kCMRow; };
   Pre cur{}, nxt{};
   bool haveS = false, haveR = false, haveW = false;  // cur's states, rest and cm weights are loaded
-  for (int64_t t = t0; t < end && c.s.bad < 0; t++) {
-    const uint4 pv = *(const uint4 *)(pbase + t * 8);
-    const uint64_t p03 = (uint64_t)pv.x | (uint64_t)pv.y << 32, p47 = (uint64_t)pv.z | (uint64_t)pv.w << 32;
-    const bool more = t + 1 < end;
-    const uint32_t plNext = more ? pbase[(t + 1) * 8] : 0;  // the next byte's first probability
-    const int sym = c.buf[t];
+  for (int64_t t = t0; t < end && (DEC || c.s.bad < 0); t++) {
+    uint64_t p03 = 0, p47 = 0;
+    const bool more = !DEC && t + 1 < end;
+    uint32_t plNext = 0;  // the next byte's first probability
+    int sym = 0;
+    if (!DEC) {
+      const uint4 pv = *(const uint4 *)(pbase + t * 8);
+      p03 = (uint64_t)pv.x | (uint64_t)pv.y << 32, p47 = (uint64_t)pv.z | (uint64_t)pv.w << 32;
+      if (more) plNext = pbase[(t + 1) * 8];
+      sym = c.buf[t];
+    }
     for (int k = 0; k < 8; k++) {
-      const int y = (sym >> (7 - k)) & 1;
-      const int32_t pl = (int32_t)(((k < 4 ? p03 : p47) >> (16 * (k & 3))) & 0xFFFF);
+      int y = DEC ? 0 : (sym >> (7 - k)) & 1;
+      int mid = 0;
+      uint32_t cmid = 0;
+      int32_t pl;
+      if (DEC) {
+        mid = (lo + hi) / 2;
+        cmid = cu[mid];
+        // every frequency is at least 1, so chi - cmid <= 65535 and the shift fits 32 bits
+        pl = (int32_t)(((chi - cmid) << 16) / (chi - clo));
+      } else {
+        pl = (int32_t)(((k < 4 ? p03 : p47) >> (16 * (k & 3))) & 0xFFFF);
+      }
       const int bits = c.s.bits;
       const uint32_t c0 = c.s.c0, c0b = c0 & 0xFF, c1 = c.s.c4 & 0xFF, c2 = (c.s.c4 >> 8) & 0xFF;
       const uint32_t node = bits < 4 ? c0 : (1u << (bits - 4)) | (c0 & ((1u << (bits - 4)) - 1));
@@ -1455,17 +1479,19 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
       if (!haveW) ld_wl(cur, wsel);
       if (!haveW && lane == 7 && match) cur.o = c.msm[mcx & 127];  // (haveW: cm's match state entry too)
       // ---- the next bit's loads ----
-      const bool nS = bits != 3 && bits != 7;  // the next bit is in this nibble (its slots are known)
-      const bool nR = k < 7 || more;
+      const bool nS = !DEC && bits != 3 && bits != 7;  // the next bit is in this nibble (its slots are known)
+      const bool nR = !DEC && (k < 7 || more);
       const uint32_t c0n = k < 7 ? (c0 << 1) | (uint32_t)y : 1u, c1n = k < 7 ? c1 : (uint32_t)sym, c2n = k < 7 ? c2 : c1;
       const int bn = (bits + 1) & 7;
-      const int32_t pln = k < 7 ? (int32_t)(((k + 1 < 4 ? p03 : p47) >> (16 * ((k + 1) & 3))) & 0xFFFF) : (int32_t)plNext;
-      if (nS) ld_states(nxt, bn < 4 ? c0n : (1u << (bn - 4)) | (c0n & ((1u << (bn - 4)) - 1)));
-      if (nR) ld_rest(nxt, c0n, c1n, c2n, bn, lq_of(pln));
-      const int mlenN = match && mbit != y ? 0 : c.s.mlen;
-      if (k < 7) ld_wl(nxt, wsel_of(c1, bn, match_ms(mlenN, c.s.mptr, bn)));
+      if (!DEC) {
+        const int32_t pln = k < 7 ? (int32_t)(((k + 1 < 4 ? p03 : p47) >> (16 * ((k + 1) & 3))) & 0xFFFF) : (int32_t)plNext;
+        if (nS) ld_states(nxt, bn < 4 ? c0n : (1u << (bn - 4)) | (c0n & ((1u << (bn - 4)) - 1)));
+        if (nR) ld_rest(nxt, c0n, c1n, c2n, bn, lq_of(pln));
+      }
+      int mlenN = match && mbit != y ? 0 : c.s.mlen;  // (decoding: once the bit is known)
       const int mcxN = mlenN > 0 ? cm_matchBucket(mlenN) * 2 + ((c.buf[c.s.mptr] >> (7 - bn)) & 1) : 0;
-      if (k < 7 && lane == 7 && mlenN > 0) nxt.o = c.msm[mcxN & 127];
+      if (!DEC && k < 7) ld_wl(nxt, wsel_of(c1, bn, match_ms(mlenN, c.s.mptr, bn)));
+      if (!DEC && k < 7 && lane == 7 && mlenN > 0) nxt.o = c.msm[mcxN & 127];
       // ---- cm_predict: input xc on lanes 0..8 ----
       const uint32_t cp = myslot + node, st = cur.st;
       // (every lane loads, at an index that is harmless where unused: no
@@ -1522,10 +1548,15 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
       pmx = pmx < 16 ? 16 : (pmx > 65520 ? 65520 : pmx);
       // ---- the coder ----
       const uint32_t xmid = ac_split(x1, x2, ac_clamp(pmx));
+      if (DEC) {
+        y = xd <= xmid ? 1 : 0;
+        mlenN = match && mbit != y ? 0 : c.s.mlen;
+      }
       if (y) x2 = xmid;
       else x1 = xmid + 1;
       while (((x1 ^ x2) & 0xFF000000u) == 0) {
-        if (lane == 0 && io < cap) out[io] = (uint8_t)(x2 >> 24);
+        if (!DEC && lane == 0 && io < cap) out[io] = (uint8_t)(x2 >> 24);
+        if (DEC) xd = (xd << 8) | (io < cap ? out[io] : 0xFFu);
         io++;
         x1 <<= 8;
         x2 = (x2 << 8) | 0xFF;
@@ -1597,7 +1628,7 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
         if (lane <= 1 || (lane == 7 && match)) {
           const uint32_t nv = cm_ctrNext(cur.o, y, lane == 7 ? 1023 : 60, ctrRate);
           *(lane == 0 ? &c.o0[c0b] : lane == 1 ? &c.o1[(c1 << 8) | c0b] : &c.msm[mcx & 127]) = nv;
-          if (lane == 7 && k < 7 && mlenN > 0 && mcxN == mcx) nxt.o = nv;
+          if (!DEC && lane == 7 && k < 7 && mlenN > 0 && mcxN == mcx) nxt.o = nv;
         }
         if (isCm) {
           const uint32_t smv = cur.smv;
@@ -1616,6 +1647,8 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
           c.apm[c0b * kCMApmBins + ea + (wa >> 6)] = (uint16_t)(av + ((g - av) >> 7));
         }
       }
+      // decoding: the buffer holds the byte before cm's byte update reads it
+      if (DEC && k == 7 && lane == 0) B.data[B.off[b] + t] = (uint8_t)(lo + y);
       __syncwarp();
       // ---- cm_advance, lmcm7_advance ----
       c.s.c0 = (c0 << 1) | (uint32_t)y;
@@ -1695,20 +1728,26 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
         if (isCm) myslot = sc;
         if (isCx) myslot = s7;
       }
+      if (DEC) {
+        if (y) lo = mid, clo = cmid;
+        else hi = mid, chi = cmid;
+      }
       cur = nxt;
       haveS = nS;
       haveR = nR;
-      haveW = k < 7;
+      haveW = !DEC && k < 7;
     }
-    if (io >= cap) c.s.bad = (int32_t)t;
+    if (!DEC && io >= cap) c.s.bad = (int32_t)t;
+    if (DEC && c.s.bad < 0 && io > cap + 3) c.s.bad = (int32_t)t;
   }
-  if (end == len && c.s.bad < 0 && t0 < end) {
+  if (!DEC && end == len && c.s.bad < 0 && t0 < end) {
     if (lane == 0 && io < cap) out[io] = (uint8_t)(x1 >> 24);
     io++;
     if (io > cap) c.s.bad = (int32_t)len;
   }
   c.s.x1 = x1;
   c.s.x2 = x2;
+  c.s.x = xd;
   c.s.io = io;
 #pragma unroll
   for (int j = 0; j < kCMHashed; j++) {
@@ -1727,7 +1766,18 @@ __global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks 
     ms->lineStart = m.lineStart, ms->prevLine = m.prevLine;
 #pragma unroll
     for (int j = 0; j < mix7::nCx; j++) ms->h[j] = hs[j], ms->slot[j] = ss[j];
+    if (DEC) S.xcur[b] = lo;
   }
+}
+
+__global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_encode_warp(CMBlocks B, const int32_t *__restrict__ idx, int n,
+                                                                       const uint16_t *__restrict__ probs, int64_t t0, int64_t t1) {
+  w7_code<false>(B, DevState{}, idx, n, probs, nullptr, t0, t1);
+}
+
+__global__ void __launch_bounds__(128, LMFS_W7_MINB) lmcm7_decode_warp(CMBlocks B, DevState S, const int32_t *__restrict__ idx, int n,
+                                                                       const uint32_t *__restrict__ cum, int64_t t) {
+  w7_code<true>(B, S, idx, n, nullptr, cum, t, t + 1);
 }
 #endif  // LMFS_FAST
 
@@ -1947,24 +1997,43 @@ int cm_group(int def) {
   return def;
 }
 
-EncOpts enc_opts(const Ctx *g, int rule, int nb) {
-  EncOpts o;
+// WarpPlan says whether a call's cm kernels are id 7's warp kernels
+// (lmcm7_encode_warp, lmcm7_decode_warp) and how many blocks one launch
+// codes. They are used where the call's blocks fit on the GPU at once (one
+// wave of warps); above, the thread kernels, bound by DRAM from a few
+// thousand blocks, code as fast or faster. Measured on an H200, the cm
+// kernels' time to encode 2048 positions of 2 KiB blocks, thread kernel
+// against warp kernel: 64 blocks 156 / 64 ms, 512 blocks 202 / 90 ms,
+// 1536 blocks 226 / 88 ms; 8192 blocks 474 ms (groups of 4096) against
+// 550 (groups of 1536, an earlier version of the warp kernel).
+// LMFS_LMCM_WARP=0 (1) turns them off (on) for measurements.
+struct WarpPlan {
+  bool warp = false;
+  int group = kCMGroup;
+};
+
+WarpPlan warp_plan(const Ctx *g, int rule, int nb) {
+  WarpPlan w;
 #ifdef LMFS_FAST
-  // lmcm7_encode_warp where a call's blocks fit on the GPU at once (one
-  // wave of warps), lmcm_encode_kernel<7> above: measured on an H200 with
-  // 2 KiB blocks, the cm kernels' time for 2048 positions, thread kernel
-  // against warp kernel: 512 blocks 187 / 74 ms, 1024 197 / 85 ms, 1536
-  // about 210 / 103 ms; 8192 blocks 474 ms (groups of 4096, bound by DRAM)
-  // against 550 (groups of 1536).
   int per = 0;
   if (rule == 7 && cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, lmcm7_encode_warp, 128, 0) == cudaSuccess && per > 0) {
     int wave = per * 4 * g->nsm;
-    o.warp = nb <= wave;
-    o.group = wave;
+    w.warp = nb <= wave;
+    if (const char *v = std::getenv("LMFS_LMCM_WARP")) w.warp = std::strcmp(v, "0") != 0;
+    if (w.warp) w.group = wave;
   }
-  if (const char *v = std::getenv("LMFS_LMCM_WARP")) o.warp = rule == 7 && per > 0 && std::strcmp(v, "0") != 0;
+#else
+  (void)g, (void)rule, (void)nb;
 #endif
-  o.group = o.warp ? cm_group(o.group) : cm_group(kCMGroup);
+  w.group = cm_group(w.group);
+  return w;
+}
+
+EncOpts enc_opts(const Ctx *g, int rule, int nb) {
+  EncOpts o;
+  WarpPlan w = warp_plan(g, rule, nb);
+  o.warp = w.warp;
+  o.group = w.group;
   o.serial = nb >= (rule == 7 ? kSerialFrom7 : kSerialFrom);
   if (const char *v = std::getenv("LMFS_LMCM_SERIAL")) {
     if (std::strcmp(v, "1") == 0) o.serial = true;
@@ -2148,7 +2217,7 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
   }
   uint32_t *dcum;
   if (!bf.alloc(&dcum, (size_t)nb * 256, err)) return -1;
-  int group = cm_group(kCMGroup);
+  const WarpPlan wp = warp_plan(g, rule, nb);
   for (int64_t t = 0; t < maxlen; t++) {
     int n = (int)B.active[t];
     bool raw = false;
@@ -2159,8 +2228,14 @@ int lmcm_run(Ctx *g, int rule, bool dec, int nb, const int64_t *lens, const uint
 #else
     LAUNCH(cum_kernel, n, dcum, n);
 #endif
-    for (int g0 = 0; g0 < n; g0 += group) {
-      int gn = std::min(group, n - g0);
+    for (int g0 = 0; g0 < n; g0 += wp.group) {
+      int gn = std::min(wp.group, n - g0);
+#ifdef LMFS_FAST
+      if (wp.warp) {
+        lmcm7_decode_warp<<<(unsigned)(((int64_t)gn * 32 + 127) / 128), 128, 0, g->stream>>>(CB, S, didx + g0, gn, dcum + (int64_t)g0 * 256, t);
+        continue;
+      }
+#endif
       CM_LAUNCH(g->stream, K.dec, gn, CB, S, didx + g0, gn, dcum + (int64_t)g0 * 256, t);
     }
     if (!match_step(g, S, didx, (int)B.active[t + 1], ddata, doff, t, err)) return -1;

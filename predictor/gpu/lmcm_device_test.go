@@ -202,7 +202,7 @@ func BenchmarkLMCM(b *testing.B) {
 			m.Device(), size, m.LMCMBlockBytes(size, p, true), m.LMCMBlockBytes(size, p, false), m.FreeMemory(),
 			m.MaxLMCMBlocks(size, p, true), m.MaxLMCMBlocks(size, p, false))
 	}
-	b.Logf("the Go reference runs on kernel %s; lmfs codes batches of up to %d blocks of lm+cm, %d of lm, on the CPU", ref.Kernel(), coder.SmallOnCPU(ref), coder.SmallOnCPULM(ref))
+	b.Logf("the Go reference runs on kernel %s; lmfs codes batches of up to %d blocks of lm or lm+cm on the CPU", ref.Kernel(), coder.SmallOnCPU(ref))
 	for _, pl := range plan {
 		for _, inflight := range pl.inflight {
 			blocks := split(src, inflight, pl.size)
@@ -224,7 +224,7 @@ func BenchmarkLMCM(b *testing.B) {
 				c = coder.NewLMCMModel(ref, id, lmcmMemory)
 			case "lmauto":
 				path = "lm/auto"
-				c = coder.NewLMAccel(ref, id, coder.Accel{Backend: m, MaxBatch: inflight, SmallOnCPU: coder.SmallOnCPULM(ref)})
+				c = coder.NewLMAccel(ref, id, coder.Accel{Backend: m, MaxBatch: inflight, SmallOnCPU: coder.SmallOnCPU(ref)})
 			case "lmgo":
 				path = "lm/go"
 				c = coder.NewLM(ref)
