@@ -94,12 +94,11 @@ type Accel struct {
 // lm+cm) for model m: one block per core where the Go model runs on AVX-512
 // VNNI, else 0 (slower kernels lose to the GPU). Measured on the H200
 // machine (16 cores), the CPU cores against the GPU, encode / decode
-// seconds. lm+cm, 64 KiB blocks: 1 block 2.1 / 2.2 against 3.3 / 4.3 (before
-// id 7's warp kernels), 16
-// blocks 2.3 / 3.5 against 3.0 / 4.3, 32 blocks 4.3 / 6.3 against 3.1 /
-// 4.4 (with id 7's warp kernels; 4.7 / 6.6 before them, when the rule was
-// two blocks per core). lm, 16 KiB blocks: 16 blocks 0.45 / 0.66 against
-// 0.69 / 0.71, 32 blocks 1.15 / 1.36 against 0.87 / 0.85.
+// seconds. lm+cm, 64 KiB blocks, with id 7's warp kernels: 16 blocks 2.3 /
+// 3.5 against 3.0 / 4.3, 32 blocks 4.3 / 6.3 against 3.1 / 4.4 (before the
+// warp kernels the GPU took about 4.7 / 6.6 s for 32 blocks, and the rule
+// was two blocks per core). lm, 16 KiB blocks: 16 blocks 0.45 / 0.66
+// against 0.69 / 0.71, 32 blocks 1.15 / 1.36 against 0.87 / 0.85.
 func SmallOnCPU(m *lm.Model) int {
 	if m.Kernel() != "avx512vnni" {
 		return 0
