@@ -1,4 +1,5 @@
-// cm.cu: the lm+cm codecs on the GPU, one block per thread, bit for bit the
+// cm.cu: the lm+cm codecs on the GPU, one block per thread (for id 7, where a
+// call's blocks fit on the GPU at once, one per warp), bit for bit the
 // Go reference: predictor/cm (the context-mixing bit model), the mixing stage
 // of lm+cm id 7 or id 6 (predictor/lmmix's Mixer7 and Mixer, SPEC.md there) or of lm+cm.1 id 5
 // (coder/lmcm.go: predictor/mix's mixer and APM), chosen per call, and the
@@ -1186,20 +1187,22 @@ __global__ void lmcm_decode_kernel(CMBlocks B, DevState S, const int32_t *__rest
 }
 
 #ifdef LMFS_FAST
-// ---- id 7's encoder with a warp per block (CUDA builds) ----
+// ---- id 7's coder with a warp per block (CUDA builds) ----
 //
 // lmcm_encode_kernel<7> codes a block on one thread: a bit is some 2400
 // instructions, most of them in chains of dependent loads, so one thread
 // waits about 12 us per bit, and the GPU needs thousands of blocks at once to
 // be busy, whose tables then miss the L2 cache: from 4096 blocks on the
-// kernel is bound by DRAM (68.7 sectors per coded bit at 4096 blocks, 26.5
-// at 512; measured on an H200). lmcm7_encode_warp codes a block on a warp:
+// kernel is bound by DRAM traffic (68.7 sectors per coded bit at 4096 blocks, 26.5
+// at 512; measured on an H200). lmcm7_encode_warp and lmcm7_decode_warp code
+// a block on a warp (2 to 2.4 times as fast per block on an H200; used up to
+// one wave of warps, see warp_plan):
 // the inputs of cm's mixer and of the three mixers of the stage, their
 // training, and the slot lookups of the 5 + 9 contexts are spread over the
 // lanes; what is one value per bit (the mixers' sums, the APMs, the coder,
 // the history) every lane computes alike. The same integers in the same
 // order where order matters (the slot replacements, contexts sharing a
-// slot byte): its payloads are lmcm_encode_kernel<7>'s bit for bit.
+// slot byte): their results are the thread kernels' bit for bit.
 //
 // Lanes: cm's input i on lane i (0..8; hashed context j on lane 2+j); the
 // stage's input i on lane i (0..23: 0 the LM, 1..9 cm's inputs, 10 cm's P,
