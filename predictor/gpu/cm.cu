@@ -505,6 +505,44 @@ __device__ __forceinline__ void cm_train(CMCtx &c, int y) {
   *pa = (uint16_t)(av + ((g - av) >> 7));
 }
 
+// cm_byteHistory is what Model.update does with the byte ch at its end
+// before the hashes: the byte joins cm's history.
+__device__ __forceinline__ void cm_byteHistory(CMState &s, uint32_t ch) {
+  s.n++;
+  s.c8 = (s.c8 << 8) | (s.c4 >> 24);
+  s.c4 = (s.c4 << 8) | (ch & 0xFF);
+  s.c0 = 1;
+  s.bits = 0;
+  bool letter;
+  s.word = cm_wordNext(s.word, ch & 0xFF, &letter);
+}
+
+// cm_matchFind is matchUpdate up to its store: the match moves on, or one
+// is looked up in the match table mt (buf holds the block's bytes so far).
+// It returns the table entry that is to get the position s.n, or -1 (fewer
+// than 8 bytes).
+__device__ __forceinline__ int64_t cm_matchFind(CMState &s, const uint8_t *buf, const int32_t *mt) {
+  int64_t n = s.n;
+  if (s.mlen > 0) {
+    s.mptr++;
+    if (s.mlen < 65535) s.mlen++;
+  }
+  if (n < 8) return -1;
+  uint32_t h = cm_hash32((s.c4 * 0x2F0B4C75u) ^ cm_hash32(s.c8 + 0x9E3779B9u)) & s.mmask;
+  if (s.mlen == 0) {
+    int64_t p = mt[h];
+    if (p > 0 && p < n) {
+      int l = 0;
+      while (l < 255 && l < p && buf[p - 1 - l] == buf[n - 1 - l]) l++;
+      if (l >= 8) {
+        s.mptr = (int32_t)p;
+        s.mlen = l;
+      }
+    }
+  }
+  return h;
+}
+
 // cm_advance is the rest of Model.Update after train: the bit joins the
 // history; the byte, at its end, the buffer (buf[n] must already hold it).
 __device__ __forceinline__ void cm_advance(CMCtx &c, int y) {
@@ -512,36 +550,10 @@ __device__ __forceinline__ void cm_advance(CMCtx &c, int y) {
   c.s.bits++;
   if (c.s.mlen > 0 && c.mbit != y) c.s.mlen = 0;
   if (c.s.bits == 8) {
-    uint8_t ch = (uint8_t)c.s.c0;
-    c.s.n++;
-    c.s.c8 = (c.s.c8 << 8) | (c.s.c4 >> 24);
-    c.s.c4 = (c.s.c4 << 8) | ch;
-    c.s.c0 = 1;
-    c.s.bits = 0;
-    bool letter;
-    c.s.word = cm_wordNext(c.s.word, ch, &letter);
+    cm_byteHistory(c.s, c.s.c0);
     cm_byteUpdate(c);
-    // matchUpdate
-    int64_t n = c.s.n;
-    if (c.s.mlen > 0) {
-      c.s.mptr++;
-      if (c.s.mlen < 65535) c.s.mlen++;
-    }
-    if (n >= 8) {
-      uint32_t h = cm_hash32((c.s.c4 * 0x2F0B4C75u) ^ cm_hash32(c.s.c8 + 0x9E3779B9u)) & c.s.mmask;
-      if (c.s.mlen == 0) {
-        int64_t p = c.mt[h];
-        if (p > 0 && p < n) {
-          int l = 0;
-          while (l < 255 && l < p && c.buf[p - 1 - l] == c.buf[n - 1 - l]) l++;
-          if (l >= 8) {
-            c.s.mptr = (int32_t)p;
-            c.s.mlen = l;
-          }
-        }
-      }
-      c.mt[h] = (int32_t)n;
-    }
+    int64_t h = cm_matchFind(c.s, c.buf, c.mt);
+    if (h >= 0) c.mt[h] = (int32_t)c.s.n;
     cm_nibbleUpdate(c);
   } else if (c.s.bits == 4) {
     cm_nibbleUpdate(c);
@@ -813,6 +825,25 @@ __device__ __forceinline__ void lmcm7_start(CMCtx &c, int64_t len) {
   lmcm7_lookups(c);
 }
 
+// lmcm7_history is what Mixer7.Update does with the byte ch at its end to
+// the stage's words and lines (n: bytes coded, ch included).
+__device__ __forceinline__ void lmcm7_history(uint32_t &word0, uint32_t &word1, uint32_t &word2, int64_t &lineStart, int64_t &prevLine,
+                                              uint32_t ch, int64_t n) {
+  bool letter;
+  uint32_t w0 = cm_wordNext(word0, ch, &letter);
+  if (letter) {
+    word0 = w0;
+  } else if (word0 != 0) {
+    word2 = word1;
+    word1 = word0;
+    word0 = 0;
+  }
+  if (ch == '\n') {
+    prevLine = lineStart;
+    lineStart = n;
+  }
+}
+
 // lmcm7_advance is the rest of Mixer7.Update after training: called after
 // cm_advance (cm's history then holds the bit, and at a byte's end the byte,
 // which buf already holds).
@@ -830,19 +861,7 @@ __device__ __forceinline__ void lmcm7_advance(CMCtx &c) {
   IND[c1] = (uint16_t)((IND[c1] << 8) | ch);
   uint32_t i2 = ((prev & 0xFFFFu) * 0x9E3779B1u) >> 20;
   IND2[i2] = (uint16_t)((IND2[i2] << 8) | ch);
-  bool letter;
-  uint32_t w0 = cm_wordNext(m->word0, ch, &letter);
-  if (letter) {
-    m->word0 = w0;
-  } else if (m->word0 != 0) {
-    m->word2 = m->word1;
-    m->word1 = m->word0;
-    m->word0 = 0;
-  }
-  if (ch == '\n') {
-    m->prevLine = m->lineStart;
-    m->lineStart = c.s.n;
-  }
+  lmcm7_history(m->word0, m->word1, m->word2, m->lineStart, m->prevLine, ch, c.s.n);
   lmcm7_hashes(c);
   lmcm7_lookups(c);
 }
@@ -1659,13 +1678,7 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
       c.s.mlen = mlenN;
       if (c.s.bits == 8) {
         const uint32_t ch = c.s.c0 & 0xFF, prev = c.s.c4;
-        c.s.n++;
-        c.s.c8 = (c.s.c8 << 8) | (c.s.c4 >> 24);
-        c.s.c4 = (c.s.c4 << 8) | ch;
-        c.s.c0 = 1;
-        c.s.bits = 0;
-        bool letter;
-        c.s.word = cm_wordNext(c.s.word, ch, &letter);
+        cm_byteHistory(c.s, ch);
         {  // every lane computes the five hashes (no divergent switch), each keeps its own
           uint32_t hh[kCMHashed];
 #pragma unroll
@@ -1675,26 +1688,9 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
             if (jcm == j) myh = hh[j];
         }
         const int64_t nn = c.s.n;
-        if (c.s.mlen > 0) {
-          c.s.mptr++;
-          if (c.s.mlen < 65535) c.s.mlen++;
-        }
-        if (nn >= 8) {
-          const uint32_t h = cm_hash32((c.s.c4 * 0x2F0B4C75u) ^ cm_hash32(c.s.c8 + 0x9E3779B9u)) & c.s.mmask;
-          if (c.s.mlen == 0) {
-            const int64_t p = c.mt[h];
-            if (p > 0 && p < nn) {
-              int l = 0;
-              while (l < 255 && l < p && c.buf[p - 1 - l] == c.buf[nn - 1 - l]) l++;
-              if (l >= 8) {
-                c.s.mptr = (int32_t)p;
-                c.s.mlen = l;
-              }
-            }
-          }
-          __syncwarp();
-          if (lane == 0) c.mt[h] = (int32_t)nn;
-        }
+        const int64_t mh = cm_matchFind(c.s, c.buf, c.mt);
+        __syncwarp();  // (every lane has read the entry before it changes)
+        if (mh >= 0 && lane == 0) c.mt[mh] = (int32_t)nn;
         const uint32_t sc = find<kCm0, kCMHashed>(T, c.ht, c.s.mask, myh, c.s.c0 * 0x1D8E4E27u, lane);
         if (isCm) myslot = sc;
         // lmcm7_advance at a byte's end
@@ -1703,18 +1699,7 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
         __syncwarp();
         if (lane == 0) IND[pc1] = (uint16_t)((ind << 8) | ch), IND2[pi2] = (uint16_t)((ind2 << 8) | ch);
         __syncwarp();
-        const uint32_t w0n = cm_wordNext(m.word0, ch, &letter);
-        if (letter) {
-          m.word0 = w0n;
-        } else if (m.word0 != 0) {
-          m.word2 = m.word1;
-          m.word1 = m.word0;
-          m.word0 = 0;
-        }
-        if (ch == '\n') {
-          m.prevLine = m.lineStart;
-          m.lineStart = nn;
-        }
+        lmcm7_history(m.word0, m.word1, m.word2, m.lineStart, m.prevLine, ch, nn);
         {
           uint32_t hh[mix7::nCx];
 #pragma unroll
