@@ -1410,7 +1410,6 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
   uint16_t *IND = (uint16_t *)(c.mix + mix7::oIND), *IND2 = (uint16_t *)(c.mix + mix7::oIND2);
   Hist m{ms->word0, ms->word1, ms->word2, ms->mask, ms->lineStart, ms->prevLine};
   const bool isCm = lane >= kCm0 && lane < kCm0 + kCMHashed, isCx = lane >= kCx0 && lane < kCx0 + mix7::nCx;
-  const bool isCtx = isCm || isCx;
   const int jcm = lane - kCm0, jcx = lane - kCx0;
   uint32_t myh = 0, myslot = 0;  // this lane's context: its hash and slot
   if (isCm) myh = B.st[b].h[jcm], myslot = B.st[b].slot[jcm];
@@ -1590,10 +1589,10 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
         uint16_t *pa = lane == 0 ? A1 + i1 : lane == 1 ? A2 + i2 : lane == 2 ? AL + iL : lane == 3 ? SM + is0 : lane == 4 ? SM + lmQ * 256 + is1 : SM + 2 * lmQ * 256 + iM;
         const int32_t av = lane < 6 ? (int32_t)*pa : 0;
         const int64_t e0 = (int64_t)((y << 12) - pm0), e1 = (int64_t)((y << 12) - pm1), e2_ = (int64_t)((y << 12) - pm2);
-        int32_t n0 = cur.wk0, n1 = cur.wk1, n2 = cur.wk2;  // the rows after training
+        int32_t n0 = cur.wk0, n2 = cur.wk2;  // rows 0 and 2 after training (row 1's, of c0, is not used again next bit)
         if (wl24) {
           if (e0 > skipErr || e0 < -skipErr) W[sel0 + lane] = n0 = cur.wk0 + (int32_t)(((int64_t)x * (e0 * lr) + (1 << 13)) >> 14);
-          if (e1 > skipErr || e1 < -skipErr) W[sel1 + lane] = n1 = cur.wk1 + (int32_t)(((int64_t)x * (e1 * lr) + (1 << 13)) >> 14);
+          if (e1 > skipErr || e1 < -skipErr) W[sel1 + lane] = cur.wk1 + (int32_t)(((int64_t)x * (e1 * lr) + (1 << 13)) >> 14);
           if (e2_ > skipErr || e2_ < -skipErr) W[sel2 + lane] = n2 = cur.wk2 + (int32_t)(((int64_t)x * (e2_ * lr) + (1 << 13)) >> 14);
         }
         if (nR) {  // a row the next bit uses again is the trained one
