@@ -389,6 +389,13 @@ __device__ __forceinline__ void store_row(int32_t *p, const int32_t (&w)[N]) {
 #endif
 }
 
+// cm_final is the end of Model.predict: the final mixer's P pmix (12 bits)
+// averaged with the APM's entries a0, a1 interpolated at weight wt (of 128).
+__device__ __forceinline__ int32_t cm_final(int32_t pmix, int32_t a0, int32_t a1, int32_t wt) {
+  int32_t pr = (pmix + ((a0 * (128 - wt) + a1 * wt) >> 11) + 1) >> 1;
+  return pr < 1 ? 1 : (pr > 4095 ? 4095 : pr);
+}
+
 // cm_predict is Model.predict: P(1) of the next bit, 12 bits, in c.pr.
 __device__ __forceinline__ void cm_predict(CMCtx &c) {
   const CMTabs *T = c.T;
@@ -435,11 +442,7 @@ __device__ __forceinline__ void cm_predict(CMCtx &c) {
   int32_t wt = s & 127;
   int32_t i = (int32_t)(c.s.c0 & 0xFF) * kCMApmBins + (s >> 7);
   c.apmIdx = i + (wt >> 6);
-  int32_t p1 = ((int32_t)c.apm[i] * (128 - wt) + (int32_t)c.apm[i + 1] * wt) >> 11;
-  pr = (pr + p1 + 1) >> 1;
-  if (pr < 1) pr = 1;
-  else if (pr > 4095) pr = 4095;
-  c.pr = pr;
+  c.pr = cm_final(pr, (int32_t)c.apm[i], (int32_t)c.apm[i + 1], wt);
 }
 
 // cm_ctrNext is ctrUpdate's new value of the counter t, whose adaptation
@@ -660,6 +663,26 @@ __device__ __forceinline__ int32_t lmcm6_inputs(CMCtx &c, int32_t pl, int32_t *x
   return stL;
 }
 
+// mix6_sel2 is the second layer's weight set (times nMix) for a bit at
+// position bits: from the LM's stretched probability stL, the recent errors
+// eL and eC and the byte's misses so far.
+__device__ __forceinline__ int mix6_sel2(int32_t stL, int32_t eL, int32_t eC, int32_t misses, int bits) {
+  using namespace mix6;
+  int32_t ast = stL < 0 ? -stL : stL;
+  int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
+  int32_t dd = eL - eC;
+  int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
+  int miss = misses < 2 ? misses : 2;
+  return (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
+}
+
+// mix6_final is the stage's P(1) (16 bits) from the second layer's P p2
+// (12 bits) and the two APMs' values q1, q2.
+__device__ __forceinline__ int32_t mix6_final(int32_t p2, int32_t q1, int32_t q2) {
+  int32_t p = (p2 * 32 + q1 + q2 + 2) >> 2;
+  return p < 16 ? 16 : (p > 65520 ? 65520 : p);
+}
+
 // lmcm6_mix is the rest of Mixer.P and Mixer7.P: three mixers over the
 // L::nIn inputs x, the second layer and the APMs; stL and lq as
 // lmcm6_inputs gave them. It returns the mixed P(1) (16 bits).
@@ -684,13 +707,8 @@ __device__ __forceinline__ int32_t lmcm6_mix(CMCtx &c, int32_t pl, const int32_t
     c.dot[k] = mix6_clampSt(d >> 16);
     c.pm[k] = mix_squash(T, c.dot[k]);
   }
-  int32_t ast = stL < 0 ? -stL : stL;
-  int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
-  int32_t dd = c.s.eL - c.s.eC;
-  int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
   if (bits == 0) c.s.miss = 0;
-  int miss = c.s.miss < 2 ? c.s.miss : 2;
-  c.sel2 = (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
+  c.sel2 = mix6_sel2(stL, c.s.eL, c.s.eC, c.s.miss, bits);
   const int32_t *w2 = W2 + c.sel2;
   int64_t d2 = (int64_t)c.dot[0] * w2[0] + (int64_t)c.dot[1] * w2[1] + (int64_t)c.dot[2] * w2[2];
   c.d2 = mix6_clampSt(d2 >> 16);
@@ -699,8 +717,7 @@ __device__ __forceinline__ int32_t lmcm6_mix(CMCtx &c, int32_t pl, const int32_t
   c.pC = c.pr;
   int32_t q1 = interp6(A1, c0 * nBins, c.d2 + 2048, &c.i1);
   int32_t q2 = interp6(A2, (lq * 8 + bits) * nBins, c.d2 + 2048, &c.i2);
-  int32_t p = (c.p2 * 32 + q1 + q2 + 2) >> 2;
-  return p < 16 ? 16 : (p > 65520 ? 65520 : p);
+  return mix6_final(c.p2, q1, q2);
 }
 
 // lmcm6_p is lmmix.Mixer.P: the mixed P(1) (16 bits) from the LM's
@@ -1527,8 +1544,7 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
       const int32_t pmix = cm_squash(T, fdot);
       const int32_t sa = fdot + 2048, wa = sa & 127, ea = sa >> 7;
       const int32_t a0 = (int32_t)row_at(cur.ar, cur.ar32, ea), a1 = (int32_t)row_at(cur.ar, cur.ar32, ea + 1);
-      int32_t pr = (pmix + ((a0 * (128 - wa) + a1 * wa) >> 11) + 1) >> 1;
-      pr = pr < 1 ? 1 : (pr > 4095 ? 4095 : pr);
+      const int32_t pr = cm_final(pmix, a0, a1, wa);
       // ---- the stage's inputs (lmcm6_inputs, lmcm7_p): x on lanes 0..23 ----
       int32_t iL;
       const int32_t q = interp6(AL, (int)c0b * nBins, stL + 2048, &iL);
@@ -1551,13 +1567,8 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
       const int32_t dot1 = mix6_clampSt(sum64((int64_t)x * cur.wk1) >> 16);
       const int32_t dot2 = mix6_clampSt(sum64((int64_t)x * cur.wk2) >> 16);
       const int32_t pm0 = mix_squash(T, dot0), pm1 = mix_squash(T, dot1), pm2 = mix_squash(T, dot2);
-      const int32_t ast = stL < 0 ? -stL : stL;
-      const int cf = ast < 128 ? 0 : ast < 384 ? 1 : ast < 768 ? 2 : ast < 1280 ? 3 : ast < 1792 ? 4 : 5;
-      const int32_t dd = c.s.eL - c.s.eC;
-      const int adv = dd < -advT ? 0 : dd < 0 ? 1 : dd < advT ? 2 : 3;
       if (bits == 0) c.s.miss = 0;
-      const int miss = c.s.miss < 2 ? c.s.miss : 2;
-      int32_t *w2 = W2 + (((miss * 4 + adv) * 6 + cf) * 8 + bits) * nMix;
+      int32_t *w2 = W2 + mix6_sel2(stL, c.s.eL, c.s.eC, c.s.miss, bits);
       const int32_t w20 = w2[0], w21 = w2[1], w22 = w2[2];
       const int32_t d2 = mix6_clampSt(((int64_t)dot0 * w20 + (int64_t)dot1 * w21 + (int64_t)dot2 * w22) >> 16);
       const int32_t p2 = mix_squash(T, d2);
@@ -1565,8 +1576,7 @@ __device__ __forceinline__ void w7_code(CMBlocks B, DevState S, const int32_t *_
       const int32_t q1 = ((int32_t)row_at(cur.a1, cur.a132, e2) * (128 - w2w) + (int32_t)row_at(cur.a1, cur.a132, e2 + 1) * w2w) >> 7;
       const int32_t q2 = ((int32_t)row_at(cur.a2, cur.a232, e2) * (128 - w2w) + (int32_t)row_at(cur.a2, cur.a232, e2 + 1) * w2w) >> 7;
       const int i1 = (int)c0b * nBins + e2 + (w2w >> 6), i2 = (lq * 8 + bits) * nBins + e2 + (w2w >> 6);
-      int32_t pmx = (p2 * 32 + q1 + q2 + 2) >> 2;
-      pmx = pmx < 16 ? 16 : (pmx > 65520 ? 65520 : pmx);
+      const int32_t pmx = mix6_final(p2, q1, q2);
       // ---- the coder ----
       const uint32_t xmid = ac_split(x1, x2, ac_clamp(pmx));
       if (DEC) {
