@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-
-	"github.com/lmfs/lmfs/predictor/lm"
 )
 
 // fullBackend is an LMCMBackend that runs the whole lm+cm codec with the Go
@@ -79,10 +77,7 @@ func (b *fullBackend) DecodeLMCM(ctx context.Context, rule int, streams [][]byte
 // CPU with a log line; a wrong payload in the checked sample disables the
 // backend with an error line, and no wrong payload is stored.
 func TestLMCMFullBackend(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	ctx := context.Background()
 	srcs := accelInputs(t)
 	lens := make([]int, len(srcs))

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/lmfs/lmfs/predictor"
-	"github.com/lmfs/lmfs/predictor/lm"
 )
 
 // refBackend is an LMBackend that runs the Go reference model: the
@@ -89,10 +88,7 @@ func accelInputs(t testing.TB) [][]byte {
 // concurrent single calls, and that a failing backend falls back to the CPU
 // with a log line and no block lost.
 func TestAccelCodesAsCPU(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	id := ModelID(m.ID())
 	ctx := context.Background()
 	srcs := accelInputs(t)
@@ -229,10 +225,7 @@ func TestLMDeviceFallback(t *testing.T) {
 // coded with them, disabled with an error line, and the blocks are coded on
 // the CPU.
 func TestAccelWrongResults(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	ctx := context.Background()
 	srcs := accelInputs(t)
 	var logBuf bytes.Buffer
@@ -377,10 +370,8 @@ func TestBatcherWaitFollowsBatchTime(t *testing.T) {
 // to the same payloads and bytes, a larger one goes to the backend, and the
 // device name says so.
 func TestSmallBatchesOnCPU(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
+	var err error
 	id := ModelID(m.ID())
 	ctx := context.Background()
 	srcs := accelInputs(t)

@@ -16,6 +16,16 @@ import (
 	"github.com/lmfs/lmfs/predictor/lm"
 )
 
+// defaultModel is the built-in LM, or the test stops.
+func defaultModel(t testing.TB) *lm.Model {
+	t.Helper()
+	m, err := lm.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func lmInputs(t testing.TB) map[string][]byte {
 	t.Helper()
 	code, err := os.ReadFile("bytecodec.go")
@@ -43,10 +53,7 @@ func lmInputs(t testing.TB) map[string][]byte {
 }
 
 func TestLMCodecsRoundTrip(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	reg := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM2(m, 1<<20), NewLMCM1(m, 1<<20))
 	ctx := context.Background()
 	for _, name := range []string{"lm", "lm+cm", "lm+cm.2", "lm+cm.1"} {
@@ -79,10 +86,7 @@ func TestLMCodecsRoundTrip(t *testing.T) {
 }
 
 func TestLMUnknownModel(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	ctx := context.Background()
 	full := NewRegistry(NewLM(m), NewLMCM(m, 1<<20), NewLMCM1(m, 1<<20))
 	bare := NewRegistry() // knows no model
@@ -106,10 +110,8 @@ func TestLMUnknownModel(t *testing.T) {
 }
 
 func TestLMModelFileWithBadHash(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
+	var err error
 	file := lm.DefaultFile()
 	if _, err := lm.LoadVerified(file, m.ID()); err != nil {
 		t.Fatal(err)
@@ -221,10 +223,7 @@ func BenchmarkLMCodecs(b *testing.B) {
 // arithmetic, the mixer or cm shows up here and needs a new codec id (or, for
 // a new model, a new model id).
 func TestLMGolden(t *testing.T) {
-	def, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	def := defaultModel(t)
 	file, err := os.ReadFile("../predictor/lm/testdata/wmlp1.lmm")
 	if err != nil {
 		t.Fatal(err)
@@ -342,10 +341,7 @@ func TestRetiredModel(t *testing.T) {
 	if err := reg.RegisterModel(ModelID(retiredM2), prevFile, 64<<20); err != nil {
 		t.Fatal(err)
 	}
-	def, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	def := defaultModel(t)
 	for _, name := range []string{"lm", "lm+cm"} {
 		c, err := reg.ByName(name)
 		if err != nil {
@@ -454,10 +450,7 @@ func TestMaxUsesLMCM7(t *testing.T) {
 // bad parameter byte, is an ErrCorrupt error. (Flipped bits are caught by the
 // block record's CRC: TestLMUnknownModel.)
 func TestLMCMTruncated(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	ctx := context.Background()
 	src := []byte(strings.Repeat("Truncated payloads must fail cleanly. ", 20))
 	for _, c := range []Codec{NewLMCM(m, 1<<20), NewLMCM2(m, 1<<20), NewLMCM1(m, 1<<20)} {

@@ -48,10 +48,8 @@ func TestLockstepGroups(t *testing.T) {
 // block by block and decode them; a damaged payload in a batch gets the
 // error Decode gives it alone, and the blocks beside it decode.
 func TestBatchOnCPUMatchesOneByOne(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
+	var err error
 	ctx := context.Background()
 	in := lmInputs(t)
 	names := make([]string, 0, len(in))
@@ -274,10 +272,8 @@ func TestGathererGroupsWaitingCalls(t *testing.T) {
 // (gathered into groups) decode every block, and a damaged payload among
 // them gets the error it gets alone.
 func TestConcurrentDecodeOnCPU(t *testing.T) {
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
+	var err error
 	ctx := context.Background()
 	in := lmInputs(t)
 	var blocks [][]byte

@@ -20,7 +20,6 @@ import (
 	"testing"
 
 	"github.com/lmfs/lmfs/predictor"
-	"github.com/lmfs/lmfs/predictor/lm"
 )
 
 type tuneBlock struct {
@@ -113,10 +112,7 @@ func TestMixTuneDump(t *testing.T) {
 	if path == "" {
 		t.Skip("set LMFS_MIXTUNE_DUMP=file")
 	}
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	blocks := tuneSample(t)
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -171,10 +167,7 @@ func TestMixEval(t *testing.T) {
 	}
 	media := map[string]bool{"english.wav": true, "testorig.ppm": true, "cmx3g8_mcidas.tiff": true}
 	files := loadCorpus(t, func(string) bool { return true })
-	m, err := lm.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := defaultModel(t)
 	type blk struct {
 		file, kind string
 		src        []byte
