@@ -111,13 +111,12 @@ func TestLMUnknownModel(t *testing.T) {
 
 func TestLMModelFileWithBadHash(t *testing.T) {
 	m := defaultModel(t)
-	var err error
 	file := lm.DefaultFile()
 	if _, err := lm.LoadVerified(file, m.ID()); err != nil {
 		t.Fatal(err)
 	}
 	file[len(file)/2] ^= 1
-	_, err = lm.LoadVerified(file, m.ID())
+	_, err := lm.LoadVerified(file, m.ID())
 	if !errors.Is(err, lm.ErrBadModel) || !strings.Contains(err.Error(), "damaged") {
 		t.Fatalf("a model file with a bad hash gave %v", err)
 	}
